@@ -1,0 +1,25 @@
+//! The SensorThings vocabulary shared by every other crate: entity types with their properties
+//! and relations ([`EntityType`]), times ([`Instant`], [`Interval`]) and geometry values.
+//!
+//! This crate does no I/O and knows nothing of HTTP, SQL or MQTT.
+
+mod geometry;
+mod schema;
+mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use geometry::{Geometry, GeometryError, GEOJSON_ENCODINGS};
+pub use schema::{EntityType, Link, Navigation, Property, PropertyKind};
+pub use time::{Instant, Interval, TimeError, TimeValue};
+
+/// An entity id. Ids are positive integers assigned by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(pub i64);
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -1,0 +1,2 @@
+//! The SensorThings URL language (placeholder: being written).
+pub mod ir;

@@ -1,0 +1,5 @@
+//! Project automation. Run `cargo xtask help`.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
