@@ -137,10 +137,8 @@ impl Geometry {
 
     /// The bounding box of both, as [`Geometry::envelope`] gives it.
     pub fn envelope_union(&self, other: &Geometry) -> Option<Geometry> {
-        let collection = geo::Geometry::GeometryCollection(geo::GeometryCollection(vec![
-            self.0.clone(),
-            other.0.clone(),
-        ]));
+        let collection =
+            geo::Geometry::GeometryCollection(geo::GeometryCollection(vec![self.0.clone(), other.0.clone()]));
         Geometry(collection).envelope()
     }
 }

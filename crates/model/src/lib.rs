@@ -10,7 +10,7 @@ mod time;
 #[cfg(test)]
 mod tests;
 
-pub use geometry::{Geometry, GeometryError, GEOJSON_ENCODINGS};
+pub use geometry::{GEOJSON_ENCODINGS, Geometry, GeometryError};
 pub use schema::{EntityType, Link, Navigation, Property, PropertyKind};
 pub use time::{Instant, Interval, TimeError, TimeValue};
 

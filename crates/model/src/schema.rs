@@ -41,7 +41,7 @@ pub enum PropertyKind {
 }
 
 /// A primitive property of an entity type.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Property {
     /// The name on the wire, e.g. `phenomenonTime`.
     pub name: &'static str,
@@ -62,15 +62,11 @@ pub enum Link {
     /// The target's table has a column holding this entity's id (a to-many relation).
     Reverse(&'static str),
     /// A link table with a column for this entity's id and one for the target's id.
-    Table {
-        table: &'static str,
-        this: &'static str,
-        target: &'static str,
-    },
+    Table { table: &'static str, this: &'static str, target: &'static str },
 }
 
 /// A navigation property from one entity type to another.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Navigation {
     /// The name on the wire, e.g. `Datastreams`.
     pub name: &'static str,
@@ -128,7 +124,13 @@ const LOCATION_PROPERTIES: &[Property] =
     &[NAME, DESCRIPTION, ENCODING_TYPE, prop("location", "location", Geometry, true), PROPERTIES];
 const LOCATION_NAVIGATIONS: &[Navigation] = &[
     linked("Things", Thing, "thing_locations", "location_id", "thing_id"),
-    linked("HistoricalLocations", HistoricalLocation, "historical_location_locations", "location_id", "historical_location_id"),
+    linked(
+        "HistoricalLocations",
+        HistoricalLocation,
+        "historical_location_locations",
+        "location_id",
+        "historical_location_id",
+    ),
 ];
 
 const HISTORICAL_LOCATION_PROPERTIES: &[Property] = &[prop("time", "time", Instant, true)];
@@ -180,10 +182,8 @@ const MULTI_DATASTREAM_NAVIGATIONS: &[Navigation] = &[
 
 const SENSOR_PROPERTIES: &[Property] =
     &[NAME, DESCRIPTION, ENCODING_TYPE, prop("metadata", "metadata", Json, true), PROPERTIES];
-const SENSOR_NAVIGATIONS: &[Navigation] = &[
-    to_many("Datastreams", Datastream, "sensor_id"),
-    to_many("MultiDatastreams", MultiDatastream, "sensor_id"),
-];
+const SENSOR_NAVIGATIONS: &[Navigation] =
+    &[to_many("Datastreams", Datastream, "sensor_id"), to_many("MultiDatastreams", MultiDatastream, "sensor_id")];
 
 const OBSERVED_PROPERTY_PROPERTIES: &[Property] =
     &[NAME, prop("definition", "definition", Text, true), DESCRIPTION, PROPERTIES];

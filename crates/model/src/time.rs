@@ -156,11 +156,7 @@ impl FromStr for TimeValue {
     type Err = TimeError;
 
     fn from_str(text: &str) -> Result<TimeValue, TimeError> {
-        if text.contains('/') {
-            text.parse().map(TimeValue::Interval)
-        } else {
-            text.parse().map(TimeValue::Instant)
-        }
+        if text.contains('/') { text.parse().map(TimeValue::Interval) } else { text.parse().map(TimeValue::Instant) }
     }
 }
 

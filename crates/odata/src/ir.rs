@@ -111,8 +111,15 @@ pub enum Expr {
     Member(MemberPath),
     Not(Box<Expr>),
     Negate(Box<Expr>),
-    Binary { op: BinaryOp, left: Box<Expr>, right: Box<Expr> },
-    Call { function: Function, args: Vec<Expr> },
+    Binary {
+        op: BinaryOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Call {
+        function: Function,
+        args: Vec<Expr>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -145,7 +152,10 @@ pub enum Member {
     Property(&'static Property),
     /// A path into a JSON-valued property, e.g. `properties/owner/name` or `result/0`
     /// (array indexes are given as their decimal text).
-    Json { property: &'static Property, path: Vec<String> },
+    Json {
+        property: &'static Property,
+        path: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,139 @@
+//! Use cases: everything a client can ask of Thingbase, independent of HTTP or MQTT.
+//!
+//! [`App`] turns bound requests (`odata` resource paths and queries, entity JSON) into read and
+//! write jobs on a [`store::Store`]. Writes run inside the store's group-commit writer, so a
+//! method returns only after its transaction is durable. Requests that must succeed or fail
+//! together (a `$batch` change set) run as one job.
+//!
+//! Must not depend on a concrete backend, on axum or on the MQTT broker.
+
+mod convert;
+mod error;
+mod patch;
+mod read;
+mod write;
+
+use std::sync::Arc;
+
+use model::{EntityType, Id};
+use odata::{Query, ResourcePath};
+use store::{Paging, Reader, Store, StoreError, Writer};
+
+pub use error::AppError;
+pub use read::ReadResult;
+pub use write::{DataArrayItem, UpdateMode, WriteOp, WriteOutcome};
+
+/// The application: a store plus the settings that shape answers.
+#[derive(Clone)]
+pub struct App {
+    store: Arc<dyn Store>,
+    paging: Paging,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("paging", &self.paging).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, paging: Paging) -> App {
+        App { store, paging }
+    }
+
+    pub fn paging(&self) -> Paging {
+        self.paging
+    }
+
+    /// Runs `f` on a reader connection.
+    async fn read_job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Reader) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.read(Box::new(move |reader| {
+            let _ = tx.send(f(reader));
+        }));
+        rx.await.unwrap_or_else(|_| Err(AppError::Internal("a read job was dropped".into())))
+    }
+
+    /// Runs `f` inside a write transaction and returns once it is committed.
+    async fn write_job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, AppError>>();
+        let slot: Arc<std::sync::Mutex<Option<Result<T, AppError>>>> = Arc::new(std::sync::Mutex::new(None));
+        let job_slot = Arc::clone(&slot);
+        self.store.write(
+            Box::new(move |writer| {
+                let result = f(writer);
+                let failed = result.is_err();
+                if let Ok(mut s) = job_slot.lock() {
+                    *s = Some(result);
+                }
+                // Rolling back this job's savepoint on an application error keeps a
+                // half-done deep insert out of the database.
+                if failed { Err(StoreError::Rejected("rolled back".into())) } else { Ok(()) }
+            }),
+            Box::new(move |outcome| {
+                let result = slot.lock().ok().and_then(|mut s| s.take());
+                let reply = match (outcome, result) {
+                    (_, Some(Err(app_error))) => Err(app_error),
+                    (Ok(()), Some(Ok(value))) => Ok(value),
+                    (Err(store_error), _) => Err(AppError::from(store_error)),
+                    (Ok(()), None) => Err(AppError::Internal("a write job left no result".into())),
+                };
+                let _ = tx.send(reply);
+            }),
+        );
+        rx.await.unwrap_or_else(|_| Err(AppError::Internal("a write job was dropped".into())))
+    }
+
+    /// Answers a GET of `path` with `query`.
+    pub async fn read(&self, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
+        let paging = self.paging;
+        self.read_job(move |reader| read::read(reader, &path, &query, paging)).await
+    }
+
+    /// Runs one change and returns what it did, once committed.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, AppError> {
+        self.write_job(move |writer| write::apply(writer, op)).await
+    }
+
+    /// Runs several changes as one transaction: all are committed, or none is and the error of
+    /// the first failing one (with its index) is returned.
+    pub async fn write_atomic(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, (usize, AppError)> {
+        let result = self
+            .write_job(move |writer| {
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for (i, op) in ops.into_iter().enumerate() {
+                    match write::apply(writer, op) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(e) => return Err(AppError::InBatch(i, Box::new(e))),
+                    }
+                }
+                Ok(outcomes)
+            })
+            .await;
+        result.map_err(|e| match e {
+            AppError::InBatch(i, inner) => (i, *inner),
+            other => (0, other),
+        })
+    }
+
+    /// Creates Observations from the Data Array format; one outcome per row, in order.
+    pub async fn create_observations(&self, items: Vec<DataArrayItem>) -> Result<Vec<Result<Id, AppError>>, AppError> {
+        self.write_job(move |writer| write::create_data_arrays(writer, items)).await
+    }
+
+    /// Finishes queued writes and stops the store.
+    pub fn shutdown(&self) {
+        self.store.shutdown();
+    }
+}
+
+/// The entity type a resource path addresses.
+pub fn target_entity(path: &ResourcePath) -> EntityType {
+    path.segments.last().map(|s| s.entity).unwrap_or(EntityType::Thing)
+}

@@ -1,0 +1,161 @@
+//! The SensorThings API over HTTP: the service root, one generic resource route for every
+//! entity set and navigation path, `$batch`, the Data Array extension, `/health` and
+//! `/metrics`.
+//!
+//! This is the only crate that knows HTTP and the JSON wire format; it turns requests into `app`
+//! calls and `app` answers into JSON. Must not depend on a concrete backend or on the broker.
+
+mod batch;
+mod data_array;
+mod encode;
+mod error;
+mod handler;
+mod root;
+mod url;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+pub use error::ApiError;
+pub use handler::{Method, Request};
+
+/// The settings of the HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// The externally visible URL of the server (e.g. `https://sensors.example.org`); when
+    /// absent, links are built from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// The largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings { public_url: None, max_body_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// Renders the Prometheus exposition text.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub app: app::App,
+    pub settings: Arc<ApiSettings>,
+    pub metrics: Option<MetricsRender>,
+}
+
+/// The version path of the service root.
+pub const VERSION: &str = "v1.1";
+
+/// A response as the handlers produce it, before it becomes an HTTP response (or a `$batch`
+/// part).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Vec<u8>) -> Reply {
+        Reply { status, content_type: Some("application/json"), location: None, body }
+    }
+
+    pub fn text(status: u16, body: Vec<u8>) -> Reply {
+        Reply { status, content_type: Some("text/plain; charset=utf-8"), location: None, body }
+    }
+
+    pub fn empty(status: u16) -> Reply {
+        Reply { status, content_type: None, location: None, body: Vec::new() }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if let Some(content_type) = self.content_type {
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1.1", get(root::service_root))
+        .route("/v1.1/", get(root::service_root))
+        .route("/v1.1/{*rest}", any(resource))
+        .route("/health", get(|| async { Reply::json(200, br#"{"status":"ok"}"#.to_vec()) }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(404, "unknown_path", "no such resource; the SensorThings API is at /v1.1").reply()
+        })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Reply {
+    match &state.metrics {
+        Some(render) => {
+            Reply { content_type: Some("text/plain; version=0.0.4"), ..Reply::text(200, render().into_bytes()) }
+        }
+        None => ApiError::new(404, "unknown_path", "metrics are not enabled").reply(),
+    }
+}
+
+/// The service root URL for a request, e.g. `http://localhost:8080/v1.1`.
+pub fn base_url(settings: &ApiSettings, headers: &HeaderMap) -> String {
+    match &settings.public_url {
+        Some(url) => format!("{}/{VERSION}", url.trim_end_matches('/')),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}/{VERSION}")
+        }
+    }
+}
+
+async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Reply {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let method = Method::parse(parts.method.as_str());
+    let base = base_url(&state.settings, &parts.headers);
+    let raw_path = parts.uri.path();
+    let path = raw_path.strip_prefix("/v1.1").unwrap_or(raw_path).to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let minimal =
+        parts.headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("return=minimal"));
+    let body = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                413,
+                "body_too_large",
+                format!("the request body is larger than {} bytes", state.settings.max_body_bytes),
+            )
+            .reply();
+        }
+    };
+    let request =
+        Request { method, path: &path, query: &query, body: &body, content_type: content_type.as_deref(), minimal };
+    let reply = handler::handle(&state, &base, request).await;
+    let method_label = parts.method.as_str().to_owned();
+    metrics::counter!("thingbase_http_requests_total", "method" => method_label.clone(), "status" => reply.status.to_string())
+        .increment(1);
+    metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label)
+        .record(started.elapsed().as_secs_f64());
+    reply
+}

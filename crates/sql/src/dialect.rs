@@ -1,0 +1,191 @@
+//! The [`Dialect`] trait: the small set of SQL differences between databases, with defaults
+//! written once. `SqliteDialect` overrides what SQLite spells differently.
+
+/// A date or time part extracted from an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatePart {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+}
+
+/// The JSON type a value extracted from a JSON column is coerced to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonAs {
+    Number,
+    Text,
+    Boolean,
+    /// Whatever the database makes of it (numbers as numbers, strings as text).
+    Any,
+}
+
+pub trait Dialect: Send + Sync {
+    /// The placeholder for parameter `n` (1-based).
+    fn placeholder(&self, n: usize) -> String;
+
+    /// A FROM item with one column `value` listing the ids of a [`crate::Param::IdList`].
+    fn id_list(&self, placeholder: &str, alias: &str) -> String;
+
+    /// A value of `column` (JSON text) at `path` (a placeholder holding the dialect's path text),
+    /// coerced to `ty`; NULL when absent or of another type.
+    fn json_value(&self, column: &str, path: &str, ty: JsonAs) -> String;
+
+    /// The path text for a JSON path given as keys and array indexes.
+    fn json_path(&self, keys: &[String]) -> String;
+
+    /// An integer date or time part of `micros`, an expression of microseconds since the epoch.
+    fn date_part(&self, part: DatePart, micros: &str) -> String;
+
+    /// `YYYY-MM-DD` of `micros`.
+    fn date_text(&self, micros: &str) -> String;
+
+    /// `HH:MM:SS` of `micros`.
+    fn time_text(&self, micros: &str) -> String;
+
+    /// A spatial predicate or measure by its OGC name (`st_within`, `geo_distance`, ...) over
+    /// GeoJSON or WKT text arguments.
+    fn geo_function(&self, name: &str, args: &[String]) -> String;
+
+    /// 1-based position of `needle` in `haystack`, 0 if absent.
+    fn position(&self, haystack: &str, needle: &str) -> String;
+
+    /// Microseconds since the epoch of an ISO 8601 text; NULL if it is not one.
+    fn text_to_micros(&self, text: &str) -> String;
+
+    fn modulo(&self, a: &str, b: &str) -> String {
+        format!("mod({a}, {b})")
+    }
+
+    /// `a IS NOT b` with NULLs comparing as values.
+    fn distinct(&self, a: &str, b: &str) -> String {
+        format!("({a} IS DISTINCT FROM {b})")
+    }
+
+    fn floor(&self, x: &str) -> String {
+        format!("floor({x})")
+    }
+
+    fn ceiling(&self, x: &str) -> String {
+        format!("ceil({x})")
+    }
+
+    /// The name of the n-ary minimum function.
+    fn least(&self) -> &'static str {
+        "LEAST"
+    }
+
+    /// The name of the n-ary maximum function.
+    fn greatest(&self) -> &'static str {
+        "GREATEST"
+    }
+
+    /// A boolean condition as a value comparable with a stored boolean.
+    fn boolean_literal(&self, value: bool) -> &'static str {
+        if value { "TRUE" } else { "FALSE" }
+    }
+}
+
+/// SQLite 3.54 with JSON1 built in; geometry and rounding through functions the SQLite backend
+/// registers on every connection (`tb_st_within`, `tb_floor`, ...).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn placeholder(&self, n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn id_list(&self, placeholder: &str, alias: &str) -> String {
+        format!("json_each({placeholder}) {alias}")
+    }
+
+    fn json_value(&self, column: &str, path: &str, ty: JsonAs) -> String {
+        let value = format!("json_extract({column}, {path})");
+        let kind = format!("json_type({column}, {path})");
+        match ty {
+            JsonAs::Any => value,
+            JsonAs::Number => format!("(CASE WHEN {kind} IN ('integer', 'real') THEN {value} END)"),
+            JsonAs::Text => format!("(CASE WHEN {kind} = 'text' THEN {value} END)"),
+            JsonAs::Boolean => format!("(CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"),
+        }
+    }
+
+    fn json_path(&self, keys: &[String]) -> String {
+        let mut path = String::from("$");
+        for key in keys {
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+                path.push('[');
+                path.push_str(key);
+                path.push(']');
+            } else {
+                path.push_str(".\"");
+                path.push_str(&key.replace('"', "\\\""));
+                path.push('"');
+            }
+        }
+        path
+    }
+
+    fn date_part(&self, part: DatePart, micros: &str) -> String {
+        let format = match part {
+            DatePart::Year => "%Y",
+            DatePart::Month => "%m",
+            DatePart::Day => "%d",
+            DatePart::Hour => "%H",
+            DatePart::Minute => "%M",
+            DatePart::Second => "%S",
+        };
+        format!("CAST(strftime('{format}', ({micros}) / 1000000.0, 'unixepoch') AS INTEGER)")
+    }
+
+    fn date_text(&self, micros: &str) -> String {
+        format!("strftime('%Y-%m-%d', ({micros}) / 1000000.0, 'unixepoch')")
+    }
+
+    fn time_text(&self, micros: &str) -> String {
+        format!("strftime('%H:%M:%S', ({micros}) / 1000000.0, 'unixepoch')")
+    }
+
+    fn geo_function(&self, name: &str, args: &[String]) -> String {
+        format!("tb_{name}({})", args.join(", "))
+    }
+
+    fn position(&self, haystack: &str, needle: &str) -> String {
+        format!("instr({haystack}, {needle})")
+    }
+
+    fn text_to_micros(&self, text: &str) -> String {
+        format!("CAST(unixepoch({text}, 'subsec') * 1000000 AS INTEGER)")
+    }
+
+    fn modulo(&self, a: &str, b: &str) -> String {
+        format!("({a} % {b})")
+    }
+
+    fn distinct(&self, a: &str, b: &str) -> String {
+        format!("({a} IS NOT {b})")
+    }
+
+    fn floor(&self, x: &str) -> String {
+        format!("tb_floor({x})")
+    }
+
+    fn ceiling(&self, x: &str) -> String {
+        format!("tb_ceiling({x})")
+    }
+
+    fn boolean_literal(&self, value: bool) -> &'static str {
+        if value { "1" } else { "0" }
+    }
+
+    fn least(&self) -> &'static str {
+        "min"
+    }
+
+    fn greatest(&self) -> &'static str {
+        "max"
+    }
+}

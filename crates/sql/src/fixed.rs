@@ -1,0 +1,64 @@
+//! Statements with a fixed shape that the generic compiler does not produce: maintenance of
+//! derived Datastream fields, the generated-feature lookup, and cascades beyond foreign keys.
+
+use model::EntityType;
+
+use crate::dialect::Dialect;
+
+/// Widens the phenomenonTime and resultTime extents of the (Multi)Datastream `?1` to cover
+/// `[?2, ?3]` and `[?4, ?5]` (the latter may be NULL: no resultTime).
+pub fn extend_times(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let p = |n| dialect.placeholder(n);
+    let (least, greatest) = (dialect.least(), dialect.greatest());
+    format!(
+        "UPDATE {table} SET \
+         phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {p2}), {p2}), \
+         phenomenon_time_end = {greatest}(COALESCE(phenomenon_time_end, {p3}), {p3}), \
+         result_time_start = CASE WHEN {p4} IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {p4}), {p4}) END, \
+         result_time_end = CASE WHEN {p5} IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END \
+         WHERE id = {p1}",
+        table = entity.table(),
+        p1 = p(1),
+        p2 = p(2),
+        p3 = p(3),
+        p4 = p(4),
+        p5 = p(5),
+    )
+}
+
+/// Rows `(location id, generated feature id or NULL, encoding type, location, name, description)`
+/// for the Locations of the Thing of the (Multi)Datastream `?1`.
+pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT l.id, g.feature_id, l.encoding_type, l.location, l.name, l.description \
+         FROM {table} d JOIN thing_locations tl ON tl.thing_id = d.thing_id \
+         JOIN locations l ON l.id = tl.location_id \
+         LEFT JOIN location_features g ON g.location_id = l.id \
+         WHERE d.id = {p1} ORDER BY l.id",
+        table = entity.table(),
+        p1 = dialect.placeholder(1),
+    )
+}
+
+/// Remembers that the feature `?2` was generated from the location `?1`.
+pub fn remember_generated_feature(dialect: &dyn Dialect) -> String {
+    format!(
+        "INSERT INTO location_features (location_id, feature_id) VALUES ({}, {}) \
+         ON CONFLICT (location_id) DO UPDATE SET feature_id = excluded.feature_id",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}
+
+/// Deletes what must go with the entity `?1` that foreign keys alone do not remove: the
+/// MultiDatastreams of a deleted ObservedProperty.
+pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Option<String> {
+    match entity {
+        EntityType::ObservedProperty => Some(format!(
+            "DELETE FROM multi_datastreams WHERE id IN \
+             (SELECT multi_datastream_id FROM multi_datastream_observed_properties WHERE observed_property_id = {})",
+            dialect.placeholder(1)
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,39 @@
+//! Compiles the bound query IR of `odata` into SQL text with parameters.
+//!
+//! There is one compiler ([`compile`]) for every database; a [`Dialect`] overrides only what
+//! differs between them (placeholders, JSON access, date parts, geometry functions, id lists).
+//! User input never becomes SQL text: values become [`Param`]s and identifiers come from
+//! `model`'s schema. Compilation cannot fail: everything a client can get wrong was rejected
+//! when `odata` bound the query.
+
+mod columns;
+mod compile;
+mod dialect;
+pub mod fixed;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use columns::{Column, columns};
+pub use compile::{ExpandedPage, Page, Selection, count, count_expanded, select, select_expanded};
+pub use dialect::{Dialect, SqliteDialect};
+pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};
+
+/// A parameter value bound to a placeholder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// A list of ids, rendered by the dialect's [`Dialect::id_list`].
+    IdList(Vec<i64>),
+}
+
+/// SQL text with its parameters, numbered in order from 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+}

@@ -1,0 +1,333 @@
+//! `Reader` and `Writer` over one SQLite connection: statements come from the `sql` compiler,
+//! rows are decoded by property kind, and `$expand` runs one statement per expand item.
+
+use std::collections::HashMap;
+
+use model::{EntityType, Id, Instant, Link, Navigation};
+use odata::{Expr, Query};
+use rusqlite::Connection;
+use rusqlite::types::Value as SqlValue;
+use sql::{Page, SqliteDialect, Statement};
+use store::{Expanded, Paging, Reader, Record, Row, Rows, StoreError, Writer};
+
+use crate::values::{bind, decode, param};
+
+const DIALECT: SqliteDialect = SqliteDialect;
+
+/// Database access through one connection; inside the writer it runs within the open
+/// transaction.
+pub struct Access<'c> {
+    pub conn: &'c Connection,
+}
+
+pub fn db_error(error: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(code, message) = &error {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation {
+            return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
+        }
+    }
+    StoreError::Database(Box::new(error))
+}
+
+impl Access<'_> {
+    fn params(statement: &Statement) -> Vec<SqlValue> {
+        statement.params.iter().map(param).collect()
+    }
+
+    fn run_select(
+        &self,
+        statement: &Statement,
+        fields: &[&'static model::Property],
+        skip: usize,
+    ) -> Result<Vec<(Vec<i64>, Row)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
+        let params = Self::params(statement);
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let mut keys = Vec::with_capacity(skip);
+            for i in 0..skip {
+                keys.push(row.get::<_, i64>(i).map_err(db_error)?);
+            }
+            let id: i64 = row.get(skip).map_err(db_error)?;
+            let mut at = skip + 1;
+            let mut values = Vec::with_capacity(fields.len());
+            for field in fields {
+                let (value, next) = decode(field, row, at).map_err(db_error)?;
+                values.push(value);
+                at = next;
+            }
+            out.push((keys, Row { id: Id(id), values, expanded: Vec::new() }));
+        }
+        Ok(out)
+    }
+
+    fn scalar_i64(&self, statement: &Statement) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
+        stmt.query_row(rusqlite::params_from_iter(Self::params(statement)), |r| r.get(0)).map_err(db_error)
+    }
+
+    /// Resolves the expand items of `query` for `rows` (entities of `entity`).
+    fn expand(
+        &self,
+        entity: EntityType,
+        query: &Query,
+        rows: &mut [Row],
+        paging: Paging,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        if query.expand.is_empty() || rows.is_empty() {
+            return Ok(());
+        }
+        let parents: Vec<i64> = rows.iter().map(|r| r.id.0).collect();
+        for item in &query.expand {
+            let nav = item.navigation;
+            let sub = &item.query;
+            let page = if nav.many {
+                Page { limit: Some(sub.top.unwrap_or(paging.default_top).min(paging.max_top) + 1), offset: sub.skip }
+            } else {
+                Page { limit: None, offset: 0 }
+            };
+            let expanded = sql::select_expanded(&DIALECT, entity, nav, sub, &parents, page, now);
+            let found = self.run_select(&expanded.statement, &expanded.selection.fields, 1)?;
+            let mut children: Vec<Row> = Vec::with_capacity(found.len());
+            let mut owners: Vec<i64> = Vec::with_capacity(found.len());
+            for (keys, row) in found {
+                owners.push(keys[0]);
+                children.push(row);
+            }
+            // Nested expands run once for all children of all parents.
+            self.expand(nav.target, sub, &mut children, paging, now)?;
+            let counts = if nav.many && sub.count == Some(true) {
+                let statement = sql::count_expanded(&DIALECT, entity, nav, sub.filter.as_ref(), &parents, now);
+                let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
+                let mut counts = HashMap::new();
+                let mut result = stmt.query(rusqlite::params_from_iter(Self::params(&statement))).map_err(db_error)?;
+                while let Some(row) = result.next().map_err(db_error)? {
+                    counts.insert(
+                        row.get::<_, i64>(0).map_err(db_error)?,
+                        row.get::<_, i64>(1).map_err(db_error)? as u64,
+                    );
+                }
+                Some(counts)
+            } else {
+                None
+            };
+            let mut grouped: HashMap<i64, Vec<Row>> = HashMap::new();
+            for (owner, child) in owners.into_iter().zip(children) {
+                grouped.entry(owner).or_default().push(child);
+            }
+            let limit = page.limit.map(|l| l as usize - 1);
+            for row in rows.iter_mut() {
+                let mut mine = grouped.remove(&row.id.0).unwrap_or_default();
+                if nav.many {
+                    let more = limit.is_some_and(|l| mine.len() > l);
+                    if let Some(l) = limit {
+                        mine.truncate(l);
+                    }
+                    row.expanded.push(Expanded::Many(Rows {
+                        fields: expanded.selection.fields.clone(),
+                        rows: mine,
+                        count: counts.as_ref().map(|c| c.get(&row.id.0).copied().unwrap_or(0)),
+                        more,
+                    }));
+                } else {
+                    row.expanded.push(Expanded::One {
+                        fields: expanded.selection.fields.clone(),
+                        row: mine.pop().map(Box::new),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reader for Access<'_> {
+    fn query(
+        &mut self,
+        entity: EntityType,
+        constraint: Option<&Expr>,
+        query: &Query,
+        paging: Paging,
+    ) -> Result<Rows, StoreError> {
+        let now = Instant::now();
+        let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
+        let page = Page { limit: Some(limit + 1), offset: query.skip };
+        let (statement, selection) = sql::select(&DIALECT, entity, query, constraint, page, now);
+        let found = self.run_select(&statement, &selection.fields, 0)?;
+        let mut rows: Vec<Row> = found.into_iter().map(|(_, row)| row).collect();
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        self.expand(entity, query, &mut rows, paging, now)?;
+        let count = if query.count == Some(true) {
+            let statement = sql::count(&DIALECT, entity, query.filter.as_ref(), constraint, now);
+            Some(self.scalar_i64(&statement)? as u64)
+        } else {
+            None
+        };
+        Ok(Rows { fields: selection.fields, rows, count, more })
+    }
+
+    fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError> {
+        let query = Query { select: Some(Vec::new()), ..Query::default() };
+        let page = Page { limit: Some(1), offset: 0 };
+        let (statement, selection) = sql::select(&DIALECT, entity, &query, Some(constraint), page, Instant::now());
+        Ok(!self.run_select(&statement, &selection.fields, 0)?.is_empty())
+    }
+
+    fn related(
+        &mut self,
+        entity: EntityType,
+        from: Id,
+        navigation: &'static Navigation,
+    ) -> Result<Vec<Id>, StoreError> {
+        let query = Query { select: Some(Vec::new()), ..Query::default() };
+        let page = Page { limit: None, offset: 0 };
+        let expanded = sql::select_expanded(&DIALECT, entity, navigation, &query, &[from.0], page, Instant::now());
+        Ok(self.run_select(&expanded.statement, &[], 1)?.into_iter().map(|(_, row)| row.id).collect())
+    }
+}
+
+fn foreign_keys(record: &Record) -> (Vec<&'static str>, Vec<SqlValue>) {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for (nav, id) in &record.links {
+        if let Link::Column(column) = nav.link {
+            names.push(column);
+            values.push(id.map(|i| SqlValue::Integer(i.0)).unwrap_or(SqlValue::Null));
+        }
+    }
+    (names, values)
+}
+
+fn record_values(record: &Record) -> Vec<SqlValue> {
+    let mut values = Vec::new();
+    for (property, value) in &record.values {
+        bind(property, value, &mut values);
+    }
+    values
+}
+
+impl Writer for Access<'_> {
+    fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
+        Ok(self.insert_many(entity, std::slice::from_ref(record))?.pop().unwrap_or(Id(0)))
+    }
+
+    fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
+        let Some(first) = records.first() else { return Ok(Vec::new()) };
+        let fields: Vec<&model::Property> = first.values.iter().map(|(p, _)| *p).collect();
+        let (keys, _) = foreign_keys(first);
+        // One multi-row statement per chunk keeps parsing and round trips off the hot path;
+        // 64 rows stays far below SQLite's parameter limit for every entity type.
+        const CHUNK: usize = 64;
+        let mut ids = Vec::with_capacity(records.len());
+        for chunk in records.chunks(CHUNK) {
+            let sql_text = sql::insert(&DIALECT, entity, &fields, &keys, chunk.len());
+            let mut values = Vec::new();
+            for record in chunk {
+                values.extend(record_values(record));
+                values.extend(foreign_keys(record).1);
+            }
+            let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(values)).map_err(db_error)?;
+            while let Some(row) = rows.next().map_err(db_error)? {
+                ids.push(Id(row.get(0).map_err(db_error)?));
+            }
+        }
+        Ok(ids)
+    }
+
+    fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        let fields: Vec<&model::Property> = record.values.iter().map(|(p, _)| *p).collect();
+        let (keys, key_values) = foreign_keys(record);
+        if fields.is_empty() && keys.is_empty() {
+            let constraint = store::id_eq(id);
+            return self.exists(entity, &constraint);
+        }
+        let sql_text = sql::update(&DIALECT, entity, &fields, &keys);
+        let mut values = record_values(record);
+        values.extend(key_values);
+        values.push(SqlValue::Integer(id.0));
+        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(values)).map_err(db_error)? > 0)
+    }
+
+    fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
+        if let Some(sql_text) = sql::fixed::delete_dependents(&DIALECT, entity) {
+            self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0])).map_err(db_error)?;
+        }
+        let sql_text = sql::delete(&DIALECT, entity);
+        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
+        Ok(stmt.execute([id.0]).map_err(db_error)? > 0)
+    }
+
+    fn link(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<(), StoreError> {
+        let Some(sql_text) = sql::insert_link(&DIALECT, navigation) else {
+            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
+        };
+        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0, to.0])).map_err(db_error)?;
+        Ok(())
+    }
+
+    fn unlink(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<bool, StoreError> {
+        let Some(sql_text) = sql::delete_link(&DIALECT, navigation) else {
+            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
+        };
+        Ok(self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0, to.0])).map_err(db_error)? > 0)
+    }
+
+    fn unlink_all(&mut self, navigation: &'static Navigation, from: Id) -> Result<(), StoreError> {
+        let Some(sql_text) = sql::delete_links_of(&DIALECT, navigation) else {
+            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
+        };
+        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0])).map_err(db_error)?;
+        Ok(())
+    }
+
+    fn extend_times(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        phenomenon: model::Interval,
+        result: Option<model::Interval>,
+    ) -> Result<(), StoreError> {
+        let sql_text = sql::fixed::extend_times(&DIALECT, entity);
+        let values = [
+            SqlValue::Integer(id.0),
+            SqlValue::Integer(phenomenon.start().micros()),
+            SqlValue::Integer(phenomenon.end().micros()),
+            result.map(|r| SqlValue::Integer(r.start().micros())).unwrap_or(SqlValue::Null),
+            result.map(|r| SqlValue::Integer(r.end().micros())).unwrap_or(SqlValue::Null),
+        ];
+        self.conn
+            .prepare_cached(&sql_text)
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<store::ThingLocation>, StoreError> {
+        let sql_text = sql::fixed::thing_locations_of(&DIALECT, entity);
+        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
+        let rows = stmt
+            .query_map([id.0], |r| {
+                Ok(store::ThingLocation {
+                    location: Id(r.get(0)?),
+                    generated_feature: r.get::<_, Option<i64>>(1)?.map(Id),
+                    encoding_type: r.get(2)?,
+                    location_json: r.get(3)?,
+                    name: r.get(4)?,
+                    description: r.get(5)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+    }
+
+    fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
+        let sql_text = sql::fixed::remember_generated_feature(&DIALECT);
+        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([location.0, feature.0])).map_err(db_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The embedded SQLite backend: one file, no setup.
+//!
+//! One writer thread owns the only write connection and commits queued write jobs in groups:
+//! it takes every job waiting (up to a bound), runs each in its own savepoint inside one
+//! transaction, commits, and only then reports each job's outcome. A pool of reader threads with
+//! their own connections serves reads concurrently (WAL mode lets readers and the writer run
+//! side by side).
+//!
+//! Must not depend on any other backend.
+
+mod access;
+mod functions;
+mod migrate;
+mod values;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
+
+use crate::access::{Access, db_error};
+
+/// How hard a commit presses on the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode: a crash of the process loses nothing committed; a power
+    /// loss may lose the last commits.
+    Process,
+    /// `synchronous=FULL`: every commit survives a power loss.
+    PowerLoss,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub readers: usize,
+    pub durability: Durability,
+    /// The most write jobs committed in one transaction.
+    pub max_group: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions { path: path.into(), readers: 4, durability: Durability::Process, max_group: 1024 }
+    }
+}
+
+/// A SQLite database file with its writer and readers.
+pub struct SqliteStore {
+    writes: Mutex<Option<SyncSender<(WriteJob, WriteDone)>>>,
+    reads: Mutex<Option<SyncSender<ReadJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions, write: bool) -> Result<Connection, StoreError> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    let synchronous = match options.durability {
+        Durability::Process => "NORMAL",
+        Durability::PowerLoss => "FULL",
+    };
+    if write {
+        conn.execute_batch("PRAGMA journal_mode = WAL;").map_err(db_error)?;
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32000; PRAGMA temp_store = MEMORY;"
+    ))
+    .map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    functions::register(&conn).map_err(db_error)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file, applies migrations and starts the writer and
+    /// reader threads.
+    pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let writer = open_connection(&options.path, &options, true)?;
+        migrate::run(&writer)?;
+        let mut threads = Vec::new();
+
+        let (write_tx, write_rx) = mpsc::sync_channel::<(WriteJob, WriteDone)>(options.max_group * 4);
+        let max_group = options.max_group.max(1);
+        threads.push(
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || write_loop(writer, write_rx, max_group))
+                .map_err(|e| StoreError::Database(Box::new(e)))?,
+        );
+
+        let (read_tx, read_rx) = mpsc::sync_channel::<ReadJob>(1024);
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for i in 0..options.readers.max(1) {
+            let conn = open_connection(&options.path, &options, false)?;
+            let rx = Arc::clone(&read_rx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sqlite-reader-{i}"))
+                    .spawn(move || read_loop(conn, rx))
+                    .map_err(|e| StoreError::Database(Box::new(e)))?,
+            );
+        }
+        Ok(SqliteStore {
+            writes: Mutex::new(Some(write_tx)),
+            reads: Mutex::new(Some(read_tx)),
+            threads: Mutex::new(threads),
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn read(&self, job: ReadJob) {
+        let sender = self.reads.lock().ok().and_then(|s| s.clone());
+        if let Some(sender) = sender {
+            // A full queue waits: back-pressure instead of unbounded memory.
+            let _ = sender.send(job);
+        }
+    }
+
+    fn write(&self, job: WriteJob, done: WriteDone) {
+        let sender = self.writes.lock().ok().and_then(|s| s.clone());
+        match sender {
+            Some(sender) => match sender.try_send((job, done)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(item)) => {
+                    if let Err(mpsc::SendError((_, done))) = sender.send(item) {
+                        done(Err(StoreError::ShuttingDown));
+                    }
+                }
+                Err(TrySendError::Disconnected((_, done))) => done(Err(StoreError::ShuttingDown)),
+            },
+            None => done(Err(StoreError::ShuttingDown)),
+        }
+    }
+
+    fn shutdown(&self) {
+        if let Ok(mut w) = self.writes.lock() {
+            w.take();
+        }
+        if let Ok(mut r) = self.reads.lock() {
+            r.take();
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let mut access = Access { conn: &conn };
+        // A panicking job must not take the reader down with it; its caller sees the dropped
+        // reply channel as an internal error.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
+    }
+}
+
+/// Takes every queued job (up to `max_group`), runs them in one transaction with a savepoint
+/// each, commits, then reports.
+fn write_loop(conn: Connection, jobs: Receiver<(WriteJob, WriteDone)>, max_group: usize) {
+    let mut group: Vec<(WriteJob, WriteDone)> = Vec::with_capacity(max_group);
+    loop {
+        match jobs.recv_timeout(Duration::from_secs(60)) {
+            Ok(first) => group.push(first),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = conn.execute_batch("PRAGMA optimize;");
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while group.len() < max_group {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&conn, &mut group);
+    }
+    let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+fn commit_group(conn: &Connection, group: &mut Vec<(WriteJob, WriteDone)>) {
+    let started = std::time::Instant::now();
+    let size = group.len();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        for (_, done) in group.drain(..) {
+            done(Err(db_error(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("cannot begin a write transaction".into()),
+            ))));
+        }
+        return;
+    }
+    let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
+    for (job, done) in group.drain(..) {
+        let outcome = run_in_savepoint(conn, job);
+        outcomes.push((done, outcome));
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            tracing::trace!(jobs = size, elapsed_us = started.elapsed().as_micros() as u64, "committed");
+            for (done, outcome) in outcomes {
+                done(outcome);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            for (done, _) in outcomes {
+                done(Err(StoreError::Database(format!("commit failed: {e}").into())));
+            }
+        }
+    }
+}
+
+fn run_in_savepoint(conn: &Connection, job: WriteJob) -> Result<(), StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    let mut access = Access { conn };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
+        .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
+    if result.is_err() {
+        conn.execute_batch("ROLLBACK TO job").map_err(db_error)?;
+    }
+    conn.execute_batch("RELEASE job").map_err(db_error)?;
+    result
+}

@@ -1,0 +1,190 @@
+//! The storage boundary: what `app` asks of a database, in domain terms.
+//!
+//! A backend implements [`Store`]: it runs read jobs against a [`Reader`] and write jobs
+//! against a [`Writer`] inside a transaction. Writes are group-committed: a backend may run many
+//! jobs in one transaction (each in its own savepoint, so one job's failure does not undo the
+//! others) and reports every job's outcome only after the transaction is durable.
+//!
+//! This crate knows no database driver and no SQL; it has no async runtime either, so jobs are
+//! plain closures and outcomes arrive through callbacks.
+
+use model::{EntityType, Id, Instant, Interval, Navigation, Property};
+use odata::{Expr, Query};
+
+/// A stored value of one property, typed by the property's kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// JSON text, known to be valid JSON.
+    Json(String),
+    Instant(Instant),
+    Interval(Interval),
+}
+
+/// One entity as read: its id and the values of the selected properties, in selection order,
+/// followed by the results of each `$expand` item, in query order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub id: Id,
+    pub values: Vec<Value>,
+    pub expanded: Vec<Expanded>,
+}
+
+/// The expanded value of a navigation property on one entity.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expanded {
+    One { fields: Vec<&'static Property>, row: Option<Box<Row>> },
+    Many(Rows),
+}
+
+/// A page of entities.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Rows {
+    /// The properties each row holds values of.
+    pub fields: Vec<&'static Property>,
+    pub rows: Vec<Row>,
+    /// The total without paging, when `$count=true` asked for it.
+    pub count: Option<u64>,
+    /// Whether entities follow this page (so a next link is due).
+    pub more: bool,
+}
+
+/// The paging a read applies when the query gives none, and its ceiling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paging {
+    pub default_top: u64,
+    pub max_top: u64,
+}
+
+/// Read access, used by read jobs and, for reads inside a transaction, by write jobs.
+pub trait Reader {
+    /// The entities of `entity` matching `constraint` (the resource path's condition) and the
+    /// query's options, with `$expand` resolved in one statement per expand item.
+    fn query(
+        &mut self,
+        entity: EntityType,
+        constraint: Option<&Expr>,
+        query: &Query,
+        paging: Paging,
+    ) -> Result<Rows, StoreError>;
+
+    /// Whether an entity of `entity` matches `constraint` (e.g. `id eq 5`).
+    fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError>;
+
+    /// The ids of the entities `navigation` leads to from `from` (an entity of `entity`).
+    fn related(&mut self, entity: EntityType, from: Id, navigation: &'static Navigation)
+    -> Result<Vec<Id>, StoreError>;
+}
+
+/// One entity's stored values to write: properties with values and to-one links by id.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Record {
+    pub values: Vec<(&'static Property, Value)>,
+    /// To-one navigations stored as a column of this entity, with the target id (or `None` to
+    /// clear the link).
+    pub links: Vec<(&'static Navigation, Option<Id>)>,
+}
+
+/// Write access inside a transaction.
+pub trait Writer: Reader {
+    fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError>;
+
+    /// Inserts many entities of one type with the same properties and links, in order.
+    fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError>;
+
+    /// Overwrites the given properties and links; false if there is no such entity.
+    fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError>;
+
+    /// Deletes the entity and what the SensorThings cascade rules delete with it; false if there
+    /// is no such entity.
+    fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError>;
+
+    /// Adds a link through a link-table navigation; adding an existing link is a no-op.
+    fn link(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<(), StoreError>;
+
+    /// Removes a link through a link-table navigation; false if there was none.
+    fn unlink(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<bool, StoreError>;
+
+    /// Removes every link of `from` through a link-table navigation.
+    fn unlink_all(&mut self, navigation: &'static Navigation, from: Id) -> Result<(), StoreError>;
+
+    /// Widens the derived phenomenonTime and resultTime of a Datastream or MultiDatastream to
+    /// cover new Observations.
+    fn extend_times(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        phenomenon: Interval,
+        result: Option<Interval>,
+    ) -> Result<(), StoreError>;
+
+    /// The Locations of the Thing of a Datastream or MultiDatastream, with the feature
+    /// generated from each so far.
+    fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<ThingLocation>, StoreError>;
+
+    /// Records that `feature` was generated from `location`, for reuse.
+    fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError>;
+}
+
+/// A Location of a Thing, as needed to generate a FeatureOfInterest from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThingLocation {
+    pub location: Id,
+    pub generated_feature: Option<Id>,
+    pub encoding_type: String,
+    /// The location as JSON text.
+    pub location_json: String,
+    pub name: String,
+    pub description: String,
+}
+
+/// `id eq <id>` as a bound expression.
+pub fn id_eq(id: Id) -> Expr {
+    Expr::Binary {
+        op: odata::BinaryOp::Eq,
+        left: Box::new(Expr::Member(odata::MemberPath { hops: Vec::new(), member: odata::Member::Id })),
+        right: Box::new(Expr::Literal(odata::Literal::Integer(id.0))),
+    }
+}
+
+/// A read job, run on one of the backend's reader connections.
+pub type ReadJob = Box<dyn FnOnce(&mut dyn Reader) + Send>;
+
+/// A write job, run inside a transaction; an `Err` undoes this job's changes only.
+pub type WriteJob = Box<dyn FnOnce(&mut dyn Writer) -> Result<(), StoreError> + Send>;
+
+/// Called once a write job's transaction is committed (`Ok`) or the job failed or was rolled
+/// back (`Err`).
+pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A database backend.
+pub trait Store: Send + Sync + 'static {
+    /// Runs `job` on a reader; returns at once.
+    fn read(&self, job: ReadJob);
+
+    /// Queues `job` for the writer; `done` runs after its transaction committed or failed.
+    fn write(&self, job: WriteJob, done: WriteDone);
+
+    /// Stops accepting work, finishes queued writes and commits them.
+    fn shutdown(&self);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or reference rule of the data was broken (e.g. a link to a missing entity).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller's job rejected its own input; the message is for the client.
+    #[error("{0}")]
+    Rejected(String),
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// Anything else the database reported; details are logged, not shown to clients.
+    #[error("database error: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,133 @@
+//! The Thingbase server as a library: configuration, wiring of store, application and HTTP API,
+//! listeners and graceful shutdown. `main.rs` is a thin CLI over [`run`]; tests and the bench
+//! tool start servers in-process through [`start`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use store_sqlite::{Durability, SqliteOptions, SqliteStore};
+
+/// Everything `thingbase serve` can be told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: Vec<IpAddr>,
+    pub http_port: u16,
+    pub default_top: u64,
+    pub max_top: u64,
+    pub max_body_bytes: usize,
+    pub public_url: Option<String>,
+    pub durability: Durability,
+    pub readers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("thingbase-data"),
+            bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            http_port: 8080,
+            default_top: 100,
+            max_top: 10_000,
+            max_body_bytes: 16 * 1024 * 1024,
+            public_url: None,
+            durability: Durability::Process,
+            readers: 4,
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub http_addrs: Vec<SocketAddr>,
+    app: app::App,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("http_addrs", &self.http_addrs).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Stops accepting requests, lets in-flight ones finish, commits queued writes.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.shutdown()).await;
+    }
+}
+
+/// Opens the store and starts the listeners.
+pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let mut options = SqliteOptions::new(config.data_dir.join("thingbase.sqlite"));
+    options.durability = config.durability;
+    options.readers = config.readers;
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+        .await?
+        .context("cannot open the SQLite database")?;
+    let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
+    let app = app::App::new(Arc::new(store), paging);
+    let settings =
+        http_api::ApiSettings { public_url: config.public_url.clone(), max_body_bytes: config.max_body_bytes };
+    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics });
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut http_addrs = Vec::new();
+    for ip in &config.bind {
+        let addr = SocketAddr::new(*ip, config.http_port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        http_addrs.push(local);
+        tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1");
+        let router = router.clone();
+        let mut watch = watch.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = watch.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        }));
+    }
+    Ok(Server { http_addrs, app, shutdown, tasks })
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config, metrics: Option<http_api::MetricsRender>) -> anyhow::Result<()> {
+    let server = start(config, metrics).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and commits");
+    server.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

@@ -1,0 +1,116 @@
+//! The `thingbase` command line: `thingbase serve` and its settings. Every flag has a
+//! `THINGBASE_*` environment fallback; unknown flags are errors.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "thingbase",
+    version,
+    about = "An open IoT hub: the OGC SensorThings API v1.1 on an embedded database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the server (SensorThings API at http://<bind>:<http-port>/v1.1).
+    Serve(Serve),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Durability {
+    /// A crash of the process loses nothing acknowledged (SQLite synchronous=NORMAL with WAL).
+    Process,
+    /// A power loss loses nothing acknowledged either (synchronous=FULL); slower.
+    PowerLoss,
+}
+
+#[derive(clap::Args, Debug)]
+struct Serve {
+    /// Where the database file lives; created if missing.
+    #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
+    data_dir: PathBuf,
+    /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). Loopback only by
+    /// default, because access control is not in place yet; pass 0.0.0.0 or :: to open up.
+    #[arg(long, env = "THINGBASE_BIND", value_delimiter = ',', default_value = "127.0.0.1")]
+    bind: Vec<IpAddr>,
+    /// The HTTP port (0 picks a free one).
+    #[arg(long, env = "THINGBASE_HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Entities per page when a request gives no $top.
+    #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
+    default_top: u64,
+    /// The largest page a request may ask for with $top.
+    #[arg(long, env = "THINGBASE_MAX_TOP", default_value_t = 10_000)]
+    max_top: u64,
+    /// The largest request body in bytes; larger ones are refused with 413.
+    #[arg(long, env = "THINGBASE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// The URL clients reach the server at (for self links behind a proxy), e.g.
+    /// https://sensors.example.org. By default links follow the request's Host header.
+    #[arg(long, env = "THINGBASE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// What an acknowledged write survives.
+    #[arg(long, env = "THINGBASE_DURABILITY", value_enum, default_value = "process")]
+    durability: Durability,
+    /// Reader connections (parallel reads).
+    #[arg(long, env = "THINGBASE_READERS", default_value_t = 4)]
+    readers: usize,
+    /// Log format.
+    #[arg(long, env = "THINGBASE_LOG_FORMAT", value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `thingbase=debug,info`.
+    #[arg(long, env = "THINGBASE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(serve) => {
+            init_logging(serve.log_format, &serve.log)?;
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("cannot install metrics: {e}"))?;
+            let render: http_api::MetricsRender = std::sync::Arc::new(move || handle.render());
+            let config = thingbase::Config {
+                data_dir: serve.data_dir,
+                bind: serve.bind,
+                http_port: serve.http_port,
+                default_top: serve.default_top,
+                max_top: serve.max_top,
+                max_body_bytes: serve.max_body_bytes,
+                public_url: serve.public_url,
+                durability: match serve.durability {
+                    Durability::Process => store_sqlite::Durability::Process,
+                    Durability::PowerLoss => store_sqlite::Durability::PowerLoss,
+                },
+                readers: serve.readers,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(thingbase::run(config, Some(render)))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The integration suite: the real server on ephemeral ports, driven over real HTTP, organised
+//! by SensorThings conformance class.
+
+mod support;
+
+mod sensing_core;

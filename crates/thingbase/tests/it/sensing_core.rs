@@ -1,0 +1,85 @@
+//! Conformance class "Sensing Core" and "Create-Update-Delete": entities, their relations,
+//! deep insert, and the links and self links of responses.
+
+use serde_json::json;
+
+use crate::support::TestServer;
+
+fn weather_station() -> serde_json::Value {
+    json!({
+        "name": "Weather station",
+        "description": "On the roof",
+        "properties": {"owner": {"name": "Ada"}},
+        "Locations": [{
+            "name": "Roof",
+            "description": "Roof of building 1",
+            "encodingType": "application/geo+json",
+            "location": {"type": "Point", "coordinates": [8.4, 49.0]}
+        }],
+        "Datastreams": [{
+            "name": "Air temperature",
+            "description": "2 m above the roof",
+            "unitOfMeasurement": {"name": "degree Celsius", "symbol": "°C", "definition": "ucum:Cel"},
+            "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
+            "Sensor": {"name": "PT100", "description": "a sensor", "encodingType": "text/plain", "metadata": "none"},
+            "ObservedProperty": {"name": "Temperature", "definition": "http://example.org/temp", "description": "air temperature"}
+        }]
+    })
+}
+
+#[test]
+fn deep_insert_creates_the_graph_with_a_historical_location() {
+    let server = TestServer::start("deep-insert");
+    let thing = server.create("/Things", weather_station());
+    let response = server.get(&format!("/Things({thing})?$expand=Locations,HistoricalLocations,Datastreams/Sensor"));
+    assert_eq!(response.status, 200, "{}", response.text);
+    let body = response.json;
+    assert_eq!(body["name"], "Weather station");
+    assert_eq!(body["properties"]["owner"]["name"], "Ada");
+    assert_eq!(body["Locations"].as_array().unwrap().len(), 1);
+    assert_eq!(body["HistoricalLocations"].as_array().unwrap().len(), 1);
+    assert_eq!(body["Datastreams"][0]["Sensor"]["name"], "PT100");
+    assert_eq!(body["@iot.selfLink"], server.url(&format!("/Things({thing})")));
+    assert_eq!(body["Datastreams@iot.navigationLink"], server.url(&format!("/Things({thing})/Datastreams")));
+}
+
+#[test]
+fn observation_gets_a_feature_of_interest_from_the_location() {
+    let server = TestServer::start("foi");
+    let thing = server.create("/Things", weather_station());
+    let datastream = server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    let first = server.create(
+        &format!("/Datastreams({datastream})/Observations"),
+        json!({"phenomenonTime": "2024-05-01T12:00:00Z", "result": 21.5}),
+    );
+    let second = server.create("/Observations", json!({"result": 22, "Datastream": {"@iot.id": datastream}}));
+    let a = server.get(&format!("/Observations({first})/FeatureOfInterest")).json;
+    let b = server.get(&format!("/Observations({second})/FeatureOfInterest")).json;
+    assert_eq!(a["feature"]["type"], "Point");
+    assert_eq!(a["@iot.id"], b["@iot.id"], "the generated feature is reused");
+    assert_eq!(server.get(&format!("/Observations({first})")).json["result"], 21.5);
+    assert_eq!(server.get(&format!("/Observations({second})")).json["result"], 22);
+    let ds = server.get(&format!("/Datastreams({datastream})")).json;
+    assert!(ds["phenomenonTime"].as_str().unwrap().starts_with("2024-05-01T12:00:00Z/"), "{ds}");
+}
+
+#[test]
+fn missing_entities_are_404_and_bad_input_is_400() {
+    let server = TestServer::start("errors");
+    assert_eq!(server.get("/Things(999)").status, 404);
+    assert_eq!(server.get("/Things(999)/Datastreams").status, 404);
+    assert_eq!(server.get("/Nonsense").status, 404);
+    let bad_filter = server.get("/Things?$filter=name%20eq");
+    assert_eq!(bad_filter.status, 400, "{}", bad_filter.text);
+    assert_eq!(bad_filter.json["option"], "$filter");
+    assert!(bad_filter.json["position"].as_u64().is_some(), "{}", bad_filter.text);
+    let missing = server.post("/Things", json!({"name": "no description"}));
+    assert_eq!(missing.status, 400);
+    assert!(missing.json["message"].as_str().unwrap().contains("description"));
+    assert_eq!(server.post("/Things", json!({"name": "x", "description": "y", "colour": 1})).status, 400);
+    assert_eq!(request_raw(&server, "POST", "/Things", "{not json").status, 400);
+}
+
+fn request_raw(server: &TestServer, method: &str, path: &str, body: &str) -> crate::support::Response {
+    crate::support::request(method, &server.url(path), Some(body.to_owned()), Some("application/json"))
+}

@@ -1,0 +1,119 @@
+//! Test helpers: an in-process server on an ephemeral port with its own data directory, and a
+//! small blocking HTTP client.
+
+use serde_json::Value;
+
+pub struct TestServer {
+    pub base: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<thingbase::Server>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("thingbase-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestServer {
+    pub fn start(name: &str) -> TestServer {
+        Self::start_with(name, |_| {})
+    }
+
+    pub fn start_with(name: &str, configure: impl FnOnce(&mut thingbase::Config)) -> TestServer {
+        let dir = TempDir::new(name);
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let mut config = thingbase::Config { data_dir: dir.0.clone(), http_port: 0, readers: 2, ..Default::default() };
+        configure(&mut config);
+        let server = runtime.block_on(thingbase::start(config, None)).expect("server starts");
+        let base = format!("http://{}/v1.1", server.http_addrs[0]);
+        TestServer { base, runtime: Some(runtime), server: Some(server), _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request("GET", &self.url(path), None, None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Response {
+        request("POST", &self.url(path), Some(body.to_string()), Some("application/json"))
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> Response {
+        request("PATCH", &self.url(path), Some(body.to_string()), Some("application/json"))
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> Response {
+        request("PUT", &self.url(path), Some(body.to_string()), Some("application/json"))
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        request("DELETE", &self.url(path), None, None)
+    }
+
+    /// Creates an entity and returns its id.
+    pub fn create(&self, path: &str, body: Value) -> i64 {
+        let response = self.post(path, body);
+        assert_eq!(response.status, 201, "creating at {path}: {}", response.text);
+        response.json["@iot.id"].as_i64().expect("created entity has an id")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
+            runtime.block_on(server.stop());
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub location: Option<String>,
+    pub text: String,
+    pub json: Value,
+}
+
+pub fn request(method: &str, url: &str, body: Option<String>, content_type: Option<&str>) -> Response {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let result = match body {
+        Some(body) => {
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            agent.run(req.body(body).expect("request"))
+        }
+        None => {
+            let req = ureq::http::Request::builder().method(method).uri(url).body(()).expect("request");
+            agent.run(req)
+        }
+    };
+    let mut response = result.expect("HTTP round trip");
+    let status = response.status().as_u16();
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Response { status, location, text, json }
+}
