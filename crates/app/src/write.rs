@@ -409,17 +409,20 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
                 ));
             }
         };
-        if !parents.contains_key(&key) {
-            require_exists(w, key.0, key.1)?;
-            let arity = if key.0 == EntityType::MultiDatastream {
-                let nav = key.0.navigation("ObservedProperties").ok_or_else(|| AppError::Internal("schema".into()))?;
-                Some(w.related(key.0, key.1, nav)?.len())
-            } else {
-                None
-            };
-            parents.insert(key, ObservationParent { entity: key.0, id: key.1, arity });
-        }
-        let parent = &parents[&key];
+        let parent = match parents.entry(key) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                require_exists(w, key.0, key.1)?;
+                let arity = if key.0 == EntityType::MultiDatastream {
+                    let nav =
+                        key.0.navigation("ObservedProperties").ok_or_else(|| AppError::Internal("schema".into()))?;
+                    Some(w.related(key.0, key.1, nav)?.len())
+                } else {
+                    None
+                };
+                slot.insert(ObservationParent { entity: key.0, id: key.1, arity })
+            }
+        };
         if let Some(arity) = parent.arity {
             let ok = match record.values.iter().find(|(p, _)| p.name == result.name) {
                 Some((_, Value::Json(text))) => {
