@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 #[cfg(test)]
 mod tidy;

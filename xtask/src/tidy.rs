@@ -39,7 +39,8 @@ fn every_file_says_what_it_is_for() {
 fn no_placeholders_in_product_code() {
     let mut files = Vec::new();
     rust_files(&workspace_root().join("crates"), &mut files);
-    let forbidden = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("dbg", "!("), concat!("#[", "ignore")];
+    let forbidden =
+        [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("dbg", "!("), concat!("#[", "ignore")];
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for needle in forbidden {
@@ -64,7 +65,9 @@ fn crate_boundaries_hold() {
             .expect("manifest exists");
         let dependencies = manifest.split("[dependencies]").nth(1).unwrap_or("").split("\n[").next().unwrap_or("");
         for dep in *banned {
-            let named = dependencies.lines().any(|l| l.trim_start().starts_with(&format!("{dep}.")) || l.trim_start().starts_with(&format!("{dep} ")));
+            let named = dependencies.lines().any(|l| {
+                l.trim_start().starts_with(&format!("{dep}.")) || l.trim_start().starts_with(&format!("{dep} "))
+            });
             assert!(!named, "crate `{krate}` must not depend on `{dep}`");
         }
     }

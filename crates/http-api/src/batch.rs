@@ -89,11 +89,11 @@ fn locate(url: &str, created: &HashMap<String, String>) -> Result<(String, Strin
 }
 
 fn remember(part: &Part, reply: &Reply, base: &str, created: &mut HashMap<String, String>) {
-    if reply.status == 201 {
-        if let Some(location) = &reply.location {
-            let relative = location.strip_prefix(base).unwrap_or(location).trim_start_matches('/');
-            created.insert(part.id.clone(), relative.to_owned());
-        }
+    if reply.status == 201
+        && let Some(location) = &reply.location
+    {
+        let relative = location.strip_prefix(base).unwrap_or(location).trim_start_matches('/');
+        created.insert(part.id.clone(), relative.to_owned());
     }
 }
 

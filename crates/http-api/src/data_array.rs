@@ -78,7 +78,7 @@ pub async fn create(state: &ApiState, base: &str, request: Request<'_>) -> Resul
 /// Adds what the Data Array encoding needs to a query on Observations: the (Multi)Datastream of
 /// each Observation, to group by.
 pub fn prepare(entity: EntityType, path: &ResourcePath, query: &mut Query) -> Result<(), ApiError> {
-    if entity != EntityType::Observation || !path.segments.last().is_some_and(|s| s.key.is_none()) {
+    if entity != EntityType::Observation || path.segments.last().is_none_or(|s| s.key.is_some()) {
         return Err(ApiError::new(
             400,
             "unsupported_query",

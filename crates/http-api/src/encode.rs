@@ -115,14 +115,13 @@ impl Encoder<'_> {
                         sep(out);
                         let _ = write!(out, "\"{}@iot.count\":{count}", nav.name);
                     }
-                    if rows.more {
-                        if let Some(link) =
+                    if rows.more
+                        && let Some(link) =
                             self.expanded_next_link(entity, row.id, nav.name, &item.query, rows.rows.len())
-                        {
-                            sep(out);
-                            let _ = write!(out, "\"{}@iot.nextLink\":", nav.name);
-                            string(out, &link);
-                        }
+                    {
+                        sep(out);
+                        let _ = write!(out, "\"{}@iot.nextLink\":", nav.name);
+                        string(out, &link);
                     }
                     sep(out);
                     let _ = write!(out, "\"{}\":[", nav.name);

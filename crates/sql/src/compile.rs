@@ -491,11 +491,11 @@ impl<'d> Compiler<'d> {
         let mut hops: Vec<&'static Navigation> = path.hops[prefix_len..].to_vec();
         // `.../Datastream/id` needs no join: the foreign key column holds it.
         let mut shortcut = None;
-        if matches!(path.member, Member::Id) {
-            if let Some(Link::Column(column)) = hops.last().map(|h| h.link) {
-                hops.pop();
-                shortcut = Some(column);
-            }
+        if matches!(path.member, Member::Id)
+            && let Some(Link::Column(column)) = hops.last().map(|h| h.link)
+        {
+            hops.pop();
+            shortcut = Some(column);
         }
         let (target_alias, wrap, _) = if hops.is_empty() {
             (alias, None, entity)

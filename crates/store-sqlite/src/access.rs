@@ -21,10 +21,10 @@ pub struct Access<'c> {
 }
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(code, message) = &error {
-        if code.code == rusqlite::ErrorCode::ConstraintViolation {
-            return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
-        }
+    if let rusqlite::Error::SqliteFailure(code, message) = &error
+        && code.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
     }
     StoreError::Database(Box::new(error))
 }

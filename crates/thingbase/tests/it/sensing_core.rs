@@ -83,3 +83,29 @@ fn missing_entities_are_404_and_bad_input_is_400() {
 fn request_raw(server: &TestServer, method: &str, path: &str, body: &str) -> crate::support::Response {
     crate::support::request(method, &server.url(path), Some(body.to_owned()), Some("application/json"))
 }
+
+#[test]
+fn update_replace_and_delete_with_cascade() {
+    let server = TestServer::start("cud");
+    let created = server.post("/Things", weather_station());
+    assert_eq!(created.status, 201);
+    let thing = created.json["@iot.id"].as_i64().unwrap();
+    assert_eq!(created.location.as_deref(), Some(server.url(&format!("/Things({thing})")).as_str()));
+
+    let patched = server.patch(&format!("/Things({thing})"), json!({"name": "Renamed"}));
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.json["name"], "Renamed");
+    assert_eq!(patched.json["description"], "On the roof", "PATCH keeps what it does not name");
+
+    let replaced = server.put(&format!("/Things({thing})"), json!({"name": "Replaced", "description": "new"}));
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert!(replaced.json["properties"].is_null(), "PUT clears what it does not name");
+    assert_eq!(server.put(&format!("/Things({thing})"), json!({"name": "no description"})).status, 400);
+
+    let datastreams = server.get(&format!("/Things({thing})/Datastreams")).json;
+    let datastream = datastreams["value"][0]["@iot.id"].as_i64().unwrap();
+    assert_eq!(server.delete(&format!("/Things({thing})")).status, 200);
+    assert_eq!(server.get(&format!("/Things({thing})")).status, 404);
+    assert_eq!(server.get(&format!("/Datastreams({datastream})")).status, 404, "a Thing's Datastreams go with it");
+    assert_eq!(server.delete(&format!("/Things({thing})")).status, 404);
+}
