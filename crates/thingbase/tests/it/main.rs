@@ -3,4 +3,5 @@
 
 mod support;
 
+mod durability;
 mod sensing_core;
