@@ -2,6 +2,10 @@
 //!
 //! - `ci`: everything CI checks, in fail-fast order: formatting, clippy with warnings as
 //!   errors, then the whole test suite (unit tests and the integration binary).
+//! - `fuzz [seconds]`: builds the fuzz targets in `fuzz/` with libFuzzer coverage
+//!   instrumentation (the flags `cargo fuzz --sanitizer none` uses, so no nightly and no
+//!   cargo-fuzz install is needed) and runs each for `seconds` (default 20). Crashes stop with
+//!   the input saved under `fuzz/artifacts/`.
 //! - `help`: this list.
 //!
 //! Tidy checks (file headers, forbidden macros, crate-graph absences) are ordinary tests in
@@ -18,8 +22,13 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("fuzz") => {
+            let seconds = args.get(1).map(|s| s.parse()).transpose().context("seconds must be a number")?;
+            fuzz(seconds.unwrap_or(20))
+        }
         Some("help") | None => {
-            println!("cargo xtask ci    formatting, clippy and all tests, as CI runs them");
+            println!("cargo xtask ci              formatting, clippy, all tests and a short fuzz run, as CI runs them");
+            println!("cargo xtask fuzz [seconds]  build the fuzz targets and run each for a while (default 20 s)");
             Ok(())
         }
         Some(other) => bail!("unknown xtask command `{other}`; try `cargo xtask help`"),
@@ -41,6 +50,59 @@ fn ci() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--quiet"])?;
+    fuzz(15)?;
     eprintln!("ci passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+const FUZZ_TARGETS: &[&str] = &["odata_path", "odata_query", "entity_json"];
+
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let fuzz_dir = root.join("fuzz");
+    let target = "x86_64-unknown-linux-gnu";
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg",
+        "fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo build --release (fuzz targets, instrumented)");
+    let status = Command::new(&cargo)
+        .current_dir(&fuzz_dir)
+        .env("RUSTFLAGS", &flags)
+        .args(["build", "--release", "--quiet", "--target", target, "--bins"])
+        .status()?;
+    if !status.success() {
+        bail!("building the fuzz targets failed");
+    }
+    for name in FUZZ_TARGETS {
+        let corpus = fuzz_dir.join("corpus").join(name);
+        let artifacts = fuzz_dir.join("artifacts").join(name);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let binary = fuzz_dir.join("target").join(target).join("release").join(name);
+        eprintln!("$ fuzz {name} for {seconds} s");
+        let status = Command::new(&binary)
+            .arg(&corpus)
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-max_len=4096")
+            .arg("-timeout=10")
+            .arg("-print_final_stats=0")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {}", binary.display()))?;
+        if !status.success() {
+            bail!("fuzz target {name} found a crash; the input is in {}", artifacts.display());
+        }
+    }
     Ok(())
 }

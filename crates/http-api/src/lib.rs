@@ -10,6 +10,7 @@ mod data_array;
 mod encode;
 mod error;
 mod handler;
+mod openapi;
 mod root;
 mod url;
 
@@ -101,6 +102,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1.1/{*rest}", any(resource))
         .route("/health", get(|| async { Reply::json(200, br#"{"status":"ok"}"#.to_vec()) }))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|State(state): State<ApiState>, headers: HeaderMap| async move {
+                let base = base_url(&state.settings, &headers);
+                Reply::json(200, openapi::document(&base).to_string().into_bytes())
+            }),
+        )
         .fallback(|| async {
             ApiError::new(404, "unknown_path", "no such resource; the SensorThings API is at /v1.1").reply()
         })

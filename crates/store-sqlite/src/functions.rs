@@ -1,6 +1,7 @@
 //! SQL functions registered on every connection: the spatial predicates and measures of the
 //! SensorThings filter language (over GeoJSON or WKT text, computed with `geo` through
-//! `model::Geometry`), and floor/ceiling, which SQLite builds lack by default.
+//! `model::Geometry`), and floor/ceiling, which SQLite builds lack by default, and a modulo
+//! that keeps fractions (SQLite's `%` truncates both operands to integers first).
 
 use model::Geometry;
 use rusqlite::Connection;
@@ -46,6 +47,16 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("tb_geo_length", 1, flags, |ctx| Ok(geometry(ctx, 0).map(|g| g.length())))?;
     conn.create_scalar_function("tb_floor", 1, flags, |ctx| Ok(number(ctx, 0).map(f64::floor)))?;
     conn.create_scalar_function("tb_ceiling", 1, flags, |ctx| Ok(number(ctx, 0).map(f64::ceil)))?;
+    conn.create_scalar_function("tb_mod", 2, flags, |ctx| {
+        // Integers stay integers; a zero divisor gives NULL, as division by zero does.
+        Ok(match (ctx.get_raw(0), ctx.get_raw(1)) {
+            (ValueRef::Integer(a), ValueRef::Integer(b)) => a.checked_rem(b).map(rusqlite::types::Value::Integer),
+            _ => match (number(ctx, 0), number(ctx, 1)) {
+                (Some(a), Some(b)) if b != 0.0 => Some(rusqlite::types::Value::Real(a % b)),
+                _ => None,
+            },
+        })
+    })?;
     Ok(())
 }
 

@@ -228,13 +228,18 @@ fn commit_group(conn: &Connection, group: &mut Vec<(WriteJob, WriteDone)>) {
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
-            tracing::trace!(jobs = size, elapsed_us = started.elapsed().as_micros() as u64, "committed");
+            let elapsed = started.elapsed();
+            tracing::trace!(jobs = size, elapsed_us = elapsed.as_micros() as u64, "committed");
+            metrics::counter!("thingbase_commits_total").increment(1);
+            metrics::histogram!("thingbase_commit_jobs").record(size as f64);
+            metrics::histogram!("thingbase_commit_duration_seconds").record(elapsed.as_secs_f64());
             for (done, outcome) in outcomes {
                 done(outcome);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "commit failed");
+            metrics::counter!("thingbase_commit_failures_total").increment(1);
             let _ = conn.execute_batch("ROLLBACK");
             for (done, _) in outcomes {
                 done(Err(StoreError::Database(format!("commit failed: {e}").into())));
