@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{request, TempDir};
+use crate::support::{TempDir, request};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -131,5 +131,11 @@ fn acknowledged_observations_survive_kill_9() {
     let _ = child.kill();
     let _ = child.wait();
     let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(id)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged Observations were lost: {:?}", lost.len(), acknowledged.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged Observations were lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
 }

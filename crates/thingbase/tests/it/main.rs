@@ -4,4 +4,5 @@
 mod support;
 
 mod durability;
+mod operations;
 mod sensing_core;

@@ -46,6 +46,11 @@ impl TestServer {
         TestServer { base, runtime: Some(runtime), server: Some(server), _dir: dir }
     }
 
+    /// Every address the HTTP API listens on.
+    pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.server.as_ref().map(|s| s.http_addrs.clone()).unwrap_or_default()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
