@@ -45,8 +45,26 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs what the integration suite drives the server with: the PyPI `frost_sta_client`.
+fn install_test_tools() -> anyhow::Result<()> {
+    let present = Command::new("python3").args(["-c", "import frost_sta_client"]).status();
+    if present.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    eprintln!("$ python3 -m pip install frost_sta_client");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "frost_sta_client"])
+        .status()
+        .context("python3 is needed for the integration suite")?;
+    if !status.success() {
+        bail!("cannot install frost_sta_client from PyPI");
+    }
+    Ok(())
+}
+
 fn ci() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    install_test_tools()?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--quiet"])?;

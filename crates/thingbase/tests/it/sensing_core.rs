@@ -109,3 +109,21 @@ fn update_replace_and_delete_with_cascade() {
     assert_eq!(server.get(&format!("/Datastreams({datastream})")).status, 404, "a Thing's Datastreams go with it");
     assert_eq!(server.delete(&format!("/Things({thing})")).status, 404);
 }
+
+/// The PyPI `frost_sta_client` library, as real users drive SensorThings servers, against this
+/// server. `cargo xtask ci` installs it; without it this test fails and says how to install it.
+#[test]
+fn frost_sta_client_from_pypi_works_end_to_end() {
+    let server = TestServer::start("frost-client");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/python/frost_client.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &server.base])
+        .output()
+        .expect("python3 runs (install it, and `pip install frost_sta_client`)");
+    assert!(
+        output.status.success(),
+        "frost_sta_client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
