@@ -102,12 +102,15 @@ impl App {
     }
 
     /// Runs several changes as one transaction: all are committed, or none is and the error of
-    /// the first failing one (with its index) is returned.
-    pub async fn write_atomic(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, (usize, AppError)> {
+    /// the first failing one (with its index) is returned. Each change is built just before it
+    /// runs, from the outcomes of the ones before it, so a change can address an entity an
+    /// earlier one created (`$1/Locations` in a `$batch` change set).
+    pub async fn write_atomic(&self, ops: Vec<PendingOp>) -> Result<Vec<WriteOutcome>, (usize, AppError)> {
         let result = self
             .write_job(move |writer| {
                 let mut outcomes = Vec::with_capacity(ops.len());
-                for (i, op) in ops.into_iter().enumerate() {
+                for (i, build) in ops.into_iter().enumerate() {
+                    let op = build(&outcomes).map_err(|e| AppError::InBatch(i, Box::new(e)))?;
                     match write::apply(writer, op) {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(e) => return Err(AppError::InBatch(i, Box::new(e))),
@@ -132,6 +135,9 @@ impl App {
         self.store.shutdown();
     }
 }
+
+/// A change of an atomic group, built from the outcomes of the changes before it.
+pub type PendingOp = Box<dyn FnOnce(&[WriteOutcome]) -> Result<WriteOp, AppError> + Send>;
 
 /// The entity type a resource path addresses.
 pub fn target_entity(path: &ResourcePath) -> EntityType {

@@ -24,14 +24,26 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 pub async fn handle(state: &ApiState, base: &str, request: Request<'_>) -> Result<Reply, ApiError> {
-    if request.content_type.is_some_and(|c| c.starts_with("multipart/")) {
-        return Err(ApiError::new(
-            415,
-            "unsupported_media_type",
-            "this server accepts $batch in the JSON format (Content-Type: application/json)",
-        ));
-    }
-    let body = json_body(request.body)?;
+    let multipart = request.content_type.and_then(|c| {
+        let c = c.trim();
+        c.to_ascii_lowercase().starts_with("multipart/mixed").then(|| boundary(c)).flatten()
+    });
+    let parts = match &multipart {
+        Some(boundary) => parse_multipart(request.body, boundary)?,
+        None => parse_json(request.body)?,
+    };
+    let replies = execute(state, base, &parts).await;
+    Ok(match multipart {
+        Some(_) => render_multipart(&parts, &replies),
+        None => {
+            let responses: Vec<Json> = parts.iter().zip(&replies).map(|(p, r)| response(p, r)).collect();
+            Reply::json(200, json!({ "responses": responses }).to_string().into_bytes())
+        }
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Vec<Part>, ApiError> {
+    let body = json_body(body)?;
     let requests =
         body.get("requests").and_then(Json::as_array).ok_or_else(|| bad("a batch is {\"requests\": [...]}"))?;
     let mut parts = Vec::with_capacity(requests.len());
@@ -51,8 +63,13 @@ pub async fn handle(state: &ApiState, base: &str, request: Request<'_>) -> Resul
             .and_then(|(_, v)| v.as_str().map(str::to_owned));
         parts.push(Part { id, method, url, body, content_type, group: text("atomicityGroup") });
     }
+    Ok(parts)
+}
+
+/// Runs the parts in order (atomicity groups as one transaction each); one reply per part.
+async fn execute(state: &ApiState, base: &str, parts: &[Part]) -> Vec<Reply> {
     let mut created: HashMap<String, String> = HashMap::new();
-    let mut responses = Vec::with_capacity(parts.len());
+    let mut replies = Vec::with_capacity(parts.len());
     let mut i = 0;
     while i < parts.len() {
         let end = match &parts[i].group {
@@ -60,15 +77,158 @@ pub async fn handle(state: &ApiState, base: &str, request: Request<'_>) -> Resul
             None => i + 1,
         };
         if parts[i].group.is_some() {
-            responses.extend(run_group(state, base, &parts[i..end], &mut created).await);
+            replies.extend(run_group(state, base, &parts[i..end], &mut created).await);
         } else {
-            let part = &parts[i];
-            let reply = run_one(state, base, part, &mut created).await;
-            responses.push(response(part, &reply));
+            replies.push(run_one(state, base, &parts[i], &mut created).await);
         }
         i = end;
     }
-    Ok(Reply::json(200, json!({ "responses": responses }).to_string().into_bytes()))
+    replies
+}
+
+/// The `boundary` parameter of a multipart content type.
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.trim().split_once('=')?;
+        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// The bodies between `--boundary` delimiters.
+fn split_multipart<'a>(body: &'a str, boundary: &str) -> Result<Vec<&'a str>, ApiError> {
+    let delimiter = format!("--{boundary}");
+    let mut sections = body.split(delimiter.as_str());
+    sections.next(); // the preamble
+    let mut parts = Vec::new();
+    for section in sections {
+        if section.starts_with("--") {
+            return Ok(parts);
+        }
+        parts.push(section.strip_prefix("\r\n").or_else(|| section.strip_prefix('\n')).unwrap_or(section));
+    }
+    Err(bad(format!("the multipart body does not end with --{boundary}--")))
+}
+
+/// Splits MIME headers from the body at the first empty line.
+fn headers_and_body(text: &str) -> (Vec<(String, String)>, &str) {
+    let (head, body) = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n")).unwrap_or((text, ""));
+    let headers = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Parses the OData 4.0 multipart batch format; change sets become atomicity groups.
+fn parse_multipart(body: &[u8], outer: &str) -> Result<Vec<Part>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("the batch body is not UTF-8"))?;
+    let mut parts = Vec::new();
+    for (index, section) in split_multipart(text, outer)?.into_iter().enumerate() {
+        let (headers, content) = headers_and_body(section);
+        let content_type = header(&headers, "content-type").unwrap_or("");
+        if content_type.to_ascii_lowercase().starts_with("multipart/mixed") {
+            let inner = boundary(content_type).ok_or_else(|| bad("a change set needs a boundary"))?;
+            let group = format!("changeset-{index}");
+            for section in split_multipart(content, &inner)? {
+                let (headers, content) = headers_and_body(section);
+                let id = header(&headers, "content-id").map(str::to_owned).unwrap_or_else(|| parts.len().to_string());
+                parts.push(http_part(id, content, Some(group.clone()))?);
+            }
+        } else {
+            let id = header(&headers, "content-id").map(str::to_owned).unwrap_or_else(|| parts.len().to_string());
+            parts.push(http_part(id, content, None)?);
+        }
+    }
+    Ok(parts)
+}
+
+/// One `application/http` request: request line, headers, body.
+fn http_part(id: String, text: &str, group: Option<String>) -> Result<Part, ApiError> {
+    let text = text.trim_start_matches(['\r', '\n']);
+    let (line, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let mut words = line.split_whitespace();
+    let (Some(method), Some(url)) = (words.next(), words.next()) else {
+        return Err(bad(format!("part {id}: expected a request line like `GET Things HTTP/1.1`")));
+    };
+    let (headers, body) = headers_and_body(rest);
+    let body = body.trim_end_matches(['\r', '\n']);
+    Ok(Part {
+        id,
+        method: Method::parse(method),
+        url: url.to_owned(),
+        body: body.as_bytes().to_vec(),
+        content_type: header(&headers, "content-type").map(str::to_owned),
+        group,
+    })
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        424 => "Failed Dependency",
+        _ => "",
+    }
+}
+
+fn http_response(out: &mut String, part: &Part, reply: &Reply) {
+    out.push_str("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n");
+    if part.group.is_some() {
+        out.push_str(&format!("Content-ID: {}\r\n", part.id));
+    }
+    out.push_str(&format!("\r\nHTTP/1.1 {} {}\r\n", reply.status, status_text(reply.status)));
+    if let Some(location) = &reply.location {
+        out.push_str(&format!("Location: {location}\r\n"));
+    }
+    if let Some(content_type) = reply.content_type {
+        out.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&String::from_utf8_lossy(&reply.body));
+    out.push_str("\r\n");
+}
+
+/// The multipart answer: one `application/http` part per request, change sets nested.
+fn render_multipart(parts: &[Part], replies: &[Reply]) -> Reply {
+    let outer = "batch_thingbase";
+    let mut out = String::new();
+    let mut i = 0;
+    while i < parts.len() {
+        out.push_str(&format!("--{outer}\r\n"));
+        match &parts[i].group {
+            Some(group) => {
+                let inner = format!("changeset_{group}");
+                out.push_str(&format!("Content-Type: multipart/mixed; boundary={inner}\r\n\r\n"));
+                while i < parts.len() && parts[i].group.as_ref() == Some(group) {
+                    out.push_str(&format!("--{inner}\r\n"));
+                    http_response(&mut out, &parts[i], &replies[i]);
+                    i += 1;
+                }
+                out.push_str(&format!("--{inner}--\r\n"));
+            }
+            None => {
+                http_response(&mut out, &parts[i], &replies[i]);
+                i += 1;
+            }
+        }
+    }
+    out.push_str(&format!("--{outer}--\r\n"));
+    Reply {
+        status: 200,
+        content_type: Some("multipart/mixed; boundary=batch_thingbase"),
+        location: None,
+        body: out.into_bytes(),
+    }
 }
 
 /// Splits a batch URL into the path below the service root and the query.
@@ -115,28 +275,44 @@ async fn run_one(state: &ApiState, base: &str, part: &Part, created: &mut HashMa
     reply
 }
 
-async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut HashMap<String, String>) -> Vec<Json> {
-    let mut ops = Vec::with_capacity(parts.len());
-    for part in parts {
-        let op = locate(&part.url, created).and_then(|(path, query)| {
-            if part.method == Method::Get {
-                return Err(bad("an atomicity group holds changes only, not GET"));
-            }
-            let request = Request {
-                method: part.method,
-                path: &path,
-                query: &query,
-                body: &part.body,
-                content_type: part.content_type.as_deref(),
-                minimal: false,
-            };
-            let resource = odata::parse_path(&path)?;
-            handler::write_op(request, resource, base)
-        });
-        match op {
-            Ok(op) => ops.push(op),
-            Err(e) => return failed_group(parts, ops.len(), e),
+async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut HashMap<String, String>) -> Vec<Reply> {
+    let mut ops: Vec<app::PendingOp> = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        if part.method == Method::Get {
+            return failed_group(parts, index, bad("an atomicity group holds changes only, not GET"));
         }
+        // Earlier requests of this group are named by their position in it.
+        let in_group: HashMap<String, usize> =
+            parts[..index].iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect();
+        let before = created.clone();
+        let (method, url, body, content_type) =
+            (part.method, part.url.clone(), part.body.clone(), part.content_type.clone());
+        let base = base.to_owned();
+        ops.push(Box::new(move |outcomes: &[app::WriteOutcome]| {
+            let mut known = before;
+            for (name, i) in in_group {
+                if let Some(app::WriteOutcome::Created { entity, id }) = outcomes.get(i) {
+                    known.insert(name, format!("{}({id})", entity.set_name()));
+                }
+            }
+            let op = locate(&url, &known).and_then(|(path, query)| {
+                let request = Request {
+                    method,
+                    path: &path,
+                    query: &query,
+                    body: &body,
+                    content_type: content_type.as_deref(),
+                    minimal: false,
+                };
+                let resource = odata::parse_path(&path)?;
+                handler::write_op(request, resource, &base)
+            });
+            op.map_err(|e| match e.status {
+                404 => app::AppError::NotFound(e.message),
+                405 => app::AppError::MethodNotAllowed(e.message),
+                _ => app::AppError::BadRequest { code: e.code, message: e.message },
+            })
+        }));
     }
     match state.app.write_atomic(ops).await {
         Ok(outcomes) => {
@@ -144,7 +320,7 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
             for (part, outcome) in parts.iter().zip(outcomes) {
                 let reply = handler::reply_for(state, base, outcome, false).await.unwrap_or_else(|e| e.reply());
                 remember(part, &reply, base, created);
-                responses.push(response(part, &reply));
+                responses.push(reply);
             }
             responses
         }
@@ -153,16 +329,16 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
 }
 
 /// Responses for a group that was rolled back because of request `index`.
-fn failed_group(parts: &[Part], index: usize, error: ApiError) -> Vec<Json> {
+fn failed_group(parts: &[Part], index: usize, error: ApiError) -> Vec<Reply> {
     parts
         .iter()
         .enumerate()
-        .map(|(i, part)| {
+        .map(|(i, _)| {
             if i == index {
-                response(part, &error.reply())
+                error.reply()
             } else {
                 let message = format!("not applied: request {} of the atomicity group failed", parts[index].id);
-                response(part, &ApiError::new(424, "failed_dependency", message).reply())
+                ApiError::new(424, "failed_dependency", message).reply()
             }
         })
         .collect()

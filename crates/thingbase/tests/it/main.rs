@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch_multipart;
 mod durability;
 mod operations;
 mod sensing_core;
