@@ -80,7 +80,11 @@ pub fn apply(w: &mut dyn Writer, op: WriteOp) -> Result<WriteOutcome, AppError> 
         WriteOp::Update { path, body, mode } => update_at(w, &path, &body, mode),
         WriteOp::Delete { path } => {
             let (entity, id) = entity_at(w, &path)?;
+            let parents = if entity == EntityType::Observation { observation_parents(w, id)? } else { Vec::new() };
             if w.delete(entity, id)? {
+                for (parent, parent_id) in parents {
+                    w.recompute_times(parent, parent_id)?;
+                }
                 Ok(WriteOutcome::Deleted { entity, id })
             } else {
                 Err(AppError::NotFound(format!("{}({id}) does not exist", entity.set_name())))
@@ -424,21 +428,8 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
             }
         };
         if let Some(arity) = parent.arity {
-            let ok = match record.values.iter().find(|(p, _)| p.name == result.name) {
-                Some((_, Value::Json(text))) => {
-                    serde_json::from_str::<Json>(text).ok().and_then(|j| j.as_array().map(Vec::len)) == Some(arity)
-                }
-                _ => false,
-            };
-            if !ok {
-                return Err(AppError::bad(
-                    "invalid_result",
-                    format!(
-                        "the result of an Observation of MultiDatastreams({}) must be an array of {arity} values",
-                        parent.id
-                    ),
-                ));
-            }
+            let value = record.values.iter().find(|(p, _)| p.name == result.name).map(|(_, v)| v);
+            check_arity(value, arity, parent.id)?;
         }
         if !record.values.iter().any(|(p, _)| p.name == phenomenon.name) {
             record.values.push((phenomenon, Value::Instant(now)));
@@ -475,6 +466,25 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
         w.extend_times(entity, id, phenomenon, result)?;
     }
     Ok(ids)
+}
+
+/// Fails unless `result` is an array of `arity` values, as an Observation of the
+/// MultiDatastream `id` with `arity` ObservedProperties needs.
+fn check_arity(result: Option<&Value>, arity: usize, id: Id) -> Result<(), AppError> {
+    let ok = match result {
+        Some(Value::Json(text)) => {
+            serde_json::from_str::<Json>(text).ok().and_then(|j| j.as_array().map(Vec::len)) == Some(arity)
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad(
+            "invalid_result",
+            format!("the result of an Observation of MultiDatastreams({id}) must be an array of {arity} values"),
+        ))
+    }
 }
 
 /// Puts an Observation record's values and links in schema order, with every property present,
@@ -544,10 +554,17 @@ fn update_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json, mode: UpdateM
     let object = match mode {
         UpdateMode::JsonPatch => {
             let current = current_json(w, entity, id)?;
-            let patched = crate::patch::apply(current, body)?;
+            let patched = crate::patch::apply(current.clone(), body)?;
             let mut object = patched.as_object().cloned().unwrap_or_default();
             // Only properties can be patched; derived ones are the server's.
             object.retain(|k, _| entity.property(k).is_some_and(|p| !p.derived));
+            // A property the patch removed becomes null (an error for required ones); left out
+            // of the update, it would silently stay.
+            for key in current.as_object().into_iter().flat_map(|c| c.keys()) {
+                if entity.property(key).is_some_and(|p| !p.derived) && !object.contains_key(key) {
+                    object.insert(key.clone(), Json::Null);
+                }
+            }
             Json::Object(object)
         }
         _ => body.clone(),
@@ -614,11 +631,24 @@ fn update_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json, mode: UpdateM
         let key = if entity == EntityType::Location { "location" } else { "feature" };
         check_geometry(entity, &merged, key)?;
     }
+    let mut old_parents = Vec::new();
     if entity == EntityType::Observation {
-        check_observation_update(w, id, &record)?;
+        check_observation_update(&record)?;
+        old_parents = observation_parents(w, id)?;
     }
     if !w.update(entity, id, &record)? {
         return Err(AppError::NotFound(format!("{}({id}) does not exist", entity.set_name())));
+    }
+    if entity == EntityType::Observation {
+        // Times may have shrunk and the Observation may have moved to another Datastream, so
+        // the extents of the old and the new parents are computed afresh.
+        let mut parents = observation_parents(w, id)?;
+        parents.extend(old_parents);
+        parents.sort_unstable();
+        parents.dedup();
+        for (parent, parent_id) in parents {
+            w.recompute_times(parent, parent_id)?;
+        }
     }
     for (nav, ids) in linked {
         w.unlink_all(nav, id)?;
@@ -630,27 +660,23 @@ fn update_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json, mode: UpdateM
     Ok(WriteOutcome::Updated { entity, id })
 }
 
-/// Keeps derived extents covering an Observation whose times change.
-fn check_observation_update(w: &mut dyn Writer, id: Id, record: &Record) -> Result<(), AppError> {
-    let time = record.values.iter().find_map(|(p, v)| match (p.name, v) {
-        ("phenomenonTime", Value::Instant(i)) => Some(TimeValue::Instant(*i).extent()),
-        ("phenomenonTime", Value::Interval(i)) => Some(*i),
-        ("phenomenonTime", _) => Some(TimeValue::Instant(Instant::now()).extent()),
-        _ => None,
-    });
+/// Rejects an update that would leave an Observation without a phenomenonTime.
+fn check_observation_update(record: &Record) -> Result<(), AppError> {
     if record.values.iter().any(|(p, v)| p.name == "phenomenonTime" && *v == Value::Null) {
         return Err(AppError::bad("missing_property", "Observation/phenomenonTime cannot be null"));
     }
-    if let Some(time) = time {
-        let ty = EntityType::Observation;
-        for nav_name in ["Datastream", "MultiDatastream"] {
-            let Some(nav) = ty.navigation(nav_name) else { continue };
-            if let Some(parent) = w.related(ty, id, nav)?.first() {
-                w.extend_times(nav.target, *parent, time, None)?;
-            }
-        }
-    }
     Ok(())
+}
+
+/// The Datastream or MultiDatastream an Observation belongs to.
+fn observation_parents(w: &mut dyn Writer, id: Id) -> Result<Vec<(EntityType, Id)>, AppError> {
+    let ty = EntityType::Observation;
+    let mut parents = Vec::new();
+    for nav_name in ["Datastream", "MultiDatastream"] {
+        let nav = ty.navigation(nav_name).ok_or_else(|| AppError::Internal("schema".into()))?;
+        parents.extend(w.related(ty, id, nav)?.into_iter().map(|parent| (nav.target, parent)));
+    }
+    Ok(parents)
 }
 
 /// The current properties of an entity as a JSON object.
@@ -774,6 +800,18 @@ pub fn create_data_arrays(
             }
         };
         let nav = ty.navigation(nav_name).ok_or_else(|| AppError::Internal("schema".into()))?;
+        // Rows with the wrong number of values for a MultiDatastream are reported one by one,
+        // like every other bad row, instead of failing the whole request.
+        let arity = match nav_name {
+            "MultiDatastream" => {
+                require_exists(w, EntityType::MultiDatastream, parent)?;
+                let properties = EntityType::MultiDatastream
+                    .navigation("ObservedProperties")
+                    .ok_or_else(|| AppError::Internal("schema".into()))?;
+                Some(w.related(EntityType::MultiDatastream, parent, properties)?.len())
+            }
+            _ => None,
+        };
         // `Err(())` marks the FeatureOfInterest id column.
         let mut columns: Vec<Result<&'static model::Property, ()>> = Vec::with_capacity(item.components.len());
         for component in &item.components {
@@ -817,6 +855,10 @@ pub fn create_data_arrays(
                             record.links.push((foi, Some(feature)));
                         }
                     }
+                }
+                if let Some(arity) = arity {
+                    let result = record.values.iter().find(|(p, _)| p.name == "result").map(|(_, v)| v);
+                    check_arity(result, arity, parent)?;
                 }
                 Ok(record)
             })();

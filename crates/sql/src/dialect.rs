@@ -89,7 +89,7 @@ pub trait Dialect: Send + Sync {
 }
 
 /// SQLite 3.54 with JSON1 built in; geometry and rounding through functions the SQLite backend
-/// registers on every connection (`tb_st_within`, `tb_floor`, ...).
+/// registers on every connection (`tb_st_within`, `tb_floor`, `tb_mod`, ...).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SqliteDialect;
 
@@ -162,7 +162,8 @@ impl Dialect for SqliteDialect {
     }
 
     fn modulo(&self, a: &str, b: &str) -> String {
-        format!("({a} % {b})")
+        // SQLite's `%` casts both operands to integers: `1.5 % 2` would be 1, not 1.5.
+        format!("tb_mod({a}, {b})")
     }
 
     fn distinct(&self, a: &str, b: &str) -> String {

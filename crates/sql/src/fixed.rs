@@ -26,6 +26,29 @@ pub fn extend_times(dialect: &dyn Dialect, entity: EntityType) -> String {
     )
 }
 
+/// Sets the phenomenonTime and resultTime extents of the (Multi)Datastream `?1` to those of its
+/// Observations (NULL when it has none).
+pub fn recompute_times(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let column = match entity {
+        EntityType::MultiDatastream => "multi_datastream_id",
+        _ => "datastream_id",
+    };
+    let of =
+        |aggregate: &str| format!("(SELECT {aggregate} FROM observations WHERE {column} = {})", dialect.placeholder(1));
+    format!(
+        "UPDATE {table} SET \
+         phenomenon_time_start = {ps}, phenomenon_time_end = {pe}, \
+         result_time_start = {rs}, result_time_end = {re} \
+         WHERE id = {p1}",
+        table = entity.table(),
+        ps = of("MIN(phenomenon_time_start)"),
+        pe = of("MAX(COALESCE(phenomenon_time_end, phenomenon_time_start))"),
+        rs = of("MIN(result_time)"),
+        re = of("MAX(result_time)"),
+        p1 = dialect.placeholder(1),
+    )
+}
+
 /// Rows `(location id, generated feature id or NULL, encoding type, location, name, description)`
 /// for the Locations of the Thing of the (Multi)Datastream `?1`.
 pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {

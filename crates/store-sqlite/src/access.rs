@@ -307,6 +307,12 @@ impl Writer for Access<'_> {
         Ok(())
     }
 
+    fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
+        let sql_text = sql::fixed::recompute_times(&DIALECT, entity);
+        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0])).map_err(db_error)?;
+        Ok(())
+    }
+
     fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<store::ThingLocation>, StoreError> {
         let sql_text = sql::fixed::thing_locations_of(&DIALECT, entity);
         let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;

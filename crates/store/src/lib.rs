@@ -122,6 +122,11 @@ pub trait Writer: Reader {
         result: Option<Interval>,
     ) -> Result<(), StoreError>;
 
+    /// Recomputes the derived phenomenonTime and resultTime of a Datastream or MultiDatastream
+    /// from its Observations; needed when Observations go away or their times shrink, which
+    /// [`Writer::extend_times`] cannot express.
+    fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError>;
+
     /// The Locations of the Thing of a Datastream or MultiDatastream, with the feature
     /// generated from each so far.
     fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<ThingLocation>, StoreError>;

@@ -3,7 +3,13 @@
 
 mod support;
 
+mod batch;
 mod batch_multipart;
+mod create_update_delete;
+mod data_arrays;
 mod durability;
+mod filtering;
+mod multi_datastream;
 mod operations;
+mod request_data;
 mod sensing_core;

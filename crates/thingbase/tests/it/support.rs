@@ -71,6 +71,11 @@ impl TestServer {
         request("PUT", &self.url(path), Some(body.to_string()), Some("application/json"))
     }
 
+    /// A request with a JSON body of the given content type (e.g. `application/json-patch+json`).
+    pub fn send(&self, method: &str, path: &str, body: Value, content_type: &str) -> Response {
+        request(method, &self.url(path), Some(body.to_string()), Some(content_type))
+    }
+
     pub fn delete(&self, path: &str) -> Response {
         request("DELETE", &self.url(path), None, None)
     }
