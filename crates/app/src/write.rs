@@ -465,7 +465,62 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
     for ((entity, id), (phenomenon, result)) in extents {
         w.extend_times(entity, id, phenomenon, result)?;
     }
+    let mut pairs: Vec<(EntityType, Id, Id)> = records
+        .iter()
+        .filter_map(|record| {
+            let link = |name: &str| record.links.iter().find(|(n, _)| n.name == name).and_then(|(_, id)| *id);
+            let feature = link("FeatureOfInterest")?;
+            match (link("Datastream"), link("MultiDatastream")) {
+                (Some(ds), _) => Some((EntityType::Datastream, ds, feature)),
+                (_, Some(mds)) => Some((EntityType::MultiDatastream, mds, feature)),
+                _ => None,
+            }
+        })
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for (entity, id, feature) in pairs {
+        if w.note_feature(entity, id, feature)? {
+            extend_observed_area(w, entity, id, feature)?;
+        }
+    }
     Ok(ids)
+}
+
+/// Widens the derived `observedArea` of a (Multi)Datastream to the bounding box that also
+/// covers `feature`. Features that are not GeoJSON have no place on a map and are skipped.
+fn extend_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id, feature: Id) -> Result<(), AppError> {
+    let Some(feature_geometry) = geometry_of(w, EntityType::FeatureOfInterest, feature, "feature")? else {
+        return Ok(());
+    };
+    let current = geometry_of(w, entity, id, "observedArea")?;
+    let area = match current {
+        Some(area) => area.envelope_union(&feature_geometry),
+        None => feature_geometry.envelope(),
+    };
+    let (Some(area), Some(property)) = (area, entity.property("observedArea")) else { return Ok(()) };
+    let record = Record { values: vec![(property, Value::Json(area.to_geojson().to_string()))], links: Vec::new() };
+    w.update(entity, id, &record)?;
+    Ok(())
+}
+
+/// The GeoJSON geometry held by the property `name` of an entity, if it has one.
+fn geometry_of(
+    w: &mut dyn Writer,
+    entity: EntityType,
+    id: Id,
+    name: &str,
+) -> Result<Option<model::Geometry>, AppError> {
+    let property = entity.property(name).ok_or_else(|| AppError::Internal("schema".into()))?;
+    let query = odata::Query {
+        select: Some(vec![odata::SelectItem::Property(property)]),
+        top: Some(1),
+        ..odata::Query::default()
+    };
+    let paging = store::Paging { default_top: 1, max_top: 1 };
+    let rows = w.query(entity, Some(&store::id_eq(id)), &query, paging)?;
+    let Some(Value::Json(text)) = rows.rows.first().and_then(|r| r.values.first()) else { return Ok(None) };
+    Ok(serde_json::from_str::<Json>(text).ok().and_then(|json| model::Geometry::from_geojson(&json).ok()))
 }
 
 /// Fails unless `result` is an array of `arity` values, as an Observation of the

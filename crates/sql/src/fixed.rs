@@ -85,3 +85,17 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Option<St
         _ => None,
     }
 }
+
+/// Records that the (Multi)Datastream `?1` has an Observation of the feature `?2`; changes no
+/// row when that was known.
+pub fn note_feature(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let (table, column) = match entity {
+        EntityType::MultiDatastream => ("multi_datastream_features", "multi_datastream_id"),
+        _ => ("datastream_features", "datastream_id"),
+    };
+    format!(
+        "INSERT INTO {table} ({column}, feature_id) VALUES ({}, {}) ON CONFLICT DO NOTHING",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}

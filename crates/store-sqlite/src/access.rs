@@ -331,6 +331,13 @@ impl Writer for Access<'_> {
         rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
     }
 
+    fn note_feature(&mut self, entity: EntityType, id: Id, feature: Id) -> Result<bool, StoreError> {
+        let sql_text = sql::fixed::note_feature(&DIALECT, entity);
+        let changed =
+            self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0, feature.0])).map_err(db_error)?;
+        Ok(changed > 0)
+    }
+
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
         let sql_text = sql::fixed::remember_generated_feature(&DIALECT);
         self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([location.0, feature.0])).map_err(db_error)?;

@@ -6,7 +6,10 @@ use store::StoreError;
 
 use crate::access::db_error;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "observed_features", include_str!("../migrations/0002_observed_features.sql")),
+];
 
 fn checksum(text: &str) -> i64 {
     // FNV-1a: stable across builds and platforms, which `DefaultHasher` is not.

@@ -131,6 +131,10 @@ pub trait Writer: Reader {
     /// generated from each so far.
     fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<ThingLocation>, StoreError>;
 
+    /// Records that the Datastream or MultiDatastream `id` has Observations of `feature`; true
+    /// if that is new.
+    fn note_feature(&mut self, entity: EntityType, id: Id, feature: Id) -> Result<bool, StoreError>;
+
     /// Records that `feature` was generated from `location`, for reuse.
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError>;
 }

@@ -127,3 +127,28 @@ fn frost_sta_client_from_pypi_works_end_to_end() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn observed_area_covers_the_features_of_the_observations() {
+    let server = TestServer::start("observed-area");
+    let thing = server.create("/Things", weather_station());
+    let datastream = server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    let path = format!("/Datastreams({datastream})");
+    assert!(server.get(&path).json["observedArea"].is_null(), "no Observations, no area");
+    server.create(&format!("{path}/Observations"), json!({"result": 1}));
+    assert_eq!(server.get(&path).json["observedArea"], json!({"type": "Point", "coordinates": [8.4, 49.0]}));
+    let elsewhere = json!({"name": "buoy", "description": "d", "encodingType": "application/geo+json",
+                           "feature": {"type": "Point", "coordinates": [10.0, 50.0]}});
+    server.create(&format!("{path}/Observations"), json!({"result": 2, "FeatureOfInterest": elsewhere}));
+    let area = server.get(&path).json["observedArea"].clone();
+    assert_eq!(area["type"], "Polygon", "{area}");
+    let corners: Vec<(f64, f64)> = area["coordinates"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c[0].as_f64().unwrap(), c[1].as_f64().unwrap()))
+        .collect();
+    for corner in [(8.4, 49.0), (10.0, 50.0), (8.4, 50.0), (10.0, 49.0)] {
+        assert!(corners.contains(&corner), "{corner:?} not in {corners:?}");
+    }
+}
