@@ -80,10 +80,17 @@ pub fn apply(w: &mut dyn Writer, op: WriteOp) -> Result<WriteOutcome, AppError> 
         WriteOp::Update { path, body, mode } => update_at(w, &path, &body, mode),
         WriteOp::Delete { path } => {
             let (entity, id) = entity_at(w, &path)?;
-            let parents = if entity == EntityType::Observation { observation_parents(w, id)? } else { Vec::new() };
+            let parents = match entity {
+                EntityType::Observation => observation_parents(w, id)?,
+                EntityType::FeatureOfInterest => feature_parents(w, id)?,
+                _ => Vec::new(),
+            };
             if w.delete(entity, id)? {
                 for (parent, parent_id) in parents {
                     w.recompute_times(parent, parent_id)?;
+                    if entity == EntityType::FeatureOfInterest {
+                        recompute_observed_area(w, parent, parent_id)?;
+                    }
                 }
                 Ok(WriteOutcome::Deleted { entity, id })
             } else {
@@ -732,6 +739,71 @@ fn observation_parents(w: &mut dyn Writer, id: Id) -> Result<Vec<(EntityType, Id
         parents.extend(w.related(ty, id, nav)?.into_iter().map(|parent| (nav.target, parent)));
     }
     Ok(parents)
+}
+
+/// A path of navigation names from `entity`, ending in `id eq <id>`.
+fn linked_to(entity: EntityType, hops: &[&str], id: Id) -> Result<odata::Expr, AppError> {
+    let mut navigations = Vec::with_capacity(hops.len());
+    let mut at = entity;
+    for name in hops {
+        let nav = at.navigation(name).ok_or_else(|| AppError::Internal("schema".into()))?;
+        navigations.push(nav);
+        at = nav.target;
+    }
+    Ok(odata::Expr::Binary {
+        op: odata::BinaryOp::Eq,
+        left: Box::new(odata::Expr::Member(odata::MemberPath { hops: navigations, member: odata::Member::Id })),
+        right: Box::new(odata::Expr::Literal(odata::Literal::Integer(id.0))),
+    })
+}
+
+/// A read of every match, for derived-field maintenance inside a transaction.
+fn all_of(
+    w: &mut dyn Writer,
+    entity: EntityType,
+    constraint: &odata::Expr,
+    select: Vec<odata::SelectItem>,
+) -> Result<store::Rows, AppError> {
+    let query = odata::Query { select: Some(select), top: Some(u64::from(u32::MAX)), ..odata::Query::default() };
+    let paging = store::Paging { default_top: u64::from(u32::MAX), max_top: u64::from(u32::MAX) };
+    Ok(w.query(entity, Some(constraint), &query, paging)?)
+}
+
+/// The Datastreams and MultiDatastreams with Observations of `feature`: their derived fields
+/// change when the feature (and with it those Observations) is deleted.
+fn feature_parents(w: &mut dyn Writer, feature: Id) -> Result<Vec<(EntityType, Id)>, AppError> {
+    let mut parents = Vec::new();
+    for entity in [EntityType::Datastream, EntityType::MultiDatastream] {
+        let constraint = linked_to(entity, &["Observations", "FeatureOfInterest"], feature)?;
+        parents.extend(all_of(w, entity, &constraint, Vec::new())?.rows.into_iter().map(|r| (entity, r.id)));
+    }
+    Ok(parents)
+}
+
+/// Rebuilds `observedArea` from the features the (Multi)Datastream still has Observations of.
+fn recompute_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id) -> Result<(), AppError> {
+    let feature = EntityType::FeatureOfInterest;
+    let back = if entity == EntityType::Datastream { "Datastream" } else { "MultiDatastream" };
+    let constraint = linked_to(feature, &["Observations", back], id)?;
+    let property = feature.property("feature").ok_or_else(|| AppError::Internal("schema".into()))?;
+    let rows = all_of(w, feature, &constraint, vec![odata::SelectItem::Property(property)])?;
+    let mut area: Option<model::Geometry> = None;
+    for row in rows.rows {
+        let Some(Value::Json(text)) = row.values.first() else { continue };
+        let Some(geometry) =
+            serde_json::from_str::<Json>(text).ok().and_then(|j| model::Geometry::from_geojson(&j).ok())
+        else {
+            continue;
+        };
+        area = match area {
+            Some(a) => a.envelope_union(&geometry),
+            None => geometry.envelope(),
+        };
+    }
+    let observed_area = entity.property("observedArea").ok_or_else(|| AppError::Internal("schema".into()))?;
+    let value = area.map_or(Value::Null, |a| Value::Json(a.to_geojson().to_string()));
+    w.update(entity, id, &Record { values: vec![(observed_area, value)], links: Vec::new() })?;
+    Ok(())
 }
 
 /// The current properties of an entity as a JSON object.

@@ -152,3 +152,24 @@ fn observed_area_covers_the_features_of_the_observations() {
         assert!(corners.contains(&corner), "{corner:?} not in {corners:?}");
     }
 }
+
+#[test]
+fn deleting_a_feature_shrinks_the_derived_fields_of_its_datastreams() {
+    let server = TestServer::start("feature-cascade");
+    let thing = server.create("/Things", weather_station());
+    let datastream = server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    let path = format!("/Datastreams({datastream})");
+    server.create(&format!("{path}/Observations"), json!({"result": 1, "phenomenonTime": "2024-01-01T00:00:00Z"}));
+    let far = json!({"name": "far", "description": "d", "encodingType": "application/geo+json",
+                     "feature": {"type": "Point", "coordinates": [20.0, 60.0]}});
+    let late = server.create(
+        &format!("{path}/Observations"),
+        json!({"result": 2, "phenomenonTime": "2024-06-01T00:00:00Z", "FeatureOfInterest": far}),
+    );
+    assert_eq!(server.get(&path).json["observedArea"]["type"], "Polygon");
+    let feature = server.get(&format!("/Observations({late})/FeatureOfInterest")).json["@iot.id"].as_i64().unwrap();
+    assert_eq!(server.delete(&format!("/FeaturesOfInterest({feature})")).status, 200);
+    let ds = server.get(&path).json;
+    assert_eq!(ds["phenomenonTime"], "2024-01-01T00:00:00Z/2024-01-01T00:00:00Z", "{ds}");
+    assert_eq!(ds["observedArea"], json!({"type": "Point", "coordinates": [8.4, 49.0]}));
+}
