@@ -381,6 +381,8 @@ struct ObservationParent {
     id: Id,
     /// For a MultiDatastream: how many values each result must hold.
     arity: Option<usize>,
+    /// The FeatureOfInterest generated for Observations without one, once looked up.
+    generated: Option<Id>,
 }
 
 /// Inserts Observations (records with values and links checked by the caller), adding default
@@ -431,7 +433,7 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
                 } else {
                     None
                 };
-                slot.insert(ObservationParent { entity: key.0, id: key.1, arity })
+                slot.insert(ObservationParent { entity: key.0, id: key.1, arity, generated: None })
             }
         };
         if let Some(arity) = parent.arity {
@@ -445,7 +447,14 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
             record.values.push((result_time, Value::Null));
         }
         if !record.links.iter().any(|(n, _)| n.name == foi_nav.name) {
-            let feature = generated_feature(w, parent.entity, parent.id)?;
+            let feature = match parent.generated {
+                Some(feature) => feature,
+                None => {
+                    let feature = generated_feature(w, parent.entity, parent.id)?;
+                    parent.generated = Some(feature);
+                    feature
+                }
+            };
             record.links.push((foi_nav, Some(feature)));
         }
         let time = match record.values.iter().find(|(p, _)| p.name == phenomenon.name) {

@@ -1,0 +1,72 @@
+//! The Thingbase benchmark tool. Each workload runs against the real server (started in-process
+//! on an ephemeral port, driven over real HTTP/1.1 connections) and beside a baseline measured in
+//! the same invocation, so results read as ratios on a shared, noisy machine:
+//!
+//! - `post`: single-Observation POSTs at a given concurrency, beside a do-nothing axum server.
+//! - `data-array`: Data Array ingest, beside raw batched SQLite inserts of the same rows.
+//! - `query`: a store of N Observations over 1,000 Datastreams: latest 100 of one Datastream,
+//!   a one-day window of 1 Hz data, and the latest Observation of every Datastream by
+//!   `$expand`, each beside the same read done directly on the SQLite file.
+//! - `all`: all three.
+//!
+//! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
+//! [--rounds R] [--concurrency C]`. Results are medians over the rounds.
+
+mod client;
+mod workloads;
+
+use anyhow::{Context, bail};
+
+/// The settings shared by the workloads.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub observations: u64,
+    pub seconds: f64,
+    pub rounds: usize,
+    pub concurrency: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let workload = args.next().unwrap_or_else(|| "help".into());
+    let mut settings = Settings { observations: 1_000_000, seconds: 5.0, rounds: 3, concurrency: 64 };
+    while let Some(flag) = args.next() {
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--observations" => settings.observations = value.parse()?,
+            "--seconds" => settings.seconds = value.parse()?,
+            "--rounds" => settings.rounds = value.parse()?,
+            "--concurrency" => settings.concurrency = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    println!("# bench {workload} {settings:?}");
+    match workload.as_str() {
+        "post" => runtime.block_on(workloads::post(&settings)),
+        "data-array" => runtime.block_on(workloads::data_array(&settings)),
+        "query" => runtime.block_on(workloads::query(&settings)),
+        "all" => runtime.block_on(async {
+            workloads::post(&settings).await?;
+            workloads::data_array(&settings).await?;
+            workloads::query(&settings).await
+        }),
+        _ => {
+            println!(
+                "usage: bench <post|data-array|query|all> [--observations N] [--seconds S] [--rounds R] [--concurrency C]"
+            );
+            Ok(())
+        }
+    }?;
+    println!("peak RSS of the process (server and load generator): {} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// `VmHWM` of this process in MB.
+pub fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
