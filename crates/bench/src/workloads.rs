@@ -216,9 +216,19 @@ fn raw_sqlite_ingest(dir: &Path, rows: u64, batch: u64) -> anyhow::Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Posts `bodies` to `/CreateObservations` over `concurrency` connections; returns the seconds.
-async fn ingest(addr: SocketAddr, bodies: Vec<Bytes>, concurrency: usize) -> anyhow::Result<f64> {
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+/// One Data Array request to make: Datastream, first second, rows.
+type Block = (i64, i64, u64);
+
+/// Posts `blocks` to `/CreateObservations` over `concurrency` connections, generating each body
+/// just before it is sent (so the generator's memory stays out of the peak RSS); returns the
+/// seconds.
+async fn ingest<I: Send + 'static>(
+    addr: SocketAddr,
+    blocks: Vec<I>,
+    to_body: fn(I) -> Bytes,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(blocks));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -227,7 +237,8 @@ async fn ingest(addr: SocketAddr, bodies: Vec<Bytes>, concurrency: usize) -> any
             let mut connection = Connection::open(addr).await?;
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop());
-                let Some(body) = next else { return anyhow::Ok(()) };
+                let Some(block) = next else { return anyhow::Ok(()) };
+                let body = to_body(block);
                 let (status, reply) = connection.send("POST", "/v1.1/CreateObservations", body, false).await?;
                 ensure!(status == 201, "ingest: {status} {}", String::from_utf8_lossy(&reply));
                 ensure!(!reply.windows(7).any(|w| w == b"\"error\""), "ingest rejected rows");
@@ -251,7 +262,8 @@ pub async fn data_array(settings: &Settings) -> anyhow::Result<()> {
         let bodies: Vec<Bytes> = (0..rows.div_ceil(BATCH))
             .map(|b| data_array_body(datastream, T0 + (b * BATCH) as i64, BATCH.min(rows - b * BATCH)))
             .collect();
-        let seconds = ingest(addr, bodies, 2).await?;
+        // Bodies are made before the clock starts: the measurement is the server's.
+        let seconds = ingest(addr, bodies, |body| body, 2).await?;
         server.stop().await;
         let rate = rows as f64 / seconds;
         println!(
@@ -279,8 +291,8 @@ async fn timed_gets(
     for path in paths {
         let started = Instant::now();
         let (status, body) = connection.send("GET", path, Bytes::new(), false).await?;
-        check(status, &body)?;
         latencies.push(started.elapsed());
+        check(status, &body)?;
     }
     latencies.sort_unstable();
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
@@ -309,6 +321,10 @@ fn raw_timed(
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
 }
 
+fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
 fn files_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map_or(0, |entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
@@ -323,20 +339,20 @@ pub async fn query(settings: &Settings) -> anyhow::Result<()> {
     let ids = create_datastreams(addr, DATASTREAMS).await?;
     // The first Datastream holds one day at 1 Hz; the others share the rest, each at 1 Hz.
     let per_other = (total - DAY) / (DATASTREAMS as u64 - 1);
-    let mut bodies = Vec::new();
+    let mut bodies: Vec<Block> = Vec::new();
     for chunk in 0..DAY.div_ceil(10_000) {
-        bodies.push(data_array_body(ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
+        bodies.push((ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
     }
     for id in &ids[1..] {
         let mut done = 0;
         while done < per_other {
             let n = 10_000.min(per_other - done);
-            bodies.push(data_array_body(*id, T0 + done as i64, n));
+            bodies.push((*id, T0 + done as i64, n));
             done += n;
         }
     }
     let loaded = DAY + per_other * (DATASTREAMS as u64 - 1);
-    let seconds = ingest(addr, bodies, 2).await?;
+    let seconds = ingest(addr, bodies, |(id, start, rows)| data_array_body(id, start, rows), 2).await?;
     println!(
         "loaded {loaded} Observations over {DATASTREAMS} Datastreams through dataArray in {seconds:.1} s ({:.0} obs/s)",
         loaded as f64 / seconds
@@ -379,8 +395,7 @@ pub async fn query(settings: &Settings) -> anyhow::Result<()> {
         instant(T0 + DAY as i64)
     );
     let (p50, p99) = timed_gets(&mut connection, &vec![window; 10], |status, body| {
-        let value: Value = serde_json::from_slice(body)?;
-        ensure!(status == 200 && value["value"].as_array().map(Vec::len) == Some(DAY as usize), "window: {status}");
+        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == DAY as usize, "window: {status}");
         Ok(())
     })
     .await?;
@@ -391,18 +406,13 @@ pub async fn query(settings: &Settings) -> anyhow::Result<()> {
         "SELECT id, phenomenon_time_start, result_number, result_time FROM observations WHERE datastream_id = ?1 AND phenomenon_time_start >= ?2 AND phenomenon_time_start < ?3 ORDER BY phenomenon_time_start",
         &|_| vec![first, T0 * 1_000_000, (T0 + DAY as i64) * 1_000_000],
     )?;
-    println!(
-        "one-day window, 86,400 rows (timed incl. client JSON parse): p50 {p50:.1} ms, p99 {p99:.1} ms; raw SQLite p50 {raw50:.1} ms"
-    );
+    println!("one-day window, 86,400 rows: p50 {p50:.1} ms, p99 {p99:.1} ms; raw SQLite p50 {raw50:.1} ms");
 
     let expand =
         "/v1.1/Datastreams?$top=1000&$select=id,name&$expand=Observations($top=1;$orderby=phenomenonTime%20desc)";
     let (p50, p99) = timed_gets(&mut connection, &vec![expand.to_owned(); 20], |status, body| {
-        let value: Value = serde_json::from_slice(body)?;
-        let all = value["value"].as_array().is_some_and(|v| {
-            v.len() == DATASTREAMS && v.iter().all(|d| d["Observations"].as_array().map(Vec::len) == Some(1))
-        });
-        ensure!(status == 200 && all, "expand: {status}");
+        // Every Datastream and its one latest Observation carry an id.
+        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == 2 * DATASTREAMS, "expand: {status}");
         Ok(())
     })
     .await?;

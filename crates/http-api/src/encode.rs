@@ -15,47 +15,77 @@ pub struct Encoder<'a> {
 
 pub fn string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
+    escaped(out, text);
     out.push('"');
+}
+
+/// Appends `text` JSON-escaped, copying runs that need no escape in one go.
+fn escaped(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
 }
 
 pub fn value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Real(r) => match serde_json::Number::from_f64(*r) {
-            Some(n) => {
-                let _ = write!(out, "{n}");
-            }
-            None => out.push_str("null"),
-        },
+        Value::Integer(i) => out.push_str(itoa::Buffer::new().format(*i)),
+        // The same shortest round-trip text serde_json writes (`1.0` stays `1.0`).
+        Value::Real(r) if r.is_finite() => out.push_str(ryu::Buffer::new().format_finite(*r)),
+        Value::Real(_) => out.push_str("null"),
         Value::Text(s) => string(out, s),
         Value::Json(raw) => out.push_str(raw),
         Value::Instant(i) => {
-            let _ = write!(out, "\"{i}\"");
+            out.push('"');
+            i.write_rfc3339(out);
+            out.push('"');
         }
         Value::Interval(i) => {
-            let _ = write!(out, "\"{i}\"");
+            out.push('"');
+            i.start().write_rfc3339(out);
+            out.push('/');
+            i.end().write_rfc3339(out);
+            out.push('"');
         }
     }
 }
 
 impl Encoder<'_> {
+    /// Writes `"<base>/<Set>(<id>)[/<nav>]"` as a JSON string without building it first.
+    fn link(&self, out: &mut String, entity: EntityType, id: model::Id, nav: Option<&str>) {
+        out.push('"');
+        escaped(out, self.base);
+        out.push('/');
+        out.push_str(entity.set_name());
+        out.push('(');
+        out.push_str(itoa::Buffer::new().format(id.0));
+        out.push(')');
+        if let Some(nav) = nav {
+            out.push('/');
+            out.push_str(nav);
+        }
+        out.push('"');
+    }
+
     pub fn self_link(&self, entity: EntityType, id: model::Id) -> String {
         format!("{}/{}({id})", self.base, entity.set_name())
     }
@@ -75,16 +105,19 @@ impl Encoder<'_> {
         if all {
             sep(out);
             out.push_str("\"@iot.selfLink\":");
-            string(out, &self.self_link(entity, row.id));
+            self.link(out, entity, row.id, None);
         }
         if all || selected_id {
             sep(out);
-            let _ = write!(out, "\"@iot.id\":{}", row.id.0);
+            out.push_str("\"@iot.id\":");
+            out.push_str(itoa::Buffer::new().format(row.id.0));
         }
         for (field, v) in fields.iter().zip(&row.values) {
             sep(out);
-            string(out, field.name);
-            out.push(':');
+            // Property names are the schema's ASCII identifiers: nothing to escape.
+            out.push('"');
+            out.push_str(field.name);
+            out.push_str("\":");
             value(out, v);
         }
         for nav in entity.navigations() {
@@ -95,8 +128,10 @@ impl Encoder<'_> {
                     .is_some_and(|s| s.iter().any(|i| matches!(i, SelectItem::Navigation(n) if n.name == nav.name)));
             if selected {
                 sep(out);
-                let _ = write!(out, "\"{}@iot.navigationLink\":", nav.name);
-                string(out, &format!("{}/{}({})/{}", self.base, entity.set_name(), row.id, nav.name));
+                out.push('"');
+                out.push_str(nav.name);
+                out.push_str("@iot.navigationLink\":");
+                self.link(out, entity, row.id, Some(nav.name));
             }
         }
         for (item, expanded) in query.expand.iter().zip(&row.expanded) {

@@ -203,7 +203,7 @@ pub async fn get(state: &ApiState, base: &str, path: &ResourcePath, raw_query: &
     let top = query.top.unwrap_or(paging.default_top).min(paging.max_top);
     let encoder = Encoder { base };
     let result = state.app.read(path.clone(), query.clone()).await?;
-    let mut out = String::with_capacity(1024);
+    let mut out = String::new();
     let next = |more: bool| -> Result<Option<String>, ApiError> {
         if !more {
             return Ok(None);
@@ -213,6 +213,8 @@ pub async fn get(state: &ApiState, base: &str, path: &ResourcePath, raw_query: &
     };
     match result {
         ReadResult::Collection { entity, rows } => {
+            // About what an Observation takes; one allocation instead of a doubling series.
+            out.reserve(256 * rows.rows.len() + 256);
             let link = next(rows.more)?;
             if data_array {
                 data_array::encode(&mut out, &encoder, &rows, &query, link.as_deref());

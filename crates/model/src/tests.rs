@@ -73,3 +73,23 @@ fn bad_geojson_is_an_error_not_a_panic() {
         assert!(Geometry::from_geojson(&bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn fast_rfc3339_matches_display() {
+    for micros in
+        [0, 1, 250_000, 1_714_564_800_123_456, -1, -86_400_000_001, 253_402_127_999_999_999, Instant::MIN.micros()]
+    {
+        let instant = Instant::from_micros(micros);
+        let mut fast = String::new();
+        instant.write_rfc3339(&mut fast);
+        assert_eq!(fast, instant.to_string(), "{micros}");
+    }
+    let mut seed: u64 = 42;
+    for _ in 0..10_000 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let instant = Instant::from_micros((seed >> 1) as i64 % Instant::MAX.micros());
+        let mut fast = String::new();
+        instant.write_rfc3339(&mut fast);
+        assert_eq!(fast, instant.to_string());
+    }
+}
