@@ -58,9 +58,20 @@ pub enum WriteOp {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum WriteOutcome {
-    Created { entity: EntityType, id: Id },
-    Updated { entity: EntityType, id: Id },
-    Deleted { entity: EntityType, id: Id },
+    /// `row` holds the stored entity when it is known without reading it back.
+    Created {
+        entity: EntityType,
+        id: Id,
+        row: Option<Box<store::Row>>,
+    },
+    Updated {
+        entity: EntityType,
+        id: Id,
+    },
+    Deleted {
+        entity: EntityType,
+        id: Id,
+    },
     Linked,
     Unlinked,
 }
@@ -135,14 +146,15 @@ fn create_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json) -> Result<Wri
     let last = path.segments.len() - 1;
     let entity = path.segments[last].entity;
     let Some(via) = path.segments[last].via else {
-        let id = create(w, entity, body, None)?;
-        return Ok(WriteOutcome::Created { entity, id });
+        let (id, row) = create_entity(w, entity, body, None)?;
+        return Ok(WriteOutcome::Created { entity, id, row: row.map(Box::new) });
     };
     let (parent, parent_id) = entity_of_segment(w, path, last - 1)?;
     let id = match via.link {
         Link::Reverse(_) => {
             let back = parent.inverse(via).ok_or_else(|| AppError::Internal("navigation without inverse".into()))?;
-            create(w, entity, body, Some((back, parent_id)))?
+            let (id, row) = create_entity(w, entity, body, Some((back, parent_id)))?;
+            return Ok(WriteOutcome::Created { entity, id, row: row.map(Box::new) });
         }
         Link::Table { .. } => {
             let id = create(w, entity, body, None)?;
@@ -157,7 +169,7 @@ fn create_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json) -> Result<Wri
             )));
         }
     };
-    Ok(WriteOutcome::Created { entity, id })
+    Ok(WriteOutcome::Created { entity, id, row: None })
 }
 
 /// The id an object refers to with `@iot.id`, if it is a reference.
@@ -209,6 +221,17 @@ pub fn create(
     json: &Json,
     fixed: Option<(&'static Navigation, Id)>,
 ) -> Result<Id, AppError> {
+    create_entity(w, entity, json, fixed).map(|(id, _)| id)
+}
+
+/// [`create`], also returning the stored row when it is known without reading it back (for
+/// Observations, the hot path).
+fn create_entity(
+    w: &mut dyn Writer,
+    entity: EntityType,
+    json: &Json,
+    fixed: Option<(&'static Navigation, Id)>,
+) -> Result<(Id, Option<store::Row>), AppError> {
     let object = json
         .as_object()
         .ok_or_else(|| AppError::bad("invalid_entity", format!("a {} must be a JSON object", entity.name())))?;
@@ -240,7 +263,13 @@ pub fn create(
     }
     check_required(entity, object, &record, &to_many)?;
     if entity == EntityType::Observation {
-        return create_observations(w, vec![record]).map(|ids| ids[0]);
+        let mut records = [record];
+        let id = create_observations(w, &mut records)?[0];
+        let [record] = records;
+        // The record is complete and in schema order: it is the stored row, so the reply
+        // needs no read-back.
+        let row = store::Row { id, values: record.values.into_iter().map(|(_, v)| v).collect(), expanded: Vec::new() };
+        return Ok((id, Some(row)));
     }
     let id = w.insert(entity, &record)?;
     for (nav, value) in to_many {
@@ -276,7 +305,7 @@ pub fn create(
     if entity == EntityType::MultiDatastream {
         check_multi_datastream(w, id, object)?;
     }
-    Ok(id)
+    Ok((id, None))
 }
 
 fn unknown_property(entity: EntityType, key: &str) -> AppError {
@@ -388,7 +417,7 @@ struct ObservationParent {
 /// Inserts Observations (records with values and links checked by the caller), adding default
 /// phenomenonTime and generated FeaturesOfInterest, and widening the parents' time extents once
 /// per parent.
-fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<Vec<Id>, AppError> {
+fn create_observations(w: &mut dyn Writer, records: &mut [Record]) -> Result<Vec<Id>, AppError> {
     let ty = EntityType::Observation;
     let (Some(phenomenon), Some(result_time), Some(result), Some(ds_nav), Some(mds_nav), Some(foi_nav)) = (
         ty.property("phenomenonTime"),
@@ -403,7 +432,7 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
     let mut parents: HashMap<(EntityType, Id), ObservationParent> = HashMap::new();
     let mut extents: HashMap<(EntityType, Id), (Interval, Option<Interval>)> = HashMap::new();
     let now = Instant::now();
-    for record in &mut records {
+    for record in records.iter_mut() {
         let ds = record.links.iter().find(|(n, _)| n.name == ds_nav.name).and_then(|(_, id)| *id);
         let mds = record.links.iter().find(|(n, _)| n.name == mds_nav.name).and_then(|(_, id)| *id);
         let key = match (ds, mds) {
@@ -477,7 +506,7 @@ fn create_observations(w: &mut dyn Writer, mut records: Vec<Record>) -> Result<V
         // Every record of one insert needs the same columns in the same order.
         normalize(record);
     }
-    let ids = insert_grouped(w, &records)?;
+    let ids = insert_grouped(w, records)?;
     for ((entity, id), (phenomenon, result)) in extents {
         w.extend_times(entity, id, phenomenon, result)?;
     }
@@ -1006,7 +1035,7 @@ pub fn create_data_arrays(
                 Err(e) => slots.push(Err(e)),
             }
         }
-        let ids = create_observations(w, records)?;
+        let ids = create_observations(w, &mut records)?;
         for slot in slots {
             outcomes.push(slot.map(|i| ids[i]));
         }

@@ -291,7 +291,7 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
         ops.push(Box::new(move |outcomes: &[app::WriteOutcome]| {
             let mut known = before;
             for (name, i) in in_group {
-                if let Some(app::WriteOutcome::Created { entity, id }) = outcomes.get(i) {
+                if let Some(app::WriteOutcome::Created { entity, id, .. }) = outcomes.get(i) {
                     known.insert(name, format!("{}({id})", entity.set_name()));
                 }
             }

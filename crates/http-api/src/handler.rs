@@ -117,14 +117,20 @@ async fn written(
     status: u16,
     minimal: bool,
 ) -> Result<Reply, ApiError> {
-    let (entity, id) = match outcome {
-        WriteOutcome::Created { entity, id } | WriteOutcome::Updated { entity, id } => (entity, id),
+    let (entity, id, row) = match outcome {
+        WriteOutcome::Created { entity, id, row } => (entity, id, row),
+        WriteOutcome::Updated { entity, id } => (entity, id, None),
         _ => return Ok(Reply::empty(status)),
     };
     let encoder = Encoder { base };
     let location = encoder.self_link(entity, id);
     let mut reply = if minimal {
         Reply::empty(status)
+    } else if let Some(row) = row {
+        let fields: Vec<&model::Property> = entity.properties().iter().collect();
+        let mut out = String::with_capacity(512);
+        encoder.entity(&mut out, entity, &fields, &row, &Query::default());
+        Reply::json(status, out.into_bytes())
     } else {
         let path = odata::parse_path(&format!("/{}({id})", entity.set_name()))?;
         match state.app.read(path, Query::default()).await? {
