@@ -8,6 +8,9 @@
 //! This crate knows no database driver and no SQL; it has no async runtime either, so jobs are
 //! plain closures and outcomes arrive through callbacks.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
 use odata::{Expr, Query};
 

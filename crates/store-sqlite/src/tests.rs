@@ -1,0 +1,57 @@
+//! The store conformance suite on SQLite: every case runs on a fresh database file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use store::{ReadJob, Store, WriteDone, WriteJob};
+
+use crate::{SqliteOptions, SqliteStore};
+
+/// A `SqliteStore` on a temporary file that is removed (with its WAL files) when dropped.
+struct TempStore {
+    store: SqliteStore,
+    path: PathBuf,
+}
+
+fn open_temp_store() -> Box<dyn Store> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("thingbase-store-sqlite-{}-{n}.db", std::process::id()));
+    remove_database(&path);
+    let mut options = SqliteOptions::new(&path);
+    options.readers = 2;
+    let store = SqliteStore::open(options).expect("open a SQLite store");
+    Box::new(TempStore { store, path })
+}
+
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+impl Store for TempStore {
+    fn read(&self, job: ReadJob) {
+        self.store.read(job);
+    }
+
+    fn write(&self, job: WriteJob, done: WriteDone) {
+        self.store.write(job, done);
+    }
+
+    fn shutdown(&self) {
+        self.store.shutdown();
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        // Joining the threads closes every connection before the files go.
+        self.store.shutdown();
+        remove_database(&self.path);
+    }
+}
+
+store::store_conformance_tests!(open_temp_store);

@@ -1,0 +1,1212 @@
+//! The conformance suite every [`Store`] backend runs: one function per case, each given a
+//! fresh empty store, and [`store_conformance_tests!`](crate::store_conformance_tests) to turn
+//! them all into `#[test]`s with one line.
+//!
+//! A case states behaviour `app` relies on in domain terms (values read back as written,
+//! cascades, links, paging, group commit), so a case added here runs on every backend. Cases
+//! assert on the calling thread: jobs only carry values out through `std::sync::mpsc` channels,
+//! because a panic inside a job would be caught by the backend and reported as a failed job.
+//!
+//! JSON is compared without insignificant whitespace, so a backend may store it normalized
+//! (PostgreSQL `jsonb`); the inputs keep their object keys in the order `jsonb` would sort them.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use model::{EntityType, Id, Instant, Interval, Navigation, Property};
+use odata::{Expr, Limits, Query};
+
+use crate::{Expanded, Paging, Reader, Record, Row, Rows, Store, StoreError, ThingLocation, Value, Writer, id_eq};
+
+/// Expands to one `#[test]` per conformance case, each running on a fresh store from
+/// `$factory` (anything callable as `$factory()` returning a `Box<dyn Store>`).
+///
+/// ```ignore
+/// store::store_conformance_tests!(open_temp_store);
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@cases $factory;
+            text_object_and_json_properties_read_back_as_written,
+            instants_intervals_and_their_mix_read_back_as_written,
+            geometry_reads_back_as_its_json,
+            observation_results_keep_their_json_type,
+            insert_many_returns_one_id_per_record_in_order,
+            update_overwrites_only_the_given_values,
+            update_moves_to_one_links,
+            update_of_a_missing_entity_returns_false,
+            deleting_a_thing_deletes_its_datastreams_observations_and_links,
+            deleting_a_feature_deletes_its_observations,
+            deleting_an_observed_property_deletes_its_multi_datastreams,
+            deleting_a_location_removes_its_link_rows,
+            link_unlink_and_unlink_all_change_related_both_ways,
+            links_to_missing_entities_are_conflicts,
+            exists_answers_for_id_and_filter_constraints,
+            query_applies_constraint_filter_order_paging_and_count,
+            query_pages_by_default_top_and_caps_at_max_top,
+            expand_to_one_gives_the_target_or_none,
+            expand_to_many_pages_and_counts_each_parent_separately,
+            nested_expand_pages_each_child_separately,
+            failed_job_rolls_back_only_its_own_changes,
+            reads_see_a_write_only_once_its_done_has_run,
+            extend_times_widens_the_derived_times,
+            recompute_times_follows_the_observations,
+            thing_locations_lists_locations_with_their_generated_feature,
+            note_feature_is_true_only_the_first_time,
+            shutdown_commits_queued_writes_then_refuses_new_ones,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let store: ::std::boxed::Box<dyn $crate::Store> = ($factory)();
+                $crate::conformance::$case(&*store);
+            }
+        )*
+    };
+}
+
+/// How long a case waits for a job or callback before it fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(30);
+
+const PAGING: Paging = Paging { default_top: 100, max_top: 1000 };
+
+// ---------------------------------------------------------------------------------------------
+// Running jobs
+
+/// Runs `job` in a write transaction and returns its value once `done` reported the commit.
+fn try_write<T: Send + 'static>(
+    store: &dyn Store,
+    job: impl FnOnce(&mut dyn Writer) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (value_tx, value_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    store.write(
+        Box::new(move |w| {
+            let value = job(w)?;
+            let _ = value_tx.send(value);
+            Ok(())
+        }),
+        Box::new(move |outcome| {
+            let _ = done_tx.send(outcome);
+        }),
+    );
+    let outcome = done_rx.recv_timeout(WAIT).expect("the write job's `done` never ran");
+    outcome.map(|()| value_rx.try_recv().expect("a committed write job left no value"))
+}
+
+fn write<T: Send + 'static>(
+    store: &dyn Store,
+    job: impl FnOnce(&mut dyn Writer) -> Result<T, StoreError> + Send + 'static,
+) -> T {
+    try_write(store, job).unwrap_or_else(|e| panic!("the write job failed: {e}"))
+}
+
+/// Runs `job` on a reader and returns its value.
+fn read<T: Send + 'static>(store: &dyn Store, job: impl FnOnce(&mut dyn Reader) -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    store.read(Box::new(move |r| {
+        let _ = tx.send(job(r));
+    }));
+    rx.recv_timeout(WAIT).expect("the read job never answered")
+}
+
+/// Runs a query given as a raw query string (`$filter=...&$top=...`).
+fn query(store: &dyn Store, entity: EntityType, constraint: Option<&str>, raw: &str, paging: Paging) -> Rows {
+    let constraint = constraint.map(|c| filter(entity, c));
+    let query = parse(entity, raw);
+    read(store, move |r| r.query(entity, constraint.as_ref(), &query, paging)).expect("the query failed")
+}
+
+fn exists(store: &dyn Store, entity: EntityType, id: Id) -> bool {
+    read(store, move |r| r.exists(entity, &id_eq(id))).expect("exists failed")
+}
+
+/// The ids `navigation` leads to from `from`, sorted.
+fn related(store: &dyn Store, entity: EntityType, from: Id, navigation: &str) -> Vec<Id> {
+    let nav = navigation_of(entity, navigation);
+    let mut ids = read(store, move |r| r.related(entity, from, nav)).expect("related failed");
+    ids.sort();
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building inputs
+
+fn parse(entity: EntityType, raw: &str) -> Query {
+    odata::parse_query(raw, entity, &Limits::default()).unwrap_or_else(|e| panic!("bad test query `{raw}`: {e:?}"))
+}
+
+fn filter(entity: EntityType, raw: &str) -> Expr {
+    parse(entity, &format!("$filter={raw}")).filter.expect("a filter")
+}
+
+fn property(entity: EntityType, name: &str) -> &'static Property {
+    entity.property(name).unwrap_or_else(|| panic!("{entity} has no property {name}"))
+}
+
+fn navigation_of(entity: EntityType, name: &str) -> &'static Navigation {
+    entity.navigation(name).unwrap_or_else(|| panic!("{entity} has no navigation {name}"))
+}
+
+fn record(entity: EntityType, values: &[(&str, Value)], links: &[(&str, Option<Id>)]) -> Record {
+    Record {
+        values: values.iter().map(|(name, value)| (property(entity, name), value.clone())).collect(),
+        links: links.iter().map(|(name, id)| (navigation_of(entity, name), *id)).collect(),
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+fn json(s: &str) -> Value {
+    Value::Json(s.to_owned())
+}
+
+/// An instant `seconds` after a fixed point in 2023.
+fn at(seconds: i64) -> Instant {
+    Instant::from_micros(1_700_000_000_000_000 + seconds * 1_000_000)
+}
+
+fn span(start: i64, end: i64) -> Interval {
+    Interval::new(at(start), at(end)).expect("start <= end")
+}
+
+const POINT: &str = r#"{"type":"Point","coordinates":[7.5,51.25]}"#;
+
+fn thing(w: &mut dyn Writer, name: &str) -> Result<Id, StoreError> {
+    let values = [("name", text(name)), ("description", text("a thing"))];
+    w.insert(EntityType::Thing, &record(EntityType::Thing, &values, &[]))
+}
+
+fn location(w: &mut dyn Writer, name: &str) -> Result<Id, StoreError> {
+    let values = [
+        ("name", text(name)),
+        ("description", text("a location")),
+        ("encodingType", text("application/geo+json")),
+        ("location", json(POINT)),
+    ];
+    w.insert(EntityType::Location, &record(EntityType::Location, &values, &[]))
+}
+
+fn feature(w: &mut dyn Writer, name: &str) -> Result<Id, StoreError> {
+    let values = [
+        ("name", text(name)),
+        ("description", text("a feature")),
+        ("encodingType", text("application/geo+json")),
+        ("feature", json(POINT)),
+    ];
+    w.insert(EntityType::FeatureOfInterest, &record(EntityType::FeatureOfInterest, &values, &[]))
+}
+
+fn sensor(w: &mut dyn Writer) -> Result<Id, StoreError> {
+    let values = [
+        ("name", text("sensor")),
+        ("description", text("a sensor")),
+        ("encodingType", text("application/pdf")),
+        ("metadata", json(r#""https://example.org/sensor.pdf""#)),
+    ];
+    w.insert(EntityType::Sensor, &record(EntityType::Sensor, &values, &[]))
+}
+
+fn observed_property(w: &mut dyn Writer, name: &str) -> Result<Id, StoreError> {
+    let values = [
+        ("name", text(name)),
+        ("definition", text("https://example.org/temperature")),
+        ("description", text("an observed property")),
+    ];
+    w.insert(EntityType::ObservedProperty, &record(EntityType::ObservedProperty, &values, &[]))
+}
+
+/// A Datastream of `thing` with a Sensor and ObservedProperty of its own.
+fn datastream(w: &mut dyn Writer, thing: Id, name: &str) -> Result<Id, StoreError> {
+    let sensor = sensor(w)?;
+    let observed_property = observed_property(w, name)?;
+    datastream_of(w, thing, sensor, observed_property, name)
+}
+
+fn datastream_of(
+    w: &mut dyn Writer,
+    thing: Id,
+    sensor: Id,
+    observed_property: Id,
+    name: &str,
+) -> Result<Id, StoreError> {
+    let values = [
+        ("name", text(name)),
+        ("description", text("a datastream")),
+        ("unitOfMeasurement", json(r#"{"name":"degree Celsius","symbol":"°C"}"#)),
+        ("observationType", text("http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement")),
+    ];
+    let links = [("Thing", Some(thing)), ("Sensor", Some(sensor)), ("ObservedProperty", Some(observed_property))];
+    w.insert(EntityType::Datastream, &record(EntityType::Datastream, &values, &links))
+}
+
+/// A MultiDatastream of `thing` observing `observed_property`.
+fn multi_datastream(w: &mut dyn Writer, thing: Id, observed_property: Id) -> Result<Id, StoreError> {
+    let sensor = sensor(w)?;
+    let values = [
+        ("name", text("multi")),
+        ("description", text("a multi datastream")),
+        ("unitOfMeasurements", json(r#"[{"name":"degree Celsius","symbol":"°C"}]"#)),
+        ("observationType", text("http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_ComplexObservation")),
+        (
+            "multiObservationDataTypes",
+            json(r#"["http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"]"#),
+        ),
+    ];
+    let links = [("Thing", Some(thing)), ("Sensor", Some(sensor))];
+    let id = w.insert(EntityType::MultiDatastream, &record(EntityType::MultiDatastream, &values, &links))?;
+    w.link(navigation_of(EntityType::MultiDatastream, "ObservedProperties"), id, observed_property)?;
+    Ok(id)
+}
+
+/// An Observation of the Datastream (or MultiDatastream, by `parent`) `of`.
+fn observation(
+    w: &mut dyn Writer,
+    parent: EntityType,
+    of: Id,
+    feature: Id,
+    phenomenon: Value,
+    result: Value,
+) -> Result<Id, StoreError> {
+    let values = [("phenomenonTime", phenomenon), ("result", result)];
+    let links = [(parent.name(), Some(of)), ("FeatureOfInterest", Some(feature))];
+    w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking outputs
+
+/// The value of the field `name` in `row` of `rows`.
+fn field<'r>(fields: &[&'static Property], row: &'r Row, name: &str) -> &'r Value {
+    let at = fields.iter().position(|p| p.name == name).unwrap_or_else(|| panic!("no field {name} in the rows"));
+    &row.values[at]
+}
+
+fn ids(rows: &Rows) -> Vec<Id> {
+    rows.rows.iter().map(|r| r.id).collect()
+}
+
+fn names_of(rows: &Rows) -> Vec<String> {
+    rows.rows
+        .iter()
+        .map(|row| match field(&rows.fields, row, "name") {
+            Value::Text(s) => s.clone(),
+            other => panic!("a name that is not text: {other:?}"),
+        })
+        .collect()
+}
+
+/// The one row with `id`, read with every property.
+fn get(store: &dyn Store, entity: EntityType, id: Id) -> (Vec<&'static Property>, Row) {
+    let rows = query(store, entity, Some(&format!("id eq {id}")), "", PAGING);
+    assert_eq!(ids(&rows), [id], "{entity} {id} should read back");
+    (rows.fields, rows.rows.into_iter().next().expect("one row"))
+}
+
+/// JSON text without whitespace outside strings.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[track_caller]
+fn assert_json(value: &Value, expected: &str) {
+    match value {
+        Value::Json(actual) => assert_eq!(compact(actual), compact(expected)),
+        other => panic!("expected JSON {expected}, got {other:?}"),
+    }
+}
+
+fn sorted(mut ids: Vec<Id>) -> Vec<Id> {
+    ids.sort();
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values
+
+pub fn text_object_and_json_properties_read_back_as_written(store: &dyn Store) {
+    let id = write(store, |w| {
+        let values = [
+            ("name", text("thermometer \"T1\" — ünïcode")),
+            ("description", text("")),
+            ("encodingType", text("application/pdf")),
+            ("metadata", json(r#"[1,"two",{"three":3.5},null,true]"#)),
+            ("properties", json(r#"{"a":{"b":[1,2]},"c":"d"}"#)),
+        ];
+        w.insert(EntityType::Sensor, &record(EntityType::Sensor, &values, &[]))
+    });
+    let (fields, row) = get(store, EntityType::Sensor, id);
+    assert_eq!(field(&fields, &row, "name"), &text("thermometer \"T1\" — ünïcode"));
+    assert_eq!(field(&fields, &row, "description"), &text(""));
+    assert_eq!(field(&fields, &row, "encodingType"), &text("application/pdf"));
+    assert_json(field(&fields, &row, "metadata"), r#"[1,"two",{"three":3.5},null,true]"#);
+    assert_json(field(&fields, &row, "properties"), r#"{"a":{"b":[1,2]},"c":"d"}"#);
+
+    // An absent optional property reads back as null; a JSON string stays a JSON string.
+    let other = write(store, |w| {
+        let values = [
+            ("name", text("s")),
+            ("description", text("d")),
+            ("encodingType", text("text/html")),
+            ("metadata", json(r#""https://example.org""#)),
+        ];
+        w.insert(EntityType::Sensor, &record(EntityType::Sensor, &values, &[]))
+    });
+    let (fields, row) = get(store, EntityType::Sensor, other);
+    assert_json(field(&fields, &row, "metadata"), r#""https://example.org""#);
+    assert_eq!(field(&fields, &row, "properties"), &Value::Null);
+}
+
+pub fn instants_intervals_and_their_mix_read_back_as_written(store: &dyn Store) {
+    let (historical, instant, interval) = write(store, |w| {
+        let thing = thing(w, "t")?;
+        let historical = w.insert(
+            EntityType::HistoricalLocation,
+            &record(EntityType::HistoricalLocation, &[("time", Value::Instant(at(-5)))], &[("Thing", Some(thing))]),
+        )?;
+        let ds = datastream(w, thing, "ds")?;
+        let foi = feature(w, "f")?;
+        let values = [
+            ("phenomenonTime", Value::Instant(at(1))),
+            ("resultTime", Value::Instant(at(2))),
+            ("result", Value::Integer(1)),
+            ("validTime", Value::Interval(span(0, 3600))),
+        ];
+        let links = [("Datastream", Some(ds)), ("FeatureOfInterest", Some(foi))];
+        let instant = w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))?;
+        let values = [
+            ("phenomenonTime", Value::Interval(span(10, 20))),
+            ("resultTime", Value::Null),
+            ("result", Value::Integer(2)),
+            ("validTime", Value::Null),
+        ];
+        let interval = w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))?;
+        Ok((historical, instant, interval))
+    });
+
+    let (fields, row) = get(store, EntityType::HistoricalLocation, historical);
+    assert_eq!(field(&fields, &row, "time"), &Value::Instant(at(-5)));
+
+    let (fields, row) = get(store, EntityType::Observation, instant);
+    assert_eq!(field(&fields, &row, "phenomenonTime"), &Value::Instant(at(1)));
+    assert_eq!(field(&fields, &row, "resultTime"), &Value::Instant(at(2)));
+    assert_eq!(field(&fields, &row, "validTime"), &Value::Interval(span(0, 3600)));
+
+    let (fields, row) = get(store, EntityType::Observation, interval);
+    assert_eq!(field(&fields, &row, "phenomenonTime"), &Value::Interval(span(10, 20)));
+    assert_eq!(field(&fields, &row, "resultTime"), &Value::Null);
+    assert_eq!(field(&fields, &row, "validTime"), &Value::Null);
+}
+
+pub fn geometry_reads_back_as_its_json(store: &dyn Store) {
+    const POLYGON: &str = r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}"#;
+    let (point, polygon) = write(store, |w| {
+        let point = location(w, "point")?;
+        let values = [
+            ("name", text("polygon")),
+            ("description", text("an area")),
+            ("encodingType", text("application/geo+json")),
+            ("feature", json(POLYGON)),
+        ];
+        let polygon = w.insert(EntityType::FeatureOfInterest, &record(EntityType::FeatureOfInterest, &values, &[]))?;
+        Ok((point, polygon))
+    });
+    let (fields, row) = get(store, EntityType::Location, point);
+    assert_json(field(&fields, &row, "location"), POINT);
+    let (fields, row) = get(store, EntityType::FeatureOfInterest, polygon);
+    assert_json(field(&fields, &row, "feature"), POLYGON);
+}
+
+pub fn observation_results_keep_their_json_type(store: &dyn Store) {
+    // 2^53 + 1 is not a double: an integer result must not pass through one.
+    let results = vec![
+        Value::Integer(-7),
+        Value::Integer(9_007_199_254_740_993),
+        Value::Real(2.5),
+        Value::Real(-0.125),
+        text("high"),
+        text(""),
+        Value::Boolean(true),
+        Value::Boolean(false),
+        json(r#"{"a":1,"b":[true,null]}"#),
+        json("[1,2,3]"),
+        Value::Null,
+    ];
+    let inputs = results.clone();
+    let ids = write(store, move |w| {
+        let thing = thing(w, "t")?;
+        let ds = datastream(w, thing, "ds")?;
+        let foi = feature(w, "f")?;
+        let mut ids = Vec::new();
+        for (i, result) in inputs.into_iter().enumerate() {
+            ids.push(observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(i as i64)), result)?);
+        }
+        Ok(ids)
+    });
+    for (id, expected) in ids.into_iter().zip(results) {
+        let (fields, row) = get(store, EntityType::Observation, id);
+        let actual = field(&fields, &row, "result");
+        match &expected {
+            Value::Json(text) => assert_json(actual, text),
+            _ => assert_eq!(actual, &expected),
+        }
+    }
+}
+
+pub fn insert_many_returns_one_id_per_record_in_order(store: &dyn Store) {
+    // More records than one multi-row statement is likely to hold.
+    let labels: Vec<String> = (0..700).map(|i| format!("thing {i:04}")).collect();
+    let records: Vec<Record> = labels
+        .iter()
+        .map(|name| record(EntityType::Thing, &[("name", text(name)), ("description", text("d"))], &[]))
+        .collect();
+    let (ids, none) = write(store, move |w| {
+        let ids = w.insert_many(EntityType::Thing, &records)?;
+        Ok((ids, w.insert_many(EntityType::Thing, &[])?))
+    });
+    assert!(none.is_empty(), "inserting no records gives no ids");
+    assert_eq!(ids.len(), labels.len());
+    let rows = query(store, EntityType::Thing, None, "$select=name&$orderby=id&$top=1000", PAGING);
+    let stored: Vec<(Id, String)> = ids.iter().copied().zip(labels.iter().cloned()).collect();
+    let read_back: Vec<(Id, String)> = rows.rows.iter().map(|r| r.id).zip(names_of(&rows)).collect();
+    let mut expected = stored;
+    expected.sort();
+    assert_eq!(read_back, expected, "each id belongs to the record at its position");
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "ids are distinct");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updates
+
+pub fn update_overwrites_only_the_given_values(store: &dyn Store) {
+    let (id, other) = write(store, |w| {
+        let values = [("name", text("old")), ("description", text("kept")), ("properties", json(r#"{"a":1}"#))];
+        let id = w.insert(EntityType::Thing, &record(EntityType::Thing, &values, &[]))?;
+        Ok((id, thing(w, "other")?))
+    });
+    let updated = write(store, move |w| {
+        w.update(
+            EntityType::Thing,
+            id,
+            &record(EntityType::Thing, &[("name", text("new")), ("properties", Value::Null)], &[]),
+        )
+    });
+    assert!(updated);
+    let (fields, row) = get(store, EntityType::Thing, id);
+    assert_eq!(field(&fields, &row, "name"), &text("new"));
+    assert_eq!(field(&fields, &row, "description"), &text("kept"));
+    assert_eq!(field(&fields, &row, "properties"), &Value::Null);
+    let (fields, row) = get(store, EntityType::Thing, other);
+    assert_eq!(field(&fields, &row, "name"), &text("other"), "other entities are untouched");
+
+    // An update with nothing to change still says whether the entity exists.
+    let (empty, empty_missing) = write(store, move |w| {
+        Ok((
+            w.update(EntityType::Thing, id, &Record::default())?,
+            w.update(EntityType::Thing, Id(9_999), &Record::default())?,
+        ))
+    });
+    assert!(empty);
+    assert!(!empty_missing);
+}
+
+pub fn update_moves_to_one_links(store: &dyn Store) {
+    let (first, second, ds, f1, f2, obs) = write(store, |w| {
+        let first = thing(w, "first")?;
+        let second = thing(w, "second")?;
+        let ds = datastream(w, first, "ds")?;
+        let f1 = feature(w, "f1")?;
+        let f2 = feature(w, "f2")?;
+        let obs = observation(w, EntityType::Datastream, ds, f1, Value::Instant(at(0)), Value::Integer(1))?;
+        Ok((first, second, ds, f1, f2, obs))
+    });
+    let moved = write(store, move |w| {
+        let a =
+            w.update(EntityType::Datastream, ds, &record(EntityType::Datastream, &[], &[("Thing", Some(second))]))?;
+        let b = w.update(
+            EntityType::Observation,
+            obs,
+            &record(EntityType::Observation, &[("result", Value::Real(1.5))], &[("FeatureOfInterest", Some(f2))]),
+        )?;
+        Ok(a && b)
+    });
+    assert!(moved);
+    assert_eq!(related(store, EntityType::Datastream, ds, "Thing"), [second]);
+    assert_eq!(related(store, EntityType::Thing, first, "Datastreams"), []);
+    assert_eq!(related(store, EntityType::Thing, second, "Datastreams"), [ds]);
+    assert_eq!(related(store, EntityType::Observation, obs, "FeatureOfInterest"), [f2]);
+    assert_eq!(related(store, EntityType::FeatureOfInterest, f1, "Observations"), []);
+    let (fields, row) = get(store, EntityType::Observation, obs);
+    assert_eq!(field(&fields, &row, "result"), &Value::Real(1.5));
+    assert_eq!(field(&fields, &row, "phenomenonTime"), &Value::Instant(at(0)), "times are untouched");
+}
+
+pub fn update_of_a_missing_entity_returns_false(store: &dyn Store) {
+    let updated = write(store, |w| {
+        w.update(EntityType::Thing, Id(4_242), &record(EntityType::Thing, &[("name", text("x"))], &[]))
+    });
+    assert!(!updated);
+    assert!(query(store, EntityType::Thing, None, "", PAGING).rows.is_empty(), "nothing was created");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletes and cascades
+
+pub fn deleting_a_thing_deletes_its_datastreams_observations_and_links(store: &dyn Store) {
+    let (doomed, kept, loc, historical, ds, obs, foi, kept_ds, kept_obs) = write(store, |w| {
+        let doomed = thing(w, "doomed")?;
+        let kept = thing(w, "kept")?;
+        let loc = location(w, "shared")?;
+        let things_locations = navigation_of(EntityType::Thing, "Locations");
+        w.link(things_locations, doomed, loc)?;
+        w.link(things_locations, kept, loc)?;
+        let historical = w.insert(
+            EntityType::HistoricalLocation,
+            &record(EntityType::HistoricalLocation, &[("time", Value::Instant(at(0)))], &[("Thing", Some(doomed))]),
+        )?;
+        w.link(navigation_of(EntityType::HistoricalLocation, "Locations"), historical, loc)?;
+        let ds = datastream(w, doomed, "ds")?;
+        let foi = feature(w, "f")?;
+        let obs = observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(1)), Value::Integer(1))?;
+        let kept_ds = datastream(w, kept, "kept ds")?;
+        let kept_obs = observation(w, EntityType::Datastream, kept_ds, foi, Value::Instant(at(2)), Value::Integer(2))?;
+        Ok((doomed, kept, loc, historical, ds, obs, foi, kept_ds, kept_obs))
+    });
+    let (first, second) =
+        write(store, move |w| Ok((w.delete(EntityType::Thing, doomed)?, w.delete(EntityType::Thing, doomed)?)));
+    assert!(first, "the Thing existed");
+    assert!(!second, "a second delete finds nothing");
+
+    assert!(!exists(store, EntityType::Thing, doomed));
+    assert!(!exists(store, EntityType::Datastream, ds), "its Datastreams go");
+    assert!(!exists(store, EntityType::Observation, obs), "their Observations go");
+    assert!(!exists(store, EntityType::HistoricalLocation, historical), "its HistoricalLocations go");
+    assert!(exists(store, EntityType::Location, loc), "a Location outlives its Things");
+    assert!(exists(store, EntityType::FeatureOfInterest, foi), "a feature outlives its Observations");
+    assert_eq!(related(store, EntityType::Location, loc, "Things"), [kept], "the link row goes");
+    assert_eq!(related(store, EntityType::Location, loc, "HistoricalLocations"), []);
+    assert!(exists(store, EntityType::Thing, kept));
+    assert!(exists(store, EntityType::Datastream, kept_ds));
+    assert!(exists(store, EntityType::Observation, kept_obs));
+}
+
+pub fn deleting_a_feature_deletes_its_observations(store: &dyn Store) {
+    let (ds, doomed, kept, o1, o2, o3) = write(store, |w| {
+        let thing = thing(w, "t")?;
+        let ds = datastream(w, thing, "ds")?;
+        let doomed = feature(w, "doomed")?;
+        let kept = feature(w, "kept")?;
+        let o1 = observation(w, EntityType::Datastream, ds, doomed, Value::Instant(at(1)), Value::Integer(1))?;
+        let o2 = observation(w, EntityType::Datastream, ds, doomed, Value::Instant(at(2)), Value::Integer(2))?;
+        let o3 = observation(w, EntityType::Datastream, ds, kept, Value::Instant(at(3)), Value::Integer(3))?;
+        Ok((ds, doomed, kept, o1, o2, o3))
+    });
+    assert!(write(store, move |w| w.delete(EntityType::FeatureOfInterest, doomed)));
+    assert!(!exists(store, EntityType::FeatureOfInterest, doomed));
+    assert!(!exists(store, EntityType::Observation, o1));
+    assert!(!exists(store, EntityType::Observation, o2));
+    assert!(exists(store, EntityType::Observation, o3));
+    assert!(exists(store, EntityType::FeatureOfInterest, kept));
+    assert_eq!(related(store, EntityType::Datastream, ds, "Observations"), [o3], "the Datastream stays");
+}
+
+pub fn deleting_an_observed_property_deletes_its_multi_datastreams(store: &dyn Store) {
+    let (doomed, kept_property, ds, md, kept_md, foi, obs) = write(store, |w| {
+        let thing = thing(w, "t")?;
+        let doomed = observed_property(w, "doomed")?;
+        let kept_property = observed_property(w, "kept")?;
+        let sensor = sensor(w)?;
+        let ds = datastream_of(w, thing, sensor, doomed, "ds")?;
+        let md = multi_datastream(w, thing, doomed)?;
+        let kept_md = multi_datastream(w, thing, kept_property)?;
+        let foi = feature(w, "f")?;
+        let obs = observation(w, EntityType::MultiDatastream, md, foi, Value::Instant(at(0)), json("[1]"))?;
+        Ok((doomed, kept_property, ds, md, kept_md, foi, obs))
+    });
+    assert!(write(store, move |w| w.delete(EntityType::ObservedProperty, doomed)));
+    assert!(!exists(store, EntityType::Datastream, ds), "a Datastream cannot lose its ObservedProperty");
+    assert!(!exists(store, EntityType::MultiDatastream, md), "nor can a MultiDatastream");
+    assert!(!exists(store, EntityType::Observation, obs), "and their Observations go with them");
+    assert!(exists(store, EntityType::MultiDatastream, kept_md));
+    assert!(exists(store, EntityType::ObservedProperty, kept_property));
+    assert!(exists(store, EntityType::FeatureOfInterest, foi));
+}
+
+pub fn deleting_a_location_removes_its_link_rows(store: &dyn Store) {
+    let (thing_id, doomed, kept, historical) = write(store, |w| {
+        let thing_id = thing(w, "t")?;
+        let doomed = location(w, "doomed")?;
+        let kept = location(w, "kept")?;
+        let nav = navigation_of(EntityType::Thing, "Locations");
+        w.link(nav, thing_id, doomed)?;
+        w.link(nav, thing_id, kept)?;
+        let historical = w.insert(
+            EntityType::HistoricalLocation,
+            &record(EntityType::HistoricalLocation, &[("time", Value::Instant(at(0)))], &[("Thing", Some(thing_id))]),
+        )?;
+        w.link(navigation_of(EntityType::HistoricalLocation, "Locations"), historical, doomed)?;
+        Ok((thing_id, doomed, kept, historical))
+    });
+    assert!(write(store, move |w| w.delete(EntityType::Location, doomed)));
+    assert_eq!(related(store, EntityType::Thing, thing_id, "Locations"), [kept]);
+    assert_eq!(related(store, EntityType::HistoricalLocation, historical, "Locations"), []);
+    assert!(exists(store, EntityType::Thing, thing_id));
+    assert!(exists(store, EntityType::HistoricalLocation, historical));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links
+
+pub fn link_unlink_and_unlink_all_change_related_both_ways(store: &dyn Store) {
+    let things_locations = navigation_of(EntityType::Thing, "Locations");
+    let (t, other, l1, l2, l3) = write(store, move |w| {
+        let t = thing(w, "t")?;
+        let other = thing(w, "other")?;
+        let (l1, l2, l3) = (location(w, "l1")?, location(w, "l2")?, location(w, "l3")?);
+        w.link(things_locations, t, l1)?;
+        w.link(things_locations, t, l2)?;
+        // Linking twice is a no-op.
+        w.link(things_locations, t, l2)?;
+        w.link(things_locations, other, l2)?;
+        Ok((t, other, l1, l2, l3))
+    });
+    assert_eq!(related(store, EntityType::Thing, t, "Locations"), sorted(vec![l1, l2]));
+    assert_eq!(related(store, EntityType::Location, l2, "Things"), sorted(vec![t, other]));
+    assert_eq!(related(store, EntityType::Location, l3, "Things"), []);
+
+    let (removed, removed_again) =
+        write(store, move |w| Ok((w.unlink(things_locations, t, l1)?, w.unlink(things_locations, t, l1)?)));
+    assert!(removed, "the link existed");
+    assert!(!removed_again, "there is no link left to remove");
+    assert_eq!(related(store, EntityType::Thing, t, "Locations"), [l2]);
+    assert_eq!(related(store, EntityType::Location, l1, "Things"), []);
+    assert!(exists(store, EntityType::Location, l1), "unlinking deletes no entity");
+
+    // The inverse navigation shares the link table.
+    let locations_things = navigation_of(EntityType::Location, "Things");
+    write(store, move |w| {
+        w.link(locations_things, l3, t)?;
+        w.unlink_all(things_locations, t)
+    });
+    assert_eq!(related(store, EntityType::Thing, t, "Locations"), []);
+    assert_eq!(related(store, EntityType::Location, l2, "Things"), [other], "only links of `from` go");
+    assert_eq!(related(store, EntityType::Location, l3, "Things"), []);
+}
+
+pub fn links_to_missing_entities_are_conflicts(store: &dyn Store) {
+    let (t, ds) = write(store, |w| {
+        let t = thing(w, "t")?;
+        Ok((t, datastream(w, t, "ds")?))
+    });
+    let nav = navigation_of(EntityType::Thing, "Locations");
+    let linked = try_write(store, move |w| w.link(nav, t, Id(777)));
+    assert!(matches!(linked, Err(StoreError::Conflict(_))), "link to a missing Location: {linked:?}");
+    let inserted = try_write(store, move |w| {
+        let foi = feature(w, "f")?;
+        let links = [("Datastream", Some(Id(888))), ("FeatureOfInterest", Some(foi))];
+        let values = [("phenomenonTime", Value::Instant(at(0))), ("result", Value::Integer(1))];
+        w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))
+    });
+    assert!(matches!(inserted, Err(StoreError::Conflict(_))), "insert linked to a missing Datastream: {inserted:?}");
+    let updated = try_write(store, move |w| {
+        w.update(EntityType::Datastream, ds, &record(EntityType::Datastream, &[], &[("Thing", Some(Id(999)))]))
+    });
+    assert!(matches!(updated, Err(StoreError::Conflict(_))), "update linked to a missing Thing: {updated:?}");
+    assert_eq!(related(store, EntityType::Datastream, ds, "Thing"), [t]);
+    assert!(
+        query(store, EntityType::FeatureOfInterest, None, "", PAGING).rows.is_empty(),
+        "the failed job left nothing"
+    );
+}
+
+pub fn exists_answers_for_id_and_filter_constraints(store: &dyn Store) {
+    let id = write(store, |w| thing(w, "present"));
+    assert!(exists(store, EntityType::Thing, id));
+    assert!(!exists(store, EntityType::Thing, Id(id.0 + 1)));
+    assert!(!exists(store, EntityType::Datastream, id), "ids are per entity type");
+    let by_name = filter(EntityType::Thing, "name eq 'present'");
+    let by_other_name = filter(EntityType::Thing, "name eq 'absent'");
+    let (yes, no) = read(store, move |r| {
+        (
+            r.exists(EntityType::Thing, &by_name).expect("exists"),
+            r.exists(EntityType::Thing, &by_other_name).expect("exists"),
+        )
+    });
+    assert!(yes);
+    assert!(!no);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+/// A Datastream with Observations whose results are 1..=6 at seconds 1..=6 (`mine`) and one with
+/// results 1..=3 (`theirs`).
+fn two_datastreams(store: &dyn Store) -> (Id, Id) {
+    write(store, |w| {
+        let thing = thing(w, "t")?;
+        let foi = feature(w, "f")?;
+        let mine = datastream(w, thing, "mine")?;
+        let theirs = datastream(w, thing, "theirs")?;
+        for (ds, n) in [(mine, 6), (theirs, 3)] {
+            for i in 1..=n {
+                observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(i)), Value::Integer(i))?;
+            }
+        }
+        Ok((mine, theirs))
+    })
+}
+
+fn results(rows: &Rows) -> Vec<Value> {
+    rows.rows.iter().map(|row| field(&rows.fields, row, "result").clone()).collect()
+}
+
+pub fn query_applies_constraint_filter_order_paging_and_count(store: &dyn Store) {
+    let (mine, _) = two_datastreams(store);
+    let constraint = format!("Datastream/id eq {mine}");
+    let options = "$filter=result ge 2&$orderby=phenomenonTime desc&$select=result&$count=true";
+    let run =
+        |paging: &str| query(store, EntityType::Observation, Some(&constraint), &format!("{options}&{paging}"), PAGING);
+
+    let page = run("$top=2&$skip=1");
+    assert_eq!(results(&page), [Value::Integer(5), Value::Integer(4)]);
+    assert_eq!(page.count, Some(5), "the count ignores paging but not the constraint or filter");
+    assert!(page.more);
+
+    let last = run("$top=2&$skip=3");
+    assert_eq!(results(&last), [Value::Integer(3), Value::Integer(2)]);
+    assert!(!last.more, "a page that ends exactly at the last entity has no more");
+
+    let beyond = run("$top=2&$skip=9");
+    assert!(beyond.rows.is_empty());
+    assert_eq!(beyond.count, Some(5));
+    assert!(!beyond.more);
+
+    let uncounted = query(store, EntityType::Observation, Some(&constraint), "$top=1", PAGING);
+    assert_eq!(uncounted.count, None, "no count unless asked for");
+    assert_eq!(
+        query(store, EntityType::Observation, None, "$count=true&$top=0", PAGING).count,
+        Some(9),
+        "without a constraint every Observation counts"
+    );
+}
+
+pub fn query_pages_by_default_top_and_caps_at_max_top(store: &dyn Store) {
+    two_datastreams(store);
+    let paging = Paging { default_top: 2, max_top: 4 };
+    let default = query(store, EntityType::Observation, None, "", paging);
+    assert_eq!(default.rows.len(), 2);
+    assert!(default.more);
+    let capped = query(store, EntityType::Observation, None, "$top=50", paging);
+    assert_eq!(capped.rows.len(), 4);
+    assert!(capped.more);
+    let all = query(store, EntityType::Observation, None, "$top=50", PAGING);
+    assert_eq!(all.rows.len(), 9);
+    assert!(!all.more);
+    let ordered = ids(&all);
+    assert!(ordered.windows(2).all(|w| w[0] < w[1]), "without $orderby rows come by id: {ordered:?}");
+}
+
+pub fn expand_to_one_gives_the_target_or_none(store: &dyn Store) {
+    let (ds, foi, obs) = write(store, |w| {
+        let thing = thing(w, "t")?;
+        let ds = datastream(w, thing, "the datastream")?;
+        let foi = feature(w, "the feature")?;
+        let obs = observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(0)), Value::Integer(1))?;
+        Ok((ds, foi, obs))
+    });
+    let rows = query(
+        store,
+        EntityType::Observation,
+        None,
+        "$select=result&$expand=Datastream($select=name),FeatureOfInterest($select=name),MultiDatastream",
+        PAGING,
+    );
+    assert_eq!(ids(&rows), [obs]);
+    let expanded = &rows.rows[0].expanded;
+    assert_eq!(expanded.len(), 3, "one result per expand item, in query order");
+    for (i, (id, name)) in [(ds, "the datastream"), (foi, "the feature")].into_iter().enumerate() {
+        match &expanded[i] {
+            Expanded::One { fields, row: Some(row) } => {
+                assert_eq!(row.id, id);
+                assert_eq!(field(fields, row, "name"), &text(name));
+            }
+            other => panic!("expected a to-one expansion of {name}, got {other:?}"),
+        }
+    }
+    assert!(matches!(&expanded[2], Expanded::One { row: None, .. }), "an unset to-one link expands to none");
+}
+
+pub fn expand_to_many_pages_and_counts_each_parent_separately(store: &dyn Store) {
+    let (busy, quiet, idle, busy_ds) = write(store, |w| {
+        let busy = thing(w, "busy")?;
+        let quiet = thing(w, "quiet")?;
+        let idle = thing(w, "idle")?;
+        let busy_ds = [datastream(w, busy, "b1")?, datastream(w, busy, "b2")?, datastream(w, busy, "b3")?];
+        datastream(w, quiet, "q1")?;
+        Ok((busy, quiet, idle, busy_ds))
+    });
+    let rows = query(
+        store,
+        EntityType::Thing,
+        None,
+        "$orderby=id&$expand=Datastreams($top=2;$orderby=name desc;$count=true;$select=name)",
+        PAGING,
+    );
+    assert_eq!(ids(&rows), [busy, quiet, idle]);
+    let page = |i: usize| match &rows.rows[i].expanded[..] {
+        [Expanded::Many(page)] => page,
+        other => panic!("expected one to-many expansion, got {other:?}"),
+    };
+    assert_eq!(names_of(page(0)), ["b3", "b2"], "each parent gets its own $top");
+    assert_eq!(ids(page(0)), [busy_ds[2], busy_ds[1]]);
+    assert_eq!(page(0).count, Some(3));
+    assert!(page(0).more);
+    assert_eq!(names_of(page(1)), ["q1"]);
+    assert_eq!(page(1).count, Some(1));
+    assert!(!page(1).more);
+    assert!(page(2).rows.is_empty());
+    assert_eq!(page(2).count, Some(0), "a parent with nothing to expand counts zero");
+    assert!(!page(2).more);
+}
+
+pub fn nested_expand_pages_each_child_separately(store: &dyn Store) {
+    let thing_id = write(store, |w| {
+        let thing_id = thing(w, "t")?;
+        let foi = feature(w, "f")?;
+        for (name, n) in [("a", 3), ("b", 1)] {
+            let ds = datastream(w, thing_id, name)?;
+            for i in 1..=n {
+                observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(i)), Value::Integer(i))?;
+            }
+        }
+        Ok(thing_id)
+    });
+    let rows = query(
+        store,
+        EntityType::Thing,
+        None,
+        "$expand=Datastreams($orderby=name;$expand=Observations($top=2;$orderby=result desc;$select=result))",
+        PAGING,
+    );
+    assert_eq!(ids(&rows), [thing_id]);
+    let [Expanded::Many(datastreams)] = &rows.rows[0].expanded[..] else { panic!("expected Datastreams") };
+    assert_eq!(names_of(datastreams), ["a", "b"]);
+    let observations: Vec<(Vec<Value>, bool)> = datastreams
+        .rows
+        .iter()
+        .map(|ds| match &ds.expanded[..] {
+            [Expanded::Many(page)] => (results(page), page.more),
+            other => panic!("expected Observations, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(observations, [(vec![Value::Integer(3), Value::Integer(2)], true), (vec![Value::Integer(1)], false)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit
+
+pub fn failed_job_rolls_back_only_its_own_changes(store: &dyn Store) {
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<(&'static str, Result<(), StoreError>)>();
+    let submit = |label: &'static str, job: crate::WriteJob| {
+        let done_tx = done_tx.clone();
+        store.write(
+            job,
+            Box::new(move |outcome| {
+                let _ = done_tx.send((label, outcome));
+            }),
+        );
+    };
+    // The first job holds the writer, so the others queue behind it and a grouping backend
+    // commits them in one period.
+    submit(
+        "holder",
+        Box::new(move |w| {
+            let _ = started_tx.send(());
+            let _ = gate_rx.recv_timeout(WAIT);
+            thing(w, "holder").map(drop)
+        }),
+    );
+    started_rx.recv_timeout(WAIT).expect("the first write job never started");
+    submit(
+        "conflict",
+        Box::new(|w| {
+            let t = thing(w, "conflict")?;
+            // The Sensor and ObservedProperty do not exist: the statement fails mid-job.
+            datastream_of(w, t, Id(5_555), Id(5_556), "orphan").map(drop)
+        }),
+    );
+    submit("kept", Box::new(|w| thing(w, "kept").map(drop)));
+    submit(
+        "rejected",
+        Box::new(|w| {
+            thing(w, "rejected")?;
+            Err(StoreError::Rejected("the job changed its mind".into()))
+        }),
+    );
+    submit("after", Box::new(|w| thing(w, "after").map(drop)));
+    gate_tx.send(()).expect("the first job is waiting");
+
+    let mut outcomes: Vec<(&str, Result<(), StoreError>)> =
+        (0..5).map(|_| done_rx.recv_timeout(WAIT).expect("every job's `done` runs")).collect();
+    outcomes.sort_by_key(|(label, _)| *label);
+    let summary: Vec<(&str, String)> = outcomes
+        .iter()
+        .map(|(label, outcome)| {
+            let text = match outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(StoreError::Conflict(_)) => "conflict".to_owned(),
+                Err(other) => other.to_string(),
+            };
+            (*label, text)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("after", "ok".to_owned()),
+            ("conflict", "conflict".to_owned()),
+            ("holder", "ok".to_owned()),
+            ("kept", "ok".to_owned()),
+            ("rejected", "the job changed its mind".to_owned()),
+        ]
+    );
+    let mut stored = names_of(&query(store, EntityType::Thing, None, "", PAGING));
+    stored.sort();
+    assert_eq!(stored, ["after", "holder", "kept"]);
+    assert!(query(store, EntityType::Datastream, None, "", PAGING).rows.is_empty());
+}
+
+pub fn reads_see_a_write_only_once_its_done_has_run(store: &dyn Store) {
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (written_tx, written_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    store.write(
+        Box::new(move |w| {
+            thing(w, "pending")?;
+            let _ = written_tx.send(());
+            let _ = gate_rx.recv_timeout(WAIT);
+            Ok(())
+        }),
+        Box::new(move |outcome| {
+            let _ = done_tx.send(outcome);
+        }),
+    );
+    written_rx.recv_timeout(WAIT).expect("the write job never ran");
+    assert!(
+        query(store, EntityType::Thing, None, "", PAGING).rows.is_empty(),
+        "a read while the job's transaction is open sees nothing of it"
+    );
+    assert!(done_rx.try_recv().is_err(), "`done` cannot run before the job finished");
+    gate_tx.send(()).expect("the job is waiting");
+    done_rx.recv_timeout(WAIT).expect("`done` runs").expect("the job committed");
+    assert_eq!(
+        names_of(&query(store, EntityType::Thing, None, "", PAGING)),
+        ["pending"],
+        "a read after `done` sees it"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Derived Datastream fields and generated features
+
+fn times(store: &dyn Store, entity: EntityType, id: Id) -> (Value, Value) {
+    let (fields, row) = get(store, entity, id);
+    (field(&fields, &row, "phenomenonTime").clone(), field(&fields, &row, "resultTime").clone())
+}
+
+/// A Datastream and a MultiDatastream of one Thing, with one feature.
+fn both_datastreams(store: &dyn Store) -> (Id, Id, Id) {
+    write(store, |w| {
+        let thing = thing(w, "t")?;
+        let ds = datastream(w, thing, "ds")?;
+        let op = observed_property(w, "op")?;
+        let md = multi_datastream(w, thing, op)?;
+        Ok((ds, md, feature(w, "f")?))
+    })
+}
+
+pub fn extend_times_widens_the_derived_times(store: &dyn Store) {
+    let (ds, md, _) = both_datastreams(store);
+    for (entity, id) in [(EntityType::Datastream, ds), (EntityType::MultiDatastream, md)] {
+        assert_eq!(times(store, entity, id), (Value::Null, Value::Null), "{entity} starts without times");
+
+        write(store, move |w| w.extend_times(entity, id, span(10, 20), None));
+        assert_eq!(times(store, entity, id), (Value::Interval(span(10, 20)), Value::Null));
+
+        write(store, move |w| w.extend_times(entity, id, span(5, 15), Some(span(30, 30))));
+        assert_eq!(times(store, entity, id), (Value::Interval(span(5, 20)), Value::Interval(span(30, 30))));
+
+        write(store, move |w| w.extend_times(entity, id, span(12, 25), Some(span(28, 29))));
+        assert_eq!(times(store, entity, id), (Value::Interval(span(5, 25)), Value::Interval(span(28, 30))));
+
+        write(store, move |w| w.extend_times(entity, id, span(6, 7), None));
+        assert_eq!(
+            times(store, entity, id),
+            (Value::Interval(span(5, 25)), Value::Interval(span(28, 30))),
+            "a covered interval changes nothing, and no resultTime keeps the old one"
+        );
+    }
+    let (fields, row) = get(store, EntityType::Datastream, ds);
+    assert_eq!(field(&fields, &row, "name"), &text("ds"), "only the times change");
+}
+
+pub fn recompute_times_follows_the_observations(store: &dyn Store) {
+    let (ds, md, foi) = both_datastreams(store);
+    for (entity, id) in [(EntityType::Datastream, ds), (EntityType::MultiDatastream, md)] {
+        let (first, last) = write(store, move |w| {
+            let values = [
+                ("phenomenonTime", Value::Interval(span(10, 40))),
+                ("resultTime", Value::Instant(at(50))),
+                ("result", json("[1]")),
+            ];
+            let links = [(entity.name(), Some(id)), ("FeatureOfInterest", Some(foi))];
+            let first = w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))?;
+            let values = [
+                ("phenomenonTime", Value::Instant(at(20))),
+                ("resultTime", Value::Instant(at(45))),
+                ("result", json("[2]")),
+            ];
+            let last = w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))?;
+            // Stale extents that recomputing must replace, not widen.
+            w.extend_times(entity, id, span(0, 100), Some(span(0, 100)))?;
+            w.recompute_times(entity, id)?;
+            Ok((first, last))
+        });
+        assert_eq!(times(store, entity, id), (Value::Interval(span(10, 40)), Value::Interval(span(45, 50))));
+
+        write(store, move |w| {
+            w.delete(EntityType::Observation, first)?;
+            w.recompute_times(entity, id)
+        });
+        assert_eq!(
+            times(store, entity, id),
+            (Value::Interval(span(20, 20)), Value::Interval(span(45, 45))),
+            "an instant phenomenonTime spans from itself to itself"
+        );
+
+        write(store, move |w| {
+            w.delete(EntityType::Observation, last)?;
+            w.recompute_times(entity, id)
+        });
+        assert_eq!(times(store, entity, id), (Value::Null, Value::Null), "no Observations, no times");
+    }
+}
+
+pub fn thing_locations_lists_locations_with_their_generated_feature(store: &dyn Store) {
+    let (ds, md, l1, l2, f1, f2) = write(store, |w| {
+        let t = thing(w, "t")?;
+        let other = thing(w, "other")?;
+        let nav = navigation_of(EntityType::Thing, "Locations");
+        let l1 = location(w, "home")?;
+        let l2 = location(w, "away")?;
+        let elsewhere = location(w, "elsewhere")?;
+        w.link(nav, t, l1)?;
+        w.link(nav, t, l2)?;
+        w.link(nav, other, elsewhere)?;
+        let ds = datastream(w, t, "ds")?;
+        let op = observed_property(w, "op")?;
+        let md = multi_datastream(w, t, op)?;
+        Ok((ds, md, l1, l2, feature(w, "f1")?, feature(w, "f2")?))
+    });
+    let listed = |entity: EntityType, id: Id| {
+        let mut locations: Vec<ThingLocation> = write(store, move |w| w.thing_locations(entity, id));
+        locations.sort_by_key(|l| l.location);
+        for l in &locations {
+            assert_eq!(compact(&l.location_json), compact(POINT));
+            assert_eq!(l.encoding_type, "application/geo+json");
+            assert_eq!(l.description, "a location");
+        }
+        locations.into_iter().map(|l| (l.location, l.name, l.generated_feature)).collect::<Vec<_>>()
+    };
+    let home = |feature| (l1, "home".to_owned(), feature);
+    let away = |feature| (l2, "away".to_owned(), feature);
+    assert_eq!(listed(EntityType::Datastream, ds), [home(None), away(None)]);
+    assert_eq!(listed(EntityType::MultiDatastream, md), [home(None), away(None)]);
+
+    write(store, move |w| w.remember_generated_feature(l1, f1));
+    assert_eq!(listed(EntityType::Datastream, ds), [home(Some(f1)), away(None)]);
+    write(store, move |w| w.remember_generated_feature(l1, f2));
+    assert_eq!(listed(EntityType::MultiDatastream, md), [home(Some(f2)), away(None)], "remembering again replaces");
+
+    write(store, move |w| w.delete(EntityType::FeatureOfInterest, f2).map(drop));
+    assert_eq!(listed(EntityType::Datastream, ds), [home(None), away(None)], "a deleted feature is forgotten");
+}
+
+pub fn note_feature_is_true_only_the_first_time(store: &dyn Store) {
+    let (ds, md, f1) = both_datastreams(store);
+    let f2 = write(store, |w| feature(w, "f2"));
+    let noted = write(store, move |w| {
+        Ok([
+            w.note_feature(EntityType::Datastream, ds, f1)?,
+            w.note_feature(EntityType::Datastream, ds, f1)?,
+            w.note_feature(EntityType::Datastream, ds, f2)?,
+            w.note_feature(EntityType::MultiDatastream, md, f1)?,
+            w.note_feature(EntityType::MultiDatastream, md, f1)?,
+        ])
+    });
+    assert_eq!(noted, [true, false, true, true, false]);
+    let later = write(store, move |w| w.note_feature(EntityType::Datastream, ds, f2));
+    assert!(!later, "what was noted is remembered across transactions");
+    let rolled_back = try_write(store, move |w| {
+        let f3 = feature(w, "f3")?;
+        w.note_feature(EntityType::Datastream, ds, f3)?;
+        Err::<(), _>(StoreError::Rejected("undo".into()))
+    });
+    assert!(rolled_back.is_err());
+    assert!(query(store, EntityType::FeatureOfInterest, Some("name eq 'f3'"), "", PAGING).rows.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+pub fn shutdown_commits_queued_writes_then_refuses_new_ones(store: &dyn Store) {
+    let (done_tx, done_rx) = mpsc::channel();
+    for i in 0..20 {
+        let done_tx = done_tx.clone();
+        store.write(
+            Box::new(move |w| thing(w, &format!("queued {i}")).map(drop)),
+            Box::new(move |outcome| {
+                let _ = done_tx.send(outcome);
+            }),
+        );
+    }
+    store.shutdown();
+    for _ in 0..20 {
+        let outcome = done_rx.recv_timeout(WAIT).expect("a write queued before shutdown is reported");
+        assert!(outcome.is_ok(), "a write queued before shutdown commits: {outcome:?}");
+    }
+    let (late_tx, late_rx) = mpsc::channel();
+    store.write(
+        Box::new(|w| thing(w, "late").map(drop)),
+        Box::new(move |outcome| {
+            let _ = late_tx.send(outcome);
+        }),
+    );
+    let late = late_rx.recv_timeout(WAIT).expect("a write after shutdown is reported");
+    assert!(matches!(late, Err(StoreError::ShuttingDown)), "a write after shutdown: {late:?}");
+}
