@@ -20,7 +20,7 @@ use odata::{Query, ResourcePath};
 use store::{Paging, Reader, Store, StoreError, Writer};
 
 pub use error::AppError;
-pub use read::ReadResult;
+pub use read::{ReadResult, addresses_collection};
 pub use write::{DataArrayItem, UpdateMode, WriteOp, WriteOutcome};
 
 /// The application: a store plus the settings that shape answers.
@@ -94,6 +94,20 @@ impl App {
     pub async fn read(&self, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
         let paging = self.paging;
         self.read_job(move |reader| read::read(reader, &path, &query, paging)).await
+    }
+
+    /// Reads a collection in chunks of `chunk` entities, handing each to `sink` on the reader
+    /// thread as soon as it is read (for streamed responses). Fails before the first chunk when
+    /// the path does not exist.
+    pub async fn read_chunks(
+        &self,
+        path: ResourcePath,
+        query: Query,
+        chunk: usize,
+        mut sink: Box<dyn FnMut(store::Rows) -> bool + Send>,
+    ) -> Result<(), AppError> {
+        let paging = self.paging;
+        self.read_job(move |reader| read::read_chunks(reader, &path, &query, paging, chunk, &mut *sink)).await
     }
 
     /// Runs one change and returns what it did, once committed.

@@ -83,6 +83,28 @@ pub fn read(
     })
 }
 
+/// Reads the collection `path` addresses (its parents must exist) and hands it to `sink` in
+/// chunks, as [`store::Reader::query_chunks`] does.
+pub fn read_chunks(
+    reader: &mut dyn Reader,
+    path: &ResourcePath,
+    query: &Query,
+    paging: Paging,
+    chunk: usize,
+    sink: &mut dyn FnMut(Rows) -> bool,
+) -> Result<(), AppError> {
+    if !addresses_collection(path) || path.tail != Tail::None {
+        return Err(AppError::Internal("read_chunks needs a collection path".into()));
+    }
+    let last = path.segments.len() - 1;
+    if last > 0 {
+        ensure_exists(reader, path, last - 1)?;
+    }
+    let entity = path.segments[last].entity;
+    reader.query_chunks(entity, constraint(path, last).as_ref(), query, paging, chunk, sink)?;
+    Ok(())
+}
+
 fn first_value(row: Row) -> Value {
     row.values.into_iter().next().unwrap_or(Value::Null)
 }

@@ -197,6 +197,47 @@ fn id_option(query: &str, base: &str) -> Result<Option<Id>, ApiError> {
     pairs.iter().find(|(k, _)| k == "$id").map(|(_, v)| id_of_link(v, base)).transpose()
 }
 
+/// A GET from the wire: collections stream (see `stream.rs`), everything else is answered
+/// whole.
+pub async fn get_response(state: &ApiState, base: &str, raw_path: &str, raw_query: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let streamed = async {
+        let trimmed = raw_path.trim_end_matches('/');
+        if trimmed == "/$batch" || trimmed == "/CreateObservations" {
+            return Ok(None);
+        }
+        let path = odata::parse_path(raw_path)?;
+        if !app::addresses_collection(&path) || path.tail != Tail::None {
+            return Ok(None);
+        }
+        let entity = app::target_entity(&path);
+        let query = odata::parse_query(raw_query, entity, &Limits::default())?;
+        if query.result_format == ResultFormat::DataArray {
+            return Ok(None);
+        }
+        let paging = state.app.paging();
+        let top = query.top.unwrap_or(paging.default_top).min(paging.max_top);
+        let pairs = odata::split_query(raw_query)?;
+        let next_link = format!("{base}{}?{}", path_text(&path), url::next_query(&pairs, top, query.skip));
+        crate::stream::collection(state, base, path, query, next_link).await.map(Some)
+    };
+    match streamed.await {
+        Ok(Some(response)) => response,
+        Ok(None) => {
+            let request = Request {
+                method: Method::Get,
+                path: raw_path,
+                query: raw_query,
+                body: &[],
+                content_type: None,
+                minimal: false,
+            };
+            handle(state, base, request).await.into_response()
+        }
+        Err(error) => error.reply().into_response(),
+    }
+}
+
 pub async fn get(state: &ApiState, base: &str, path: &ResourcePath, raw_query: &str) -> Result<Reply, ApiError> {
     let entity = app::target_entity(path);
     let limits = Limits::default();

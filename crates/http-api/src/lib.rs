@@ -12,6 +12,7 @@ mod error;
 mod handler;
 mod openapi;
 mod root;
+mod stream;
 mod url;
 
 use std::sync::Arc;
@@ -135,7 +136,7 @@ pub fn base_url(settings: &ApiSettings, headers: &HeaderMap) -> String {
     }
 }
 
-async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Reply {
+async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let method = Method::parse(parts.method.as_str());
@@ -143,27 +144,37 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Reply 
     let raw_path = parts.uri.path();
     let path = raw_path.strip_prefix("/v1.1").unwrap_or(raw_path).to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
+    let method_label = parts.method.as_str().to_owned();
+    let record = |status: u16| {
+        metrics::counter!("thingbase_http_requests_total", "method" => method_label.clone(), "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label.clone())
+            .record(started.elapsed().as_secs_f64());
+    };
+    if method == Method::Get {
+        let response = handler::get_response(&state, &base, &path, &query).await;
+        record(response.status().as_u16());
+        return response;
+    }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let minimal =
         parts.headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("return=minimal"));
     let body = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            return ApiError::new(
+            let reply = ApiError::new(
                 413,
                 "body_too_large",
                 format!("the request body is larger than {} bytes", state.settings.max_body_bytes),
             )
             .reply();
+            record(reply.status);
+            return reply.into_response();
         }
     };
     let request =
         Request { method, path: &path, query: &query, body: &body, content_type: content_type.as_deref(), minimal };
     let reply = handler::handle(&state, &base, request).await;
-    let method_label = parts.method.as_str().to_owned();
-    metrics::counter!("thingbase_http_requests_total", "method" => method_label.clone(), "status" => reply.status.to_string())
-        .increment(1);
-    metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label)
-        .record(started.elapsed().as_secs_f64());
-    reply
+    record(reply.status);
+    reply.into_response()
 }

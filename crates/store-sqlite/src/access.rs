@@ -29,6 +29,27 @@ pub fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database(Box::new(error))
 }
 
+/// Decodes a row laid out as `skip` key columns, the id, then the fields' columns.
+fn decode_row(
+    row: &rusqlite::Row<'_>,
+    fields: &[&'static model::Property],
+    skip: usize,
+) -> Result<(Vec<i64>, Row), StoreError> {
+    let mut keys = Vec::with_capacity(skip);
+    for i in 0..skip {
+        keys.push(row.get::<_, i64>(i).map_err(db_error)?);
+    }
+    let id: i64 = row.get(skip).map_err(db_error)?;
+    let mut at = skip + 1;
+    let mut values = Vec::with_capacity(fields.len());
+    for field in fields {
+        let (value, next) = decode(field, row, at).map_err(db_error)?;
+        values.push(value);
+        at = next;
+    }
+    Ok((keys, Row { id: Id(id), values, expanded: Vec::new() }))
+}
+
 impl Access<'_> {
     fn params(statement: &Statement) -> Vec<SqlValue> {
         statement.params.iter().map(param).collect()
@@ -45,19 +66,7 @@ impl Access<'_> {
         let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(db_error)? {
-            let mut keys = Vec::with_capacity(skip);
-            for i in 0..skip {
-                keys.push(row.get::<_, i64>(i).map_err(db_error)?);
-            }
-            let id: i64 = row.get(skip).map_err(db_error)?;
-            let mut at = skip + 1;
-            let mut values = Vec::with_capacity(fields.len());
-            for field in fields {
-                let (value, next) = decode(field, row, at).map_err(db_error)?;
-                values.push(value);
-                at = next;
-            }
-            out.push((keys, Row { id: Id(id), values, expanded: Vec::new() }));
+            out.push(decode_row(row, fields, skip)?);
         }
         Ok(out)
     }
@@ -144,29 +153,51 @@ impl Access<'_> {
 }
 
 impl Reader for Access<'_> {
-    fn query(
+    fn query_chunks(
         &mut self,
         entity: EntityType,
         constraint: Option<&Expr>,
         query: &Query,
         paging: Paging,
-    ) -> Result<Rows, StoreError> {
+        chunk: usize,
+        sink: &mut dyn FnMut(Rows) -> bool,
+    ) -> Result<(), StoreError> {
         let now = Instant::now();
         let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let page = Page { limit: Some(limit + 1), offset: query.skip };
         let (statement, selection) = sql::select(&DIALECT, entity, query, constraint, page, now);
-        let found = self.run_select(&statement, &selection.fields, 0)?;
-        let mut rows: Vec<Row> = found.into_iter().map(|(_, row)| row).collect();
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        self.expand(entity, query, &mut rows, paging, now)?;
-        let count = if query.count == Some(true) {
+        let mut count = if query.count == Some(true) {
             let statement = sql::count(&DIALECT, entity, query.filter.as_ref(), constraint, now);
             Some(self.scalar_i64(&statement)? as u64)
         } else {
             None
         };
-        Ok(Rows { fields: selection.fields, rows, count, more })
+        let chunk = chunk.clamp(1, limit.max(1).min(usize::MAX as u64) as usize);
+        let fields = &selection.fields;
+        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
+        let mut cursor = stmt.query(rusqlite::params_from_iter(Self::params(&statement))).map_err(db_error)?;
+        let mut buffer: Vec<Row> = Vec::with_capacity(chunk.min(4096));
+        let mut read: u64 = 0;
+        let mut more = false;
+        while let Some(row) = cursor.next().map_err(db_error)? {
+            if read == limit {
+                more = true;
+                break;
+            }
+            read += 1;
+            buffer.push(decode_row(row, fields, 0)?.1);
+            if buffer.len() == chunk {
+                self.expand(entity, query, &mut buffer, paging, now)?;
+                let rows = std::mem::replace(&mut buffer, Vec::with_capacity(chunk.min(4096)));
+                if !sink(Rows { fields: fields.clone(), rows, count: count.take(), more: false }) {
+                    return Ok(());
+                }
+            }
+        }
+        drop(cursor);
+        self.expand(entity, query, &mut buffer, paging, now)?;
+        sink(Rows { fields: fields.clone(), rows: buffer, count, more });
+        Ok(())
     }
 
     fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError> {

@@ -73,7 +73,31 @@ pub trait Reader {
         constraint: Option<&Expr>,
         query: &Query,
         paging: Paging,
-    ) -> Result<Rows, StoreError>;
+    ) -> Result<Rows, StoreError> {
+        let mut all = Rows::default();
+        self.query_chunks(entity, constraint, query, paging, usize::MAX, &mut |chunk| {
+            all.fields = chunk.fields;
+            all.rows.extend(chunk.rows);
+            all.count = all.count.or(chunk.count);
+            all.more = chunk.more;
+            true
+        })?;
+        Ok(all)
+    }
+
+    /// What [`Reader::query`] returns, handed to `sink` in chunks of at most `chunk` entities
+    /// (each chunk with its `$expand` resolved) while the rows are read, so a large answer is
+    /// never held whole. The first chunk carries `count`, the last `more`; `sink` is called at
+    /// least once, and stops the read by returning false.
+    fn query_chunks(
+        &mut self,
+        entity: EntityType,
+        constraint: Option<&Expr>,
+        query: &Query,
+        paging: Paging,
+        chunk: usize,
+        sink: &mut dyn FnMut(Rows) -> bool,
+    ) -> Result<(), StoreError>;
 
     /// Whether an entity of `entity` matches `constraint` (e.g. `id eq 5`).
     fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError>;

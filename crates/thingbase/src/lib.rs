@@ -95,6 +95,13 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             let stop = async move {
                 let _ = watch.wait_for(|stop| *stop).await;
             };
+            // Streamed answers go out in several writes; without TCP_NODELAY the last one waits
+            // for the client's delayed ACK (tens of milliseconds).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "HTTP listener failed");
             }

@@ -173,3 +173,28 @@ fn deleting_a_feature_shrinks_the_derived_fields_of_its_datastreams() {
     assert_eq!(ds["phenomenonTime"], "2024-01-01T00:00:00Z/2024-01-01T00:00:00Z", "{ds}");
     assert_eq!(ds["observedArea"], json!({"type": "Point", "coordinates": [8.4, 49.0]}));
 }
+
+#[test]
+fn large_pages_stream_across_chunks_as_one_valid_document() {
+    let server = TestServer::start("streamed");
+    let thing = server.create("/Things", weather_station());
+    let datastream = server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    let rows: Vec<serde_json::Value> =
+        (0..2500).map(|i| json!([format!("2024-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60), i])).collect();
+    let created = server.post(
+        "/CreateObservations",
+        json!([{"Datastream": {"@iot.id": datastream}, "components": ["phenomenonTime", "result"], "dataArray": rows}]),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let page = server.get(&format!("/Datastreams({datastream})/Observations?$top=2000&$count=true&$orderby=result"));
+    assert_eq!(page.status, 200);
+    assert_eq!(page.json["@iot.count"], 2500, "{}", &page.text[..200.min(page.text.len())]);
+    let values = page.json["value"].as_array().expect("a JSON document");
+    assert_eq!(values.len(), 2000);
+    assert!(values.iter().enumerate().all(|(i, o)| o["result"] == i), "order holds across chunks");
+    let next = page.json["@iot.nextLink"].as_str().expect("a next link after the stream");
+    let rest = crate::support::request("GET", next, None, None);
+    assert_eq!(rest.json["value"].as_array().unwrap().len(), 500);
+    assert!(rest.json["@iot.nextLink"].is_null());
+    assert_eq!(server.get("/Things(999)/Datastreams").status, 404, "errors still come before the stream");
+}
