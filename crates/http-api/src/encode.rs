@@ -8,6 +8,8 @@ use model::{EntityType, Property};
 use odata::{Query, SelectItem};
 use store::{Expanded, Row, Rows, Value};
 
+use crate::url;
+
 /// Writes JSON for one service root URL (e.g. `http://host:8080/v1.1`).
 pub struct Encoder<'a> {
     pub base: &'a str,
@@ -150,12 +152,10 @@ impl Encoder<'_> {
                         sep(out);
                         let _ = write!(out, "\"{}@iot.count\":{count}", nav.name);
                     }
-                    if rows.more
-                        && let Some(link) =
-                            self.expanded_next_link(entity, row.id, nav.name, &item.query, rows.rows.len())
-                    {
+                    if rows.more {
                         sep(out);
                         let _ = write!(out, "\"{}@iot.nextLink\":", nav.name);
+                        let link = self.expanded_next_link(entity, row.id, nav.name, &item.query, rows.rows.len());
                         string(out, &link);
                     }
                     sep(out);
@@ -173,21 +173,14 @@ impl Encoder<'_> {
         out.push('}');
     }
 
-    /// A next link for an expanded collection; only for expands without options that a link
-    /// could not carry faithfully, which then simply have none.
-    fn expanded_next_link(
-        &self,
-        entity: EntityType,
-        id: model::Id,
-        nav: &str,
-        query: &Query,
-        page: usize,
-    ) -> Option<String> {
-        let plain =
-            query.filter.is_none() && query.select.is_none() && query.expand.is_empty() && query.order_by.is_empty();
-        plain.then(|| {
-            format!("{}/{}({id})/{nav}?$top={page}&$skip={}", self.base, entity.set_name(), query.skip + page as u64)
-        })
+    /// The next link of an expanded collection: the navigation from its parent, with the
+    /// expand's own options written back (`odata::query_options`) and `$skip` moved on by the
+    /// page, e.g. `.../Things(1)/Datastreams?$filter=...&$orderby=name&$top=2&$skip=2`.
+    fn expanded_next_link(&self, entity: EntityType, id: model::Id, nav: &str, query: &Query, page: usize) -> String {
+        let options: Vec<(String, String)> =
+            odata::query_options(query).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        let next = url::next_query(&options, page as u64, query.skip);
+        format!("{}/{}({id})/{nav}?{next}", self.base, entity.set_name())
     }
 
     /// A collection object with `value`, `@iot.count` and `@iot.nextLink`.

@@ -44,6 +44,13 @@ impl Geometry {
         Ok(Geometry(geometry))
     }
 
+    /// Writes well-known text, e.g. `POINT(30 10)`, that [`Geometry::from_wkt`] reads back as an
+    /// equal geometry: coordinates are written in their shortest exact decimal form.
+    pub fn to_wkt(&self) -> String {
+        use wkt::ToWkt;
+        self.0.wkt_string()
+    }
+
     /// Reads GeoJSON text or WKT, whichever `text` is.
     pub fn parse(text: &str) -> Result<Geometry, GeometryError> {
         if text.trim_start().starts_with('{') {

@@ -162,7 +162,8 @@ fn describe(ty: Type) -> &'static str {
     }
 }
 
-fn operator(op: BinaryOp) -> &'static str {
+/// The word of an infix operator.
+pub(crate) fn operator(op: BinaryOp) -> &'static str {
     match op {
         BinaryOp::And => "and",
         BinaryOp::Or => "or",
@@ -424,6 +425,11 @@ const FUNCTIONS: &[Signature] = &[
     sig("st_contains", Function::StContains, &[G, G], Type::Boolean),
     sig("st_relate", Function::StRelate, &[G, G, S], Type::Boolean),
 ];
+
+/// The name a function is called by, from the same table that binds calls.
+pub(crate) fn function_name(function: Function) -> &'static str {
+    FUNCTIONS.iter().find(|signature| signature.function == function).map_or("", |signature| signature.name)
+}
 
 fn call(name: &Name, args: &[syntax::Expr], entity: EntityType) -> Result<(Expr, Type), ODataError> {
     let Some(signature) = FUNCTIONS.iter().find(|s| s.name == name.text) else {

@@ -7,6 +7,9 @@
 //! Java servlets and FROST-Server). Errors are [`ODataError`]s with a kind, the option they are
 //! in and a 1-based character column inside that option's decoded value.
 //!
+//! [`query_options`] goes the other way: it writes a bound [`Query`] back as option text that
+//! parses and binds to an equal `Query` (expressions alone through their `Display`).
+//!
 //! # Grammar
 //!
 //! Resource paths (a trailing `/` is ignored):
@@ -54,7 +57,8 @@
 //!
 //! Keywords and function names are lowercase and case-sensitive. Spaces separate tokens.
 //! As in OData, `not` binds tighter than comparisons: `not a eq b` is `(not a) eq b`, so
-//! negated comparisons are written `not (a eq b)`.
+//! negated comparisons are written `not (a eq b)`. A run of `and`s (or of `or`s) is one chain;
+//! a parenthesised chain is one operand of the chain around it (`(a or b) or c`).
 //!
 //! # Binding
 //!
@@ -80,6 +84,7 @@ mod parser;
 mod path;
 mod percent;
 mod syntax;
+mod write;
 
 #[cfg(test)]
 mod tests;
@@ -129,6 +134,15 @@ pub fn split_query(raw_query: &str) -> Result<Vec<(String, String)>, ODataError>
         offset += piece.chars().count() + 1;
     }
     Ok(pairs)
+}
+
+/// The system query options that ask for `query`, as decoded `(name, value)` pairs: with each
+/// value percent-encoded and the pairs joined by `&`, they make a query string that
+/// [`parse_query`] binds to an equal `Query` on the same entity type. The `$top` and `$skip` of
+/// `query` itself are left out for the caller to set, as a next link moves them on; those inside
+/// `$expand` are written.
+pub fn query_options(query: &Query) -> Vec<(&'static str, String)> {
+    write::options(query, false)
 }
 
 /// Parses and binds the system query options of a raw query string (without `?`) for a

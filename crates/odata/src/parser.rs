@@ -56,28 +56,41 @@ pub(crate) fn boolean(src: &str, limits: &Limits) -> Result<bool, ODataError> {
     Ok(value)
 }
 
-/// Binding powers of the infix operators; a higher one binds tighter.
+/// The infix operator a word names, with its binding power.
 fn infix(word: &str) -> Option<(BinaryOp, u8)> {
-    Some(match word {
-        "or" => (BinaryOp::Or, 1),
-        "and" => (BinaryOp::And, 2),
-        "eq" => (BinaryOp::Eq, 3),
-        "ne" => (BinaryOp::Ne, 3),
-        "gt" => (BinaryOp::Gt, 4),
-        "ge" => (BinaryOp::Ge, 4),
-        "lt" => (BinaryOp::Lt, 4),
-        "le" => (BinaryOp::Le, 4),
-        "add" => (BinaryOp::Add, 5),
-        "sub" => (BinaryOp::Sub, 5),
-        "mul" => (BinaryOp::Mul, 6),
-        "div" => (BinaryOp::Div, 6),
-        "mod" => (BinaryOp::Mod, 6),
+    let op = match word {
+        "or" => BinaryOp::Or,
+        "and" => BinaryOp::And,
+        "eq" => BinaryOp::Eq,
+        "ne" => BinaryOp::Ne,
+        "gt" => BinaryOp::Gt,
+        "ge" => BinaryOp::Ge,
+        "lt" => BinaryOp::Lt,
+        "le" => BinaryOp::Le,
+        "add" => BinaryOp::Add,
+        "sub" => BinaryOp::Sub,
+        "mul" => BinaryOp::Mul,
+        "div" => BinaryOp::Div,
+        "mod" => BinaryOp::Mod,
         _ => return None,
-    })
+    };
+    Some((op, power(op)))
+}
+
+/// The binding power of an infix operator; a higher one binds tighter.
+pub(crate) fn power(op: BinaryOp) -> u8 {
+    match op {
+        BinaryOp::Or => 1,
+        BinaryOp::And => 2,
+        BinaryOp::Eq | BinaryOp::Ne => 3,
+        BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le => 4,
+        BinaryOp::Add | BinaryOp::Sub => 5,
+        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => 6,
+    }
 }
 
 /// `not` and unary `-` bind tighter than every infix operator.
-const PREFIX_POWER: u8 = 7;
+pub(crate) const PREFIX_POWER: u8 = 7;
 
 struct Parser<'a> {
     src: &'a str,
@@ -162,7 +175,7 @@ impl<'a> Parser<'a> {
             let message = format!("the expression is nested more than {} levels deep", self.limits.max_depth);
             return Err(limit(at, message));
         }
-        Ok(Expr { kind, column, height })
+        Ok(Expr { kind, column, height, parenthesized: false })
     }
 
     fn expr(&mut self, depth: usize) -> Result<Expr, ODataError> {
@@ -191,21 +204,20 @@ impl<'a> Parser<'a> {
         Ok(left)
     }
 
-    fn combine(&self, op: BinaryOp, op_column: usize, left: Expr, right: Expr) -> Result<Expr, ODataError> {
+    fn combine(&self, op: BinaryOp, op_column: usize, mut left: Expr, right: Expr) -> Result<Expr, ODataError> {
         let column = left.column;
         if matches!(op, BinaryOp::And | BinaryOp::Or) {
-            let height = left.height.max(right.height + 1);
-            return match left.kind {
-                ExprKind::Chain { op: chained, mut operands } if chained == op => {
-                    operands.push(right);
-                    self.node(ExprKind::Chain { op, operands }, column, height, op_column)
-                }
-                kind => {
-                    let left = Expr { kind, column, height: left.height };
-                    let height = left.height.max(right.height) + 1;
-                    self.node(ExprKind::Chain { op, operands: vec![left, right] }, column, height, op_column)
-                }
-            };
+            // `a or b or c` is one chain, but `(a or b) or c` keeps its group as one operand.
+            if let ExprKind::Chain { op: chained, operands } = &mut left.kind
+                && *chained == op
+                && !left.parenthesized
+            {
+                let height = left.height.max(right.height + 1);
+                operands.push(right);
+                return self.node(left.kind, column, height, op_column);
+            }
+            let height = left.height.max(right.height) + 1;
+            return self.node(ExprKind::Chain { op, operands: vec![left, right] }, column, height, op_column);
         }
         let height = left.height.max(right.height) + 1;
         let kind = ExprKind::Binary { op, op_column, left: Box::new(left), right: Box::new(right) };
@@ -223,8 +235,9 @@ impl<'a> Parser<'a> {
         match token.kind {
             TokenKind::Punct('(') => {
                 self.bump();
-                let inner = self.expr(depth + 1)?;
+                let mut inner = self.expr(depth + 1)?;
                 self.expect_punct(')', "`)` or an operator")?;
+                inner.parenthesized = true;
                 Ok(inner)
             }
             TokenKind::Punct('-') => {
@@ -513,15 +526,18 @@ fn typed_literal(text: &str, column: usize) -> Result<Literal, ODataError> {
 /// An ISO 8601 duration of days, hours, minutes and seconds (weeks count as seven days), in
 /// microseconds. Years and months have no fixed length, so they cannot be compared or added
 /// in SQL without a calendar; they are refused.
+///
+/// The arithmetic is exact, in units of 10^-18 µs (later fraction digits are dropped) rounded
+/// once at the end, so a duration written back to the microsecond reads as the same value.
 fn duration(text: &str, column: usize) -> Result<i64, ODataError> {
-    const SECOND: f64 = 1_000_000.0;
+    const SECOND: i128 = 1_000_000;
     let bad = || syntax(column, format!("`{text}` is not an ISO 8601 duration such as P1DT2H30M"));
     let (negative, rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
     };
     let rest = rest.strip_prefix('P').ok_or_else(bad)?;
-    let mut total = 0.0_f64;
+    let mut total: i128 = 0;
     let mut in_time = false;
     let mut any = false;
     let mut number = String::new();
@@ -531,10 +547,10 @@ fn duration(text: &str, column: usize) -> Result<i64, ODataError> {
             '0'..='9' | '.' => number.push(c),
             unit => {
                 let scale = match (in_time, unit) {
-                    (false, 'W') => 7.0 * 86_400.0 * SECOND,
-                    (false, 'D') => 86_400.0 * SECOND,
-                    (true, 'H') => 3_600.0 * SECOND,
-                    (true, 'M') => 60.0 * SECOND,
+                    (false, 'W') => 7 * 86_400 * SECOND,
+                    (false, 'D') => 86_400 * SECOND,
+                    (true, 'H') => 3_600 * SECOND,
+                    (true, 'M') => 60 * SECOND,
                     (true, 'S') => SECOND,
                     (false, 'Y' | 'M') => {
                         let message = format!("`{text}` uses years or months, which have no fixed length; use days");
@@ -542,8 +558,8 @@ fn duration(text: &str, column: usize) -> Result<i64, ODataError> {
                     }
                     _ => return Err(bad()),
                 };
-                let value: f64 = number.parse().map_err(|_| bad())?;
-                total += value * scale;
+                let value = decimal(&number).ok_or_else(bad)?;
+                total = total.saturating_add(value.saturating_mul(scale));
                 number.clear();
                 any = true;
             }
@@ -552,10 +568,23 @@ fn duration(text: &str, column: usize) -> Result<i64, ODataError> {
     if !any || !number.is_empty() {
         return Err(bad());
     }
-    let total = if negative { -total.round() } else { total.round() };
-    // `i64::MAX as f64` rounds up to 2^63, so the bound is exclusive.
-    if !total.is_finite() || total.abs() >= i64::MAX as f64 {
-        return Err(syntax(column, format!("the duration `{text}` is out of range")));
+    let micros = total.saturating_add(DECIMAL_ONE / 2) / DECIMAL_ONE;
+    let micros = i64::try_from(micros).map_err(|_| syntax(column, format!("the duration `{text}` is out of range")))?;
+    Ok(if negative { -micros } else { micros })
+}
+
+/// The fixed point of [`decimal`]: 18 digits after the point.
+const DECIMAL_ONE: i128 = 1_000_000_000_000_000_000;
+
+/// `digits`, `digits.digits`, `.digits` or `digits.` (already known to hold only digits and
+/// points) in units of 10^-18, saturating; `None` if it is not such a number.
+fn decimal(text: &str) -> Option<i128> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return None;
     }
-    Ok(total as i64)
+    let digit = |b: u8| i128::from(b.saturating_sub(b'0'));
+    let whole = whole.bytes().fold(0_i128, |value, b| value.saturating_mul(10).saturating_add(digit(b)));
+    let fraction = (0..18).fold(0_i128, |value, i| value * 10 + fraction.as_bytes().get(i).map_or(0, |&b| digit(b)));
+    Some(whole.saturating_mul(DECIMAL_ONE).saturating_add(fraction))
 }

@@ -18,6 +18,9 @@ pub(crate) struct Expr {
     /// The height of the tree below and including this node; the parser keeps it under
     /// `Limits::max_depth` so that every later recursive walk is bounded.
     pub(crate) height: usize,
+    /// Written in parentheses: a parenthesised `and`/`or` chain is one operand and is not
+    /// extended by the operators after it, so that the tree follows the text.
+    pub(crate) parenthesized: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -105,20 +105,48 @@ fn render_query(query: &Query, indent: usize, out: &mut String) {
     }
 }
 
-/// A `$filter` on `entity`, written unencoded.
+/// `query` written back as a raw query string, with its `$top` and `$skip` added as a caller of
+/// [`query_options`] does.
+fn write_back(query: &Query) -> String {
+    let mut pairs: Vec<String> =
+        query_options(query).iter().map(|(name, value)| format!("{name}={}", encode(value))).collect();
+    if let Some(top) = query.top {
+        pairs.push(format!("$top={top}"));
+    }
+    if query.skip != 0 {
+        pairs.push(format!("$skip={}", query.skip));
+    }
+    pairs.join("&")
+}
+
+/// Parsing what `query` is written back as gives an equal `query`.
+fn assert_round_trip(query: &Query, entity: EntityType) {
+    let written = write_back(query);
+    match parse_query(&written, entity, &Limits::default()) {
+        Ok(again) => assert_eq!(&again, query, "written back as `{written}`"),
+        Err(error) => panic!("`{written}` does not parse: {}", render_error(&error)),
+    }
+}
+
+/// A `$filter` on `entity`, written unencoded. Every filter that binds must also round-trip.
 fn check_filter(entity: EntityType, filter: &str, expect: Expect) {
     let raw = format!("$filter={}", encode(filter));
     let actual = match parse_query(&raw, entity, &Limits::default()) {
-        Ok(query) => query.filter.as_ref().map_or("no filter".to_owned(), render_expr),
+        Ok(query) => {
+            assert_round_trip(&query, entity);
+            query.filter.as_ref().map_or("no filter".to_owned(), render_expr)
+        }
         Err(error) => render_error(&error),
     };
     expect.assert_eq(&actual);
 }
 
-/// A whole raw (already encoded) query string on `entity`.
+/// A whole raw (already encoded) query string on `entity`. Every query that binds must also
+/// round-trip.
 fn check_query(entity: EntityType, raw: &str, expect: Expect) {
     let actual = match parse_query(raw, entity, &Limits::default()) {
         Ok(query) => {
+            assert_round_trip(&query, entity);
             let mut out = String::new();
             render_query(&query, 0, &mut out);
             out
@@ -195,7 +223,8 @@ fn long_or_chains_are_balanced_and_do_not_hit_the_depth_limit() {
     );
     let alternatives: Vec<String> = (0..1000).map(|i| format!("id eq {i}")).collect();
     let raw = format!("$filter={}", encode(&alternatives.join(" or ")));
-    assert!(parse_query(&raw, Thing, &Limits::default()).is_ok());
+    let query = parse_query(&raw, Thing, &Limits::default()).expect("a long chain binds");
+    assert_round_trip(&query, Thing);
 }
 
 #[test]
@@ -1114,6 +1143,242 @@ fn over_long_queries_hit_the_length_limit() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Writing queries back (every `check_filter` and `check_query` above also round-trips)
+
+/// A raw query string on `entity`, written back as decoded option pairs.
+fn check_written(entity: EntityType, raw: &str, expect: Expect) {
+    let query = parse_query(raw, entity, &Limits::default()).expect("the query binds");
+    assert_round_trip(&query, entity);
+    let written: Vec<String> =
+        query_options(&query).into_iter().map(|(name, value)| format!("{name}={value}")).collect();
+    expect.assert_eq(&written.join("\n"));
+}
+
+#[test]
+fn written_queries_keep_options_and_leave_paging_to_the_caller() {
+    check_written(
+        Thing,
+        "$top=2&$skip=4&$count=true&$filter=name+eq+'x'&$orderby=name,id+desc&$select=id,name,Datastreams\
+         &$expand=Datastreams($filter=name+eq+'x';$orderby=name;$top=2;$skip=1;$count=false;$select=name;\
+         $expand=Observations($top=1)),Locations",
+        expect![[r#"
+            $filter=name eq 'x'
+            $select=id,name,Datastreams
+            $expand=Datastreams($filter=name eq 'x';$select=name;$expand=Observations($top=1);$orderby=name;$top=2;$skip=1;$count=false),Locations
+            $orderby=name,id desc
+            $count=true"#]],
+    );
+    check_written(Observation, "$resultFormat=dataArray&$top=5", expect!["$resultFormat=dataArray"]);
+    check_written(Thing, "$expand=Datastreams/Observations", expect!["$expand=Datastreams($expand=Observations)"]);
+}
+
+#[test]
+fn written_expressions_are_parenthesised_by_precedence() {
+    check_written(
+        Thing,
+        "$filter=(id add 2) mul 3 eq 9 and not (name eq 'a') and - (id sub 1) lt - 5 and -5 lt id",
+        expect!["$filter=((id add 2) mul 3 eq 9 and not (name eq 'a')) and (- (id sub 1) lt - 5 and -5 lt id)"],
+    );
+    check_written(
+        Thing,
+        "$filter=id eq 1 or id eq 2 or id eq 3 or id eq 4 or id eq 5",
+        expect!["$filter=((id eq 1 or id eq 2) or (id eq 3 or id eq 4)) or id eq 5"],
+    );
+    check_written(
+        Thing,
+        "$filter=id eq 1 or (id eq 2 or id eq 3) and id sub 1 sub (2 sub 3) eq 0",
+        expect!["$filter=id eq 1 or (id eq 2 or id eq 3) and id sub 1 sub (2 sub 3) eq 0"],
+    );
+}
+
+#[test]
+fn written_literals_read_back_as_the_same_values() {
+    check_written(
+        Observation,
+        "$filter=result eq 'it''s a;b%26c' or result eq 1.0 or result eq -2.5e-300 or result eq 9223372036854775808 \
+         or result eq -9223372036854775808 or result eq 12:30:00 or result eq 2024-01-01",
+        expect![
+            "$filter=((result eq 'it''s a;b&c' or result eq 1.0) or (result eq -2.5e-300 or result eq 9.223372036854776e18)) or ((result eq -9223372036854775808 or result eq '12:30:00') or result eq '2024-01-01')"
+        ],
+    );
+    check_written(
+        Observation,
+        "$filter=resultTime gt 2024-01-01T12:00:00.250%2B02:00 and phenomenonTime eq 2024-01-01T00:00:00Z/P1D",
+        expect![
+            "$filter=resultTime gt 2024-01-01T10:00:00.25Z and phenomenonTime eq 2024-01-01T00:00:00Z/2024-01-02T00:00:00Z"
+        ],
+    );
+    check_written(
+        Observation,
+        "$filter=resultTime add duration'P1W' gt now() and resultTime sub duration'-PT0.000001S' gt now() \
+         and resultTime add duration'PT90061.5S' gt now() and resultTime add duration'PT0S' gt now()",
+        expect![
+            "$filter=(resultTime add duration'P7D' gt now() and resultTime sub duration'-PT0.000001S' gt now()) and (resultTime add duration'P1DT1H1M1.5S' gt now() and resultTime add duration'PT0S' gt now())"
+        ],
+    );
+    check_written(
+        Location,
+        "$filter=st_within(location, geometry'SRID=4326;POLYGON((0 0, 0 1.5, 1 1, 0 0))') \
+         or geo.distance(location, geography'POINT(-1e-3 2)') lt 1",
+        expect![
+            "$filter=st_within(location, geography'POLYGON((0 0,0 1.5,1 1,0 0))') or geo.distance(location, geography'POINT(-0.001 2)') lt 1"
+        ],
+    );
+}
+
+#[test]
+fn written_members_keep_hops_and_json_paths() {
+    check_written(
+        Observation,
+        "$filter=Datastream/Thing/properties/owner/0 eq 'x' and Datastream/@iot.id eq 1&$orderby=result/a/1 desc",
+        expect![[r#"
+            $filter=Datastream/Thing/properties/owner/0 eq 'x' and Datastream/id eq 1
+            $orderby=result/a/1 desc"#]],
+    );
+}
+
+#[test]
+fn parenthesised_chains_stay_one_operand() {
+    check_filter(
+        Thing,
+        "(id eq 1 or id eq 2 or id eq 3) or id eq 4 or id eq 5",
+        expect!["(or (or (or (or (eq id 1) (eq id 2)) (eq id 3)) (eq id 4)) (eq id 5))"],
+    );
+    check_filter(Thing, "id eq 1 or (id eq 2 or id eq 3)", expect!["(or (eq id 1) (or (eq id 2) (eq id 3)))"]);
+}
+
+/// Random well-typed `$filter` text on Observations, from `depth` levels of nesting down.
+fn random_condition(rng: &mut Rng, depth: usize) -> String {
+    if depth == 0 || rng.below(3) == 0 {
+        return match rng.below(9) {
+            0 => format!("{} {} {}", random_number(rng, depth), random_comparison(rng), random_number(rng, depth)),
+            1 => format!("{} eq {}", random_text(rng), random_text(rng)),
+            2 => format!("contains({}, {})", random_text(rng), random_text(rng)),
+            3 => format!("resultTime {} {}", random_comparison(rng), random_instant(rng)),
+            4 => format!("phenomenonTime eq {}/{}", random_instant(rng), "2099-01-01T00:00:00Z"),
+            5 => format!("resultTime add {} gt now()", random_duration(rng)),
+            6 => format!("st_intersects(FeatureOfInterest/feature, {})", random_geometry(rng)),
+            7 => "result eq null".to_owned(),
+            _ => ["true", "false", "parameters/on", "Datastream/Thing/properties/a/0"][rng.below(4)].to_owned(),
+        };
+    }
+    match rng.below(5) {
+        0 => format!("not ({})", random_condition(rng, depth - 1)),
+        1 => format!("({})", random_condition(rng, depth - 1)),
+        _ => {
+            let op = if rng.below(2) == 0 { " and " } else { " or " };
+            let operands: Vec<String> = (0..2 + rng.below(4)).map(|_| random_condition(rng, depth - 1)).collect();
+            operands.join(op)
+        }
+    }
+}
+
+fn random_number(rng: &mut Rng, depth: usize) -> String {
+    if depth == 0 || rng.below(2) == 0 {
+        return match rng.below(8) {
+            0 => "id".to_owned(),
+            1 => "result".to_owned(),
+            2 => "Datastream/Thing/id".to_owned(),
+            3 => format!("{}", rng.next() as i64 >> rng.below(64)),
+            4 => {
+                let value = f64::from_bits(rng.next());
+                if value.is_finite() { format!("{value:?}") } else { "0.5".to_owned() }
+            }
+            5 => format!("{}.{}", rng.below(1000), rng.below(1000)),
+            6 => "length(Datastream/name)".to_owned(),
+            _ => "year(resultTime)".to_owned(),
+        };
+    }
+    let operator = ["add", "sub", "mul", "div", "mod"][rng.below(5)];
+    match rng.below(4) {
+        0 => format!("- {}", random_number(rng, depth - 1)),
+        1 => format!("({} {operator} {})", random_number(rng, depth - 1), random_number(rng, depth - 1)),
+        _ => format!("{} {operator} {}", random_number(rng, depth - 1), random_number(rng, depth - 1)),
+    }
+}
+
+fn random_comparison(rng: &mut Rng) -> &'static str {
+    ["eq", "ne", "gt", "ge", "lt", "le"][rng.below(6)]
+}
+
+fn random_text(rng: &mut Rng) -> String {
+    const CHARS: &[char] = &['a', 'Z', '\'', ' ', '&', ';', '%', '+', '(', ')', ',', '=', '#', '/', '"', 'é', '👍'];
+    match rng.below(4) {
+        0 => "Datastream/name".to_owned(),
+        1 => "tolower(Datastream/Thing/name)".to_owned(),
+        _ => {
+            let text: String = (0..rng.below(8)).map(|_| CHARS[rng.below(CHARS.len())]).collect();
+            format!("'{}'", text.replace('\'', "''"))
+        }
+    }
+}
+
+fn random_instant(rng: &mut Rng) -> String {
+    let fraction = if rng.below(2) == 0 { format!(".{}", rng.below(1_000_000)) } else { String::new() };
+    let offset = ["Z", "+02:00", "-11:30"][rng.below(3)];
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{offset}",
+        1 + rng.below(2098),
+        1 + rng.below(12),
+        1 + rng.below(28),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60)
+    )
+}
+
+fn random_duration(rng: &mut Rng) -> String {
+    let sign = if rng.below(2) == 0 { "-" } else { "" };
+    match rng.below(3) {
+        0 => format!("duration'{sign}PT{}.{:06}S'", rng.next() >> (21 + rng.below(40)), rng.below(1_000_000)),
+        1 => format!(
+            "duration'{sign}P{}W{}DT{}H{}M{}S'",
+            rng.below(1000),
+            rng.below(100_000_000),
+            rng.below(50),
+            rng.below(100),
+            rng.below(100)
+        ),
+        _ => format!("duration'{sign}P{}DT{}.{}S'", rng.below(1000), rng.below(100_000), rng.below(1000)),
+    }
+}
+
+fn random_geometry(rng: &mut Rng) -> String {
+    let mut point = |rng: &mut Rng| {
+        let coordinate = |rng: &mut Rng| (rng.next() as i64 >> rng.below(64)) as f64 / 10f64.powi(rng.below(12) as i32);
+        format!("{} {}", coordinate(rng), coordinate(rng))
+    };
+    let ring = |rng: &mut Rng, point: &mut dyn FnMut(&mut Rng) -> String| {
+        let (a, b, c) = (point(rng), point(rng), point(rng));
+        format!("({a}, {b}, {c}, {a})")
+    };
+    let wkt = match rng.below(7) {
+        0 => format!("POINT({})", point(rng)),
+        1 => format!("LINESTRING({}, {})", point(rng), point(rng)),
+        2 => format!("POLYGON({}, {})", ring(rng, &mut point), ring(rng, &mut point)),
+        3 => format!("MULTIPOINT(({}), ({}))", point(rng), point(rng)),
+        4 => format!("MULTILINESTRING(({}, {}), ({}, {}))", point(rng), point(rng), point(rng), point(rng)),
+        5 => format!("MULTIPOLYGON(({}), ({}))", ring(rng, &mut point), ring(rng, &mut point)),
+        _ => format!("GEOMETRYCOLLECTION(POINT({}), LINESTRING({}, {}))", point(rng), point(rng), point(rng)),
+    };
+    let prefix = if rng.below(2) == 0 { "geography" } else { "geometry" };
+    format!("{prefix}'{wkt}'")
+}
+
+#[test]
+fn random_filters_round_trip() {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for _ in 0..3000 {
+        let filter = random_condition(&mut rng, 4);
+        let raw = format!("$filter={}", encode(&filter));
+        match parse_query(&raw, Observation, &Limits::default()) {
+            Ok(query) => assert_round_trip(&query, Observation),
+            Err(error) => panic!("the generated `{filter}` does not parse: {}", render_error(&error)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Resource paths
 
 #[test]
@@ -1453,6 +1718,7 @@ fn random_input(rng: &mut Rng) -> String {
     text
 }
 
+/// Also: whatever random input binds round-trips.
 #[test]
 fn random_input_never_panics() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -1460,9 +1726,11 @@ fn random_input_never_panics() {
     for _ in 0..4000 {
         let input = random_input(&mut rng);
         for entity in EntityType::ALL {
-            let _ = parse_query(&input, entity, &limits);
-            let _ = parse_query(&format!("$filter={input}"), entity, &limits);
-            let _ = parse_query(&format!("$expand=Datastreams({input})"), entity, &limits);
+            for raw in [input.clone(), format!("$filter={input}"), format!("$expand=Datastreams({input})")] {
+                if let Ok(query) = parse_query(&raw, entity, &limits) {
+                    assert_round_trip(&query, entity);
+                }
+            }
         }
         let _ = parse_path(&input);
         let _ = parse_path(&format!("/Things(1)/{input}"));

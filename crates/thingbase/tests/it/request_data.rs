@@ -249,6 +249,50 @@ fn expanded_collections_page_by_next_link() {
 }
 
 #[test]
+fn expanded_next_links_keep_the_expand_options() {
+    let f = fixture("expand-next-link-options");
+    // Results 0..=8; the filter leaves 8, 7, 6, 4, 3, 2 in this order, three pages of two.
+    let options = encode("$filter=result ge 2 and result ne 5;$orderby=result desc;$top=2;$select=result;$count=true");
+    let response = f.server.get(&format!("/Datastreams({})?$expand=Observations({options})", f.datastreams[2][0]));
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(response.json["Observations@iot.count"], 6);
+    let mut results: Vec<i64> =
+        response.json["Observations"].as_array().unwrap().iter().map(|o| o["result"].as_i64().unwrap()).collect();
+    let mut next = response.json["Observations@iot.nextLink"].as_str().map(str::to_owned);
+    let mut pages = 1;
+    while let Some(url) = next {
+        let page = request("GET", &url, None, None);
+        assert_eq!(page.json["@iot.count"], 6, "the count honours the filter: {url}");
+        for observation in values(&page) {
+            assert_eq!(keys(observation), ["result"], "the select holds: {url}");
+            results.push(observation["result"].as_i64().unwrap());
+        }
+        next = page.json["@iot.nextLink"].as_str().map(str::to_owned);
+        pages += 1;
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!(results, [8, 7, 6, 4, 3, 2]);
+    assert_eq!(pages, 3);
+
+    // A quoted string and a nested expand survive the link too.
+    let options = encode(
+        "$filter=startswith(name, 'Bravo') and name ne 'it''s & 100%';$orderby=name desc;$top=2;\
+         $expand=Sensor($select=name)",
+    );
+    let response = f.server.get(&format!("/Things({})?$expand=Datastreams({options})", f.things[2]));
+    assert_eq!(response.status, 200, "{}", response.text);
+    let names: Vec<&str> =
+        response.json["Datastreams"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Bravo stream 3", "Bravo stream 2"]);
+    let next = response.json["Datastreams@iot.nextLink"].as_str().expect("one more Datastream");
+    let rest = request("GET", next, None, None);
+    let rest = values(&rest);
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["name"], "Bravo stream 1");
+    assert_eq!(rest[0]["Sensor"], json!({"name": "PT100"}));
+}
+
+#[test]
 fn navigation_paths_of_depth_three_reach_the_right_entities() {
     let f = fixture("nav-depth");
     let (thing, ds) = (f.things[2], f.datastreams[2][1]);
