@@ -62,7 +62,9 @@ pub enum Link {
     /// The target's table has a column holding this entity's id (a to-many relation).
     Reverse(&'static str),
     /// A link table with a column for this entity's id and one for the target's id.
-    Table { table: &'static str, this: &'static str, target: &'static str },
+    /// `position` names a column that orders the links when their order means something (the
+    /// ObservedProperties of a MultiDatastream match its `multiObservationDataTypes` by position).
+    Table { table: &'static str, this: &'static str, target: &'static str, position: Option<&'static str> },
 }
 
 /// A navigation property from one entity type to another.
@@ -104,7 +106,25 @@ const fn linked(
     this: &'static str,
     other: &'static str,
 ) -> Navigation {
-    Navigation { name, target, many: true, required: false, link: Link::Table { table, this, target: other } }
+    Navigation {
+        name,
+        target,
+        many: true,
+        required: false,
+        link: Link::Table { table, this, target: other, position: None },
+    }
+}
+
+/// A link-table navigation whose links keep the order they were made in.
+const fn linked_in_order(
+    name: &'static str,
+    target: EntityType,
+    table: &'static str,
+    this: &'static str,
+    other: &'static str,
+) -> Navigation {
+    let link = Link::Table { table, this, target: other, position: Some("position") };
+    Navigation { name, target, many: true, required: false, link }
 }
 
 const NAME: Property = prop("name", "name", Text, true);
@@ -170,7 +190,7 @@ const MULTI_DATASTREAM_PROPERTIES: &[Property] = &[
 const MULTI_DATASTREAM_NAVIGATIONS: &[Navigation] = &[
     to_one("Thing", Thing, "thing_id", true),
     to_one("Sensor", Sensor, "sensor_id", true),
-    linked(
+    linked_in_order(
         "ObservedProperties",
         ObservedProperty,
         "multi_datastream_observed_properties",

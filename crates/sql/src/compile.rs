@@ -126,13 +126,29 @@ pub fn select_expanded(
             let scope = Scope::root(&inner, target);
             let mut conditions = vec![correlation];
             conditions.extend(c.conditions(query.filter.as_ref(), None, &scope));
-            let order = c.order_by(query, &scope);
+            // Links that keep their order are read in that order unless `$orderby` says otherwise.
+            let position = match navigation.link {
+                Link::Table { table: link, this, target: other, position: Some(column) }
+                    if query.order_by.is_empty() =>
+                {
+                    let list = list.clone();
+                    Some(move |alias: &str, l: &str| {
+                        format!(
+                            "(SELECT {l}.{column} FROM {link} {l} WHERE {l}.{this} = {list}.value AND {l}.{other} = {alias}.id), "
+                        )
+                    })
+                }
+                _ => None,
+            };
+            let position_alias = c.alias();
+            let position_of = |alias: &str| position.as_ref().map_or(String::new(), |p| p(alias, &position_alias));
+            let order = format!("{}{}", position_of(&inner), c.order_by(query, &scope));
             let mut subquery =
                 format!("SELECT {inner}.id FROM {from} WHERE {} ORDER BY {order}", conditions.join(" AND "));
             c.page(&mut subquery, page);
             sql.push_str(&format!(" FROM {from_ids} JOIN {} {outer} ON {outer}.id IN ({subquery})", target.table()));
             let outer_scope = Scope::root(&outer, target);
-            let outer_order = c.order_by(query, &outer_scope);
+            let outer_order = format!("{}{}", position_of(&outer), c.order_by(query, &outer_scope));
             sql.push_str(&format!(" ORDER BY {list}.value, {outer_order}"));
         }
     }
@@ -357,7 +373,7 @@ impl<'d> Compiler<'d> {
         let table = navigation.target.table();
         match navigation.link {
             Link::Reverse(column) => (format!("{table} {alias}"), format!("{alias}.{column} = {parent_id}")),
-            Link::Table { table: link, this, target } => {
+            Link::Table { table: link, this, target, .. } => {
                 let link_alias = self.alias();
                 (
                     format!("{link} {link_alias} JOIN {table} {alias} ON {alias}.id = {link_alias}.{target}"),
@@ -392,7 +408,7 @@ impl<'d> Compiler<'d> {
             let (items, condition) = match hop.link {
                 Link::Column(column) => (format!("{table} {next}"), format!("{next}.id = {current}.{column}")),
                 Link::Reverse(column) => (format!("{table} {next}"), format!("{next}.{column} = {current}.id")),
-                Link::Table { table: link, this, target } => {
+                Link::Table { table: link, this, target, .. } => {
                     let link_alias = self.alias();
                     (
                         format!("{link} {link_alias} JOIN {table} {next} ON {next}.id = {link_alias}.{target}"),

@@ -55,7 +55,7 @@ pub fn delete(dialect: &dyn Dialect, entity: EntityType) -> String {
 /// Links `?1` (an entity on the `this` side of `navigation`) to `?2`; linking twice is a no-op.
 /// Returns `None` for navigations that are not stored in a link table.
 pub fn insert_link(dialect: &dyn Dialect, navigation: &Navigation) -> Option<String> {
-    let Link::Table { table, this, target } = navigation.link else { return None };
+    let Link::Table { table, this, target, .. } = navigation.link else { return None };
     Some(format!(
         "INSERT INTO {table} ({this}, {target}) VALUES ({}, {}) ON CONFLICT DO NOTHING",
         dialect.placeholder(1),
@@ -65,7 +65,7 @@ pub fn insert_link(dialect: &dyn Dialect, navigation: &Navigation) -> Option<Str
 
 /// Removes the link from `?1` to `?2`.
 pub fn delete_link(dialect: &dyn Dialect, navigation: &Navigation) -> Option<String> {
-    let Link::Table { table, this, target } = navigation.link else { return None };
+    let Link::Table { table, this, target, .. } = navigation.link else { return None };
     Some(format!(
         "DELETE FROM {table} WHERE {this} = {} AND {target} = {}",
         dialect.placeholder(1),

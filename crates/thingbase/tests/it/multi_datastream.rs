@@ -109,3 +109,21 @@ fn an_observation_cannot_belong_to_a_datastream_and_a_multi_datastream() {
     let response = server.post("/Observations", json!({"result": [1]}));
     assert_eq!(response.status, 400);
 }
+
+#[test]
+fn linked_observed_properties_keep_the_order_given_not_the_id_order() {
+    let server = TestServer::start("multi-order");
+    let first = server.create("/ObservedProperties", property("Humidity"));
+    let second = server.create("/ObservedProperties", property("Pressure"));
+    let id =
+        server.create("/MultiDatastreams", multi(2, 2, vec![json!({"@iot.id": second}), json!({"@iot.id": first})]));
+    let read =
+        server.get(&format!("/MultiDatastreams?$expand=ObservedProperties($select=name)&$filter=id%20eq%20{id}"));
+    assert_eq!(read.json["value"][0]["ObservedProperties"], json!([{"name": "Pressure"}, {"name": "Humidity"}]));
+    let sorted = server.get(&format!("/MultiDatastreams({id})?$expand=ObservedProperties($select=name;$orderby=name)"));
+    assert_eq!(
+        sorted.json["ObservedProperties"],
+        json!([{"name": "Humidity"}, {"name": "Pressure"}]),
+        "$orderby still rules"
+    );
+}
