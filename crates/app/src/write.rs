@@ -238,14 +238,7 @@ fn create_entity(
     let mut record = Record::default();
     let mut to_many: Vec<(&'static Navigation, &Json)> = Vec::new();
     for (key, value) in object {
-        if is_annotation(key) {
-            continue;
-        }
-        if let Some(property) = entity.property(key) {
-            if !property.derived {
-                record.values.push((property, to_value(entity, property, value)?));
-            }
-        } else if let Some(nav) = entity.navigation(key) {
+        if let Some(nav) = read_key(entity, key, value, &mut record)? {
             if nav.many {
                 to_many.push((nav, value));
             } else if fixed.is_some_and(|(f, _)| f.name == nav.name) {
@@ -254,8 +247,6 @@ fn create_entity(
                 let id = resolve_or_create(w, nav.target, value, None)?;
                 record.links.push((nav, Some(id)));
             }
-        } else {
-            return Err(unknown_property(entity, key));
         }
     }
     if let Some((nav, id)) = fixed {
@@ -306,6 +297,27 @@ fn create_entity(
         check_multi_datastream(w, id, object)?;
     }
     Ok((id, None))
+}
+
+/// Takes one key of an entity object: annotations are skipped, properties are converted into
+/// `record`, and a navigation property is returned for the caller, whose handling differs
+/// between create and update. Unknown keys are a 400.
+fn read_key(
+    entity: EntityType,
+    key: &str,
+    value: &Json,
+    record: &mut Record,
+) -> Result<Option<&'static Navigation>, AppError> {
+    if is_annotation(key) {
+        return Ok(None);
+    }
+    if let Some(property) = entity.property(key) {
+        if !property.derived {
+            record.values.push((property, to_value(entity, property, value)?));
+        }
+        return Ok(None);
+    }
+    entity.navigation(key).map(Some).ok_or_else(|| unknown_property(entity, key))
 }
 
 fn unknown_property(entity: EntityType, key: &str) -> AppError {
@@ -675,14 +687,7 @@ fn update_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json, mode: UpdateM
     let mut record = Record::default();
     let mut linked: Vec<(&'static Navigation, Vec<Id>)> = Vec::new();
     for (key, value) in object {
-        if is_annotation(key) {
-            continue;
-        }
-        if let Some(property) = entity.property(key) {
-            if !property.derived {
-                record.values.push((property, to_value(entity, property, value)?));
-            }
-        } else if let Some(nav) = entity.navigation(key) {
+        if let Some(nav) = read_key(entity, key, value, &mut record)? {
             match nav.link {
                 Link::Column(_) => {
                     let target = resolve_or_create(w, nav.target, value, None)?;
@@ -709,8 +714,6 @@ fn update_at(w: &mut dyn Writer, path: &ResourcePath, body: &Json, mode: UpdateM
                     ));
                 }
             }
-        } else {
-            return Err(unknown_property(entity, key));
         }
     }
     if mode == UpdateMode::Replace {

@@ -116,16 +116,7 @@ pub fn encode(out: &mut String, encoder: &Encoder<'_>, rows: &Rows, query: &Quer
             None => blocks.push((key, vec![index])),
         }
     }
-    out.push('{');
-    if let Some(count) = rows.count {
-        let _ = write!(out, "\"@iot.count\":{count},");
-    }
-    if let Some(link) = next_link {
-        out.push_str("\"@iot.nextLink\":");
-        encode::string(out, link);
-        out.push(',');
-    }
-    out.push_str("\"value\":[");
+    encode::open_collection(out, rows.count, next_link);
     for (b, ((entity, id), members)) in blocks.iter().enumerate() {
         if b > 0 {
             out.push(',');

@@ -10,6 +10,23 @@ use store::{Expanded, Row, Rows, Value};
 
 use crate::url;
 
+/// Opens a collection object: `{"@iot.count": n, "@iot.nextLink": "...", "value":[`, with the
+/// annotations that are known.
+pub fn open_collection(out: &mut String, count: Option<u64>, next_link: Option<&str>) {
+    out.push('{');
+    if let Some(count) = count {
+        out.push_str("\"@iot.count\":");
+        out.push_str(itoa::Buffer::new().format(count));
+        out.push(',');
+    }
+    if let Some(link) = next_link {
+        out.push_str("\"@iot.nextLink\":");
+        string(out, link);
+        out.push(',');
+    }
+    out.push_str("\"value\":[");
+}
+
 /// Writes JSON for one service root URL (e.g. `http://host:8080/v1.1`).
 pub struct Encoder<'a> {
     pub base: &'a str,
@@ -192,16 +209,7 @@ impl Encoder<'_> {
         query: &Query,
         next_link: Option<&str>,
     ) {
-        out.push('{');
-        if let Some(count) = rows.count {
-            let _ = write!(out, "\"@iot.count\":{count},");
-        }
-        if let Some(link) = next_link {
-            out.push_str("\"@iot.nextLink\":");
-            string(out, link);
-            out.push(',');
-        }
-        out.push_str("\"value\":[");
+        open_collection(out, rows.count, next_link);
         for (i, row) in rows.rows.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -213,16 +221,7 @@ impl Encoder<'_> {
 
     /// `{"value": [{"@iot.selfLink": ...}, ...]}` for `$ref` on a collection.
     pub fn refs(&self, out: &mut String, entity: EntityType, rows: &Rows, next_link: Option<&str>) {
-        out.push('{');
-        if let Some(count) = rows.count {
-            let _ = write!(out, "\"@iot.count\":{count},");
-        }
-        if let Some(link) = next_link {
-            out.push_str("\"@iot.nextLink\":");
-            string(out, link);
-            out.push(',');
-        }
-        out.push_str("\"value\":[");
+        open_collection(out, rows.count, next_link);
         for (i, row) in rows.rows.iter().enumerate() {
             if i > 0 {
                 out.push(',');

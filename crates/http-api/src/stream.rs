@@ -112,13 +112,8 @@ fn encode_chunk(
 ) -> Bytes {
     let mut out = String::with_capacity(256 * rows.rows.len() + 64);
     if !progress.opened {
-        out.push('{');
-        if let Some(count) = rows.count {
-            out.push_str("\"@iot.count\":");
-            out.push_str(itoa::Buffer::new().format(count));
-            out.push(',');
-        }
-        out.push_str("\"value\":[");
+        // The next link is known only at the end; it follows `value` there.
+        encode::open_collection(&mut out, rows.count, None);
         progress.opened = true;
     }
     for row in &rows.rows {
