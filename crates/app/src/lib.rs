@@ -7,11 +7,15 @@
 //!
 //! Must not depend on a concrete backend, on axum or on the MQTT broker.
 
+mod changes;
 mod convert;
 mod error;
 mod patch;
 mod read;
 mod write;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use model::{EntityType, Id};
 use odata::{Query, ResourcePath};
 use store::{Paging, Reader, Store, StoreError, Writer};
 
+pub use changes::{Change, ChangeBus};
 pub use error::AppError;
 pub use read::{ReadResult, addresses_collection};
 pub use write::{DataArrayItem, UpdateMode, WriteOp, WriteOutcome};
@@ -28,6 +33,7 @@ pub use write::{DataArrayItem, UpdateMode, WriteOp, WriteOutcome};
 pub struct App {
     store: Arc<dyn Store>,
     paging: Paging,
+    changes: Option<Arc<dyn ChangeBus>>,
 }
 
 impl std::fmt::Debug for App {
@@ -38,7 +44,13 @@ impl std::fmt::Debug for App {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, paging: Paging) -> App {
-        App { store, paging }
+        App { store, paging, changes: None }
+    }
+
+    /// Sends every committed change to `bus` from now on.
+    pub fn with_change_bus(mut self, bus: Arc<dyn ChangeBus>) -> App {
+        self.changes = Some(bus);
+        self
     }
 
     pub fn paging(&self) -> Paging {
@@ -65,10 +77,18 @@ impl App {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, AppError>>();
         let slot: Arc<std::sync::Mutex<Option<Result<T, AppError>>>> = Arc::new(std::sync::Mutex::new(None));
         let job_slot = Arc::clone(&slot);
+        // The job's changes wait here until its commit is known.
+        let recorded: Arc<std::sync::Mutex<Vec<Change>>> = Arc::default();
+        let job_recorded = Arc::clone(&recorded);
+        let bus = self.changes.clone();
         self.store.write(
             Box::new(move |writer| {
-                let result = f(writer);
+                let mut recording = changes::Recording::new(writer);
+                let result = f(&mut recording);
                 let failed = result.is_err();
+                if let Ok(mut r) = job_recorded.lock() {
+                    *r = std::mem::take(&mut recording.changes);
+                }
                 if let Ok(mut s) = job_slot.lock() {
                     *s = Some(result);
                 }
@@ -84,6 +104,12 @@ impl App {
                     (Err(store_error), _) => Err(AppError::from(store_error)),
                     (Ok(()), None) => Err(AppError::Internal("a write job left no result".into())),
                 };
+                if let (Ok(_), Some(bus)) = (&reply, &bus) {
+                    let changes = recorded.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+                    if !changes.is_empty() {
+                        bus.publish(&changes);
+                    }
+                }
                 let _ = tx.send(reply);
             }),
         );

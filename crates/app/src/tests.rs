@@ -1,0 +1,63 @@
+//! Use-case tests against the real SQLite store: change events after commit.
+
+use std::sync::{Arc, Mutex};
+
+use model::EntityType;
+use serde_json::json;
+
+use crate::{App, Change, ChangeBus, WriteOp};
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Vec<Change>>>);
+
+impl ChangeBus for Collect {
+    fn publish(&self, changes: &[Change]) {
+        self.0.lock().unwrap().push(changes.to_vec());
+    }
+}
+
+fn app(name: &str) -> (App, Arc<Collect>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("thingbase-app-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = store_sqlite::SqliteStore::open(store_sqlite::SqliteOptions::new(dir.join("db.sqlite"))).unwrap();
+    let bus = Arc::new(Collect::default());
+    let paging = store::Paging { default_top: 100, max_top: 1000 };
+    (App::new(Arc::new(store), paging).with_change_bus(bus.clone()), bus, dir)
+}
+
+fn create(set: &str, body: serde_json::Value) -> WriteOp {
+    WriteOp::Create { path: odata::parse_path(set).unwrap(), body }
+}
+
+#[tokio::test]
+async fn committed_writes_publish_their_changes_in_order_and_failed_ones_nothing() {
+    let (app, bus, dir) = app("changes");
+    let thing = json!({"name": "t", "description": "d",
+        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+                       "location": {"type": "Point", "coordinates": [1, 2]}}]});
+    app.write(create("/Things", thing)).await.unwrap();
+    let published = bus.0.lock().unwrap().clone();
+    assert_eq!(published.len(), 1, "one job, one publication");
+    let kinds: Vec<String> = published[0]
+        .iter()
+        .map(|c| match c {
+            Change::Created { entity, .. } => format!("created {}", entity.name()),
+            Change::Linked { navigation, .. } => format!("linked {}", navigation.name),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created Thing", "created Location", "linked Locations", "created HistoricalLocation", "linked Locations"]
+    );
+    assert!(matches!(published[0][0], Change::Created { entity: EntityType::Thing, .. }));
+
+    let refused = app.write(create("/Things", json!({"name": "no description"}))).await;
+    assert!(refused.is_err());
+    let half_done = json!({"name": "t2", "description": "d", "Datastreams": [{"name": "missing everything"}]});
+    assert!(app.write(create("/Things", half_done)).await.is_err());
+    assert_eq!(bus.0.lock().unwrap().len(), 1, "rolled-back jobs publish nothing");
+    app.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
