@@ -96,6 +96,9 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let status = Command::new(&cargo)
         .current_dir(&fuzz_dir)
         .env("RUSTFLAGS", &flags)
+        // Its own target directory, whatever the caller's: instrumented artifacts must not mix
+        // with the workspace's, and the binaries are looked for there.
+        .env("CARGO_TARGET_DIR", fuzz_dir.join("target"))
         .args(["build", "--release", "--quiet", "--target", target, "--bins"])
         .status()?;
     if !status.success() {
