@@ -82,3 +82,13 @@ fn listens_on_ipv6_and_ipv4_together() {
     let response = request("GET", &format!("http://{v6}/v1.1/Things"), None, None);
     assert_eq!(response.status, 200, "{}", response.text);
 }
+
+#[test]
+fn oversize_bodies_get_413_with_a_json_error() {
+    let server = crate::support::TestServer::start_with("oversize", |config| config.max_body_bytes = 1024);
+    let big = serde_json::json!({"name": "x".repeat(4096), "description": "d"});
+    let response = server.post("/Things", big);
+    assert_eq!(response.status, 413, "{}", response.text);
+    assert_eq!(response.json["error"], "body_too_large");
+    assert_eq!(server.post("/Things", serde_json::json!({"name": "x", "description": "d"})).status, 201);
+}
