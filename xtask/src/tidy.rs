@@ -59,6 +59,7 @@ fn crate_boundaries_hold() {
         ("store", &["tokio", "rusqlite", "axum", "sql"]),
         ("app", &["rusqlite", "axum", "store-sqlite", "sql"]),
         ("http-api", &["rusqlite", "store-sqlite", "sql"]),
+        ("sensorthings-json", &["tokio", "axum", "rusqlite", "store-sqlite", "sql", "app"]),
     ];
     for (krate, banned) in rules {
         let manifest = std::fs::read_to_string(workspace_root().join("crates").join(krate).join("Cargo.toml"))

@@ -7,13 +7,11 @@
 
 mod batch;
 mod data_array;
-mod encode;
 mod error;
 mod handler;
 mod openapi;
 mod root;
 mod stream;
-mod url;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +25,7 @@ use axum::routing::{any, get};
 
 pub use error::ApiError;
 pub use handler::{Method, Request};
+use sensorthings_json::{encode, url};
 
 /// The settings of the HTTP API.
 #[derive(Clone, Debug)]
