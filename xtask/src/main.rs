@@ -45,19 +45,53 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs what the integration suite drives the server with: the PyPI `frost_sta_client`.
+/// Installs what the test suites drive the servers with: the PyPI `frost_sta_client` and
+/// `paho-mqtt`, and Debian's `mosquitto` and `mosquitto-clients`.
 fn install_test_tools() -> anyhow::Result<()> {
-    let present = Command::new("python3").args(["-c", "import frost_sta_client"]).status();
-    if present.is_ok_and(|s| s.success()) {
-        return Ok(());
+    let present = Command::new("python3").args(["-c", "import frost_sta_client, paho.mqtt.client"]).status();
+    if !present.is_ok_and(|s| s.success()) {
+        eprintln!("$ python3 -m pip install frost_sta_client paho-mqtt");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "frost_sta_client", "paho-mqtt"])
+            .status()
+            .context("python3 is needed for the integration suite")?;
+        if !status.success() {
+            bail!("cannot install frost_sta_client and paho-mqtt from PyPI");
+        }
     }
-    eprintln!("$ python3 -m pip install frost_sta_client");
-    let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "frost_sta_client"])
+    // The broker's tests drive it with Debian's clients; the bridge tests and the benchmark
+    // run a real Mosquitto beside it.
+    let missing = ["mosquitto", "mosquitto_pub"].iter().any(|tool| which(tool).is_none());
+    if missing {
+        apt_install(&["mosquitto", "mosquitto-clients"])?;
+    }
+    Ok(())
+}
+
+/// Where `tool` is on the PATH (or in /usr/sbin, where Debian puts daemons).
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `apt-get install`, after one `apt-get update` (a fresh machine has no package lists).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    eprintln!("$ apt-get update && apt-get install -y {}", packages.join(" "));
+    let update = Command::new("apt-get").args(["update", "--quiet"]).status().context("apt-get is needed")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--quiet", "--no-install-recommends"])
+        .args(packages)
         .status()
-        .context("python3 is needed for the integration suite")?;
+        .context("apt-get is needed")?;
     if !status.success() {
-        bail!("cannot install frost_sta_client from PyPI");
+        bail!("cannot install {} with apt-get", packages.join(" "));
     }
     Ok(())
 }
@@ -73,7 +107,7 @@ fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: &[&str] = &["odata_path", "odata_query", "entity_json"];
+const FUZZ_TARGETS: &[&str] = &["odata_path", "odata_query", "entity_json", "mqtt_packet"];
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();

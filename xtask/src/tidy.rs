@@ -60,6 +60,9 @@ fn crate_boundaries_hold() {
         ("app", &["rusqlite", "axum", "store-sqlite", "sql"]),
         ("http-api", &["rusqlite", "store-sqlite", "sql"]),
         ("sensorthings-json", &["tokio", "axum", "rusqlite", "store-sqlite", "sql", "app"]),
+        ("broker", &["model", "odata", "sql", "store", "app", "axum", "rusqlite", "sensorthings-json"]),
+        ("mqtt-api", &["axum", "rusqlite", "store-sqlite", "sql", "http-api"]),
+        ("http-api", &["broker", "mqtt-api"]),
     ];
     for (krate, banned) in rules {
         let manifest = std::fs::read_to_string(workspace_root().join("crates").join(krate).join("Cargo.toml"))

@@ -15,6 +15,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
+    /// The MQTT port of the embedded broker (0 picks a free one).
+    pub mqtt_port: u16,
     pub default_top: u64,
     pub max_top: u64,
     pub max_body_bytes: usize,
@@ -29,6 +31,7 @@ impl Default for Config {
             data_dir: PathBuf::from("thingbase-data"),
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
+            mqtt_port: 1883,
             default_top: 100,
             max_top: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -42,6 +45,7 @@ impl Default for Config {
 /// A running server.
 pub struct Server {
     pub http_addrs: Vec<SocketAddr>,
+    pub mqtt_addrs: Vec<SocketAddr>,
     app: app::App,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -49,7 +53,10 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("http_addrs", &self.http_addrs).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("http_addrs", &self.http_addrs)
+            .field("mqtt_addrs", &self.mqtt_addrs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +83,8 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         .await?
         .context("cannot open the SQLite database")?;
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
-    let app = app::App::new(Arc::new(store), paging);
+    let (changes, notifications) = mqtt_api::ChangeChannel::new();
+    let app = app::App::new(Arc::new(store), paging).with_change_bus(Arc::new(changes));
     let settings =
         http_api::ApiSettings { public_url: config.public_url.clone(), max_body_bytes: config.max_body_bytes };
     let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics });
@@ -107,7 +115,32 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             }
         }));
     }
-    Ok(Server { http_addrs, app, shutdown, tasks })
+    // Self links in notifications point where HTTP clients reach the server.
+    let base = match (&config.public_url, http_addrs.first()) {
+        (Some(url), _) => format!("{}/{}", url.trim_end_matches('/'), http_api::VERSION),
+        (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
+        (None, None) => format!("http://localhost/{}", http_api::VERSION),
+    };
+    let mqtt = mqtt_api::start(app.clone(), broker::BrokerConfig::default(), notifications, base);
+    let mut mqtt_addrs = Vec::new();
+    for ip in &config.bind {
+        let addr = SocketAddr::new(*ip, config.mqtt_port);
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for MQTT on {addr}"))?;
+        let local = listener.local_addr()?;
+        mqtt_addrs.push(local);
+        tracing::info!(%local, "MQTT broker listening; SensorThings topics under v1.1/");
+        let broker = mqtt.broker.clone();
+        let mut watch = watch.clone();
+        tasks.push(tokio::spawn(async move {
+            broker
+                .serve(listener, async move {
+                    let _ = watch.wait_for(|stop| *stop).await;
+                })
+                .await;
+        }));
+    }
+    Ok(Server { http_addrs, mqtt_addrs, app, shutdown, tasks })
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.

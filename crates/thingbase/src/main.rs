@@ -49,6 +49,9 @@ struct Serve {
     /// The HTTP port (0 picks a free one).
     #[arg(long, env = "THINGBASE_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
+    /// The MQTT port of the embedded broker (SensorThings topics under v1.1/; 0 picks a free one).
+    #[arg(long, env = "THINGBASE_MQTT_PORT", default_value_t = 1883)]
+    mqtt_port: u16,
     /// Entities per page when a request gives no $top.
     #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
     default_top: u64,
@@ -89,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir: serve.data_dir,
                 bind: serve.bind,
                 http_port: serve.http_port,
+                mqtt_port: serve.mqtt_port,
                 default_top: serve.default_top,
                 max_top: serve.max_top,
                 max_body_bytes: serve.max_body_bytes,

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 
 fn spawn(dir: &TempDir, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--http-port", &port.to_string(), "--log", "warn"])
+        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--log", "warn"])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

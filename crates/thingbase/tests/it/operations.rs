@@ -29,7 +29,7 @@ fn health_metrics_openapi_and_graceful_shutdown() {
     let dir = TempDir::new("operations");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = binary()
-        .args(["serve", "--log-format", "json"])
+        .args(["serve", "--log-format", "json", "--mqtt-port", "0"])
         .env("THINGBASE_HTTP_PORT", port.to_string())
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())

@@ -39,11 +39,17 @@ impl TestServer {
         let dir = TempDir::new(name);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let mut config = thingbase::Config { data_dir: dir.0.clone(), http_port: 0, readers: 2, ..Default::default() };
+        let mut config =
+            thingbase::Config { data_dir: dir.0.clone(), http_port: 0, mqtt_port: 0, readers: 2, ..Default::default() };
         configure(&mut config);
         let server = runtime.block_on(thingbase::start(config, None)).expect("server starts");
         let base = format!("http://{}/v1.1", server.http_addrs[0]);
         TestServer { base, runtime: Some(runtime), server: Some(server), _dir: dir }
+    }
+
+    /// The first address the MQTT broker listens on.
+    pub fn mqtt_addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().map(|s| s.mqtt_addrs[0]).expect("a running server")
     }
 
     /// Every address the HTTP API listens on.

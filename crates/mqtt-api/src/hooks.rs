@@ -1,0 +1,141 @@
+//! The broker hooks of the SensorThings MQTT extension (OGC 18-088 §14): a PUBLISH to a
+//! collection topic creates an entity exactly as an HTTP POST would, and the PUBACK waits for
+//! the commit; subscriptions to SensorThings topics are checked and their `$select` variants
+//! remembered for notifications. Topics outside `v1.1/` are ordinary broker topics.
+//!
+//! Access control arrives with its own issue; until then every client may connect, and the
+//! broker listens on loopback by default like the HTTP API.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use app::{App, AppError, WriteOp};
+use broker::{ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason};
+use broker::{TopicFilter, TopicName};
+use odata::Tail;
+
+use crate::notify::Listening;
+use crate::topic;
+
+/// Subscribed topics that carry query options, by the topic without them: notifications for
+/// `v1.1/Things` are also rendered for `v1.1/Things?$select=name` when someone subscribed to it.
+#[derive(Debug, Default)]
+pub struct Variants(Mutex<HashMap<String, BTreeSet<String>>>);
+
+impl Variants {
+    fn remember(&self, filter: &str) {
+        if let (Some((base, _)), Ok(mut map)) = (filter.split_once('?'), self.0.lock()) {
+            map.entry(base.to_owned()).or_default().insert(filter.to_owned());
+        }
+    }
+
+    /// The topic and its remembered variants.
+    pub fn of(&self, base: &str) -> Vec<String> {
+        let mut topics = vec![base.to_owned()];
+        if let Some(variants) = self.0.lock().ok().as_ref().and_then(|map| map.get(base)) {
+            topics.extend(variants.iter().cloned());
+        }
+        topics
+    }
+}
+
+pub struct SensorThingsHooks {
+    app: App,
+    variants: Arc<Variants>,
+    listening: Arc<Listening>,
+}
+
+impl SensorThingsHooks {
+    pub fn new(app: App, variants: Arc<Variants>, listening: Arc<Listening>) -> SensorThingsHooks {
+        SensorThingsHooks { app, variants, listening }
+    }
+}
+
+fn refused(reason: PublishRefusal, message: impl Into<String>) -> PublishDecision {
+    metrics::counter!("thingbase_mqtt_publishes_refused_total").increment(1);
+    PublishDecision::Reject(PublishError::new(reason, message))
+}
+
+/// The PUBACK answer for an application error; internals never leave the server.
+fn publish_error(error: AppError) -> PublishError {
+    metrics::counter!("thingbase_mqtt_publishes_refused_total").increment(1);
+    let reason = match &error {
+        AppError::BadRequest { .. } | AppError::Query(_) | AppError::NotFound(_) | AppError::Conflict(_) => {
+            PublishRefusal::PayloadFormatInvalid
+        }
+        AppError::MethodNotAllowed(_) => PublishRefusal::TopicNameInvalid,
+        AppError::Unavailable => PublishRefusal::QuotaExceeded,
+        AppError::Internal(_) | AppError::InBatch(..) => PublishRefusal::ImplementationSpecificError,
+    };
+    let message = match &error {
+        AppError::Internal(m) => {
+            tracing::error!(error = %m, "mqtt: a publish failed inside the server");
+            "the server failed; the error is logged".to_owned()
+        }
+        other => other.to_string(),
+    };
+    tracing::info!(%message, "mqtt: publish refused");
+    PublishError::new(reason, message)
+}
+
+impl Hooks for SensorThingsHooks {
+    type Principal = ();
+
+    fn authenticate(&self, _connect: &ConnectInfo) -> Result<(), RefuseReason> {
+        Ok(())
+    }
+
+    fn authorize_subscribe(&self, _principal: &(), filter: &TopicFilter) -> bool {
+        let text = filter.as_str();
+        let wildcard = text.contains(['+', '#']);
+        // Wildcards may cover SensorThings topics too; counting them all only switches the
+        // notifier on.
+        if topic::is_sensorthings(text) || wildcard {
+            self.listening.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !topic::is_sensorthings(text) || wildcard {
+            // Ordinary topics, and wildcards over SensorThings topics, which match the concrete
+            // topics notifications are published on.
+            return true;
+        }
+        match topic::parse(text) {
+            Some(Ok(_)) => {
+                self.variants.remember(text);
+                true
+            }
+            _ => {
+                tracing::info!(filter = text, "mqtt: refused a subscription to a malformed SensorThings topic");
+                false
+            }
+        }
+    }
+
+    fn on_publish(&self, _principal: &(), publish: &InboundPublish) -> PublishDecision {
+        let text = publish.topic.as_str();
+        let Some(parsed) = topic::parse(text) else { return PublishDecision::Route };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return refused(PublishRefusal::TopicNameInvalid, e.to_string()),
+        };
+        if !app::addresses_collection(&parsed.path) || parsed.path.tail != Tail::None {
+            return refused(
+                PublishRefusal::TopicNameInvalid,
+                "publish new entities to a collection topic, e.g. v1.1/Datastreams(1)/Observations",
+            );
+        }
+        let body: serde_json::Value = match serde_json::from_slice(&publish.payload) {
+            Ok(body) => body,
+            Err(e) => return refused(PublishRefusal::PayloadFormatInvalid, format!("the payload is not JSON: {e}")),
+        };
+        metrics::counter!("thingbase_mqtt_creates_total").increment(1);
+        let app = self.app.clone();
+        let path = parsed.path;
+        PublishDecision::Intercept(Box::pin(async move {
+            app.write(WriteOp::Create { path, body }).await.map(|_| ()).map_err(publish_error)
+        }))
+    }
+
+    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
+        true
+    }
+}

@@ -1,0 +1,157 @@
+//! Conformance classes "MQTT Create" and "MQTT Receive Updates" (OGC 18-088 §14) with a real
+//! client (rumqttc): publishing creates Observations acknowledged after commit, subscribers get
+//! every create made through MQTT or HTTP, shaped by `$select`.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+fn client(server: &TestServer, id: &str) -> (AsyncClient, EventLoop) {
+    let addr = server.mqtt_addr();
+    let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    AsyncClient::new(options, 100)
+}
+
+/// Polls until `count` publishes arrived (or a timeout); returns (topic, payload JSON) pairs.
+async fn receive(events: &mut EventLoop, count: usize) -> Vec<(String, Value)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < count {
+        let event =
+            tokio::time::timeout_at(deadline, events.poll()).await.expect("notifications in time").expect("connected");
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            got.push((p.topic.clone(), serde_json::from_slice(&p.payload).expect("a JSON payload")));
+        }
+    }
+    got
+}
+
+/// Polls until the subscription is acknowledged.
+async fn subscribed(events: &mut EventLoop) {
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.expect("connected") {
+            return;
+        }
+    }
+}
+
+fn datastream(server: &TestServer) -> i64 {
+    let thing = server.create(
+        "/Things",
+        json!({
+            "name": "station", "description": "d",
+            "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+                           "location": {"type": "Point", "coordinates": [1, 2]}}],
+            "Datastreams": [{"name": "temperature", "description": "d", "unitOfMeasurement": {},
+                "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
+                "Sensor": {"name": "s", "description": "d", "encodingType": "text/plain", "metadata": "m"},
+                "ObservedProperty": {"name": "p", "definition": "d", "description": "d"}}]
+        }),
+    );
+    server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap()
+}
+
+#[test]
+fn publishing_creates_observations_and_subscribers_receive_creates_from_mqtt_and_http() {
+    let server = TestServer::start("mqtt-create");
+    let ds = datastream(&server);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (subscriber, mut sub_events) = client(&server, "subscriber");
+        subscriber.subscribe(format!("v1.1/Datastreams({ds})/Observations"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut sub_events).await;
+        subscriber.subscribe("v1.1/Observations?$select=result", QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut sub_events).await;
+
+        let (publisher, mut pub_events) = client(&server, "device");
+        publisher
+            .publish(format!("v1.1/Datastreams({ds})/Observations"), QoS::AtLeastOnce, false, r#"{"result": 42}"#)
+            .await
+            .unwrap();
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = pub_events.poll().await.unwrap() {
+                break;
+            }
+        }
+        // Acknowledged means committed: the Observation is there.
+        let stored = server.get(&format!("/Datastreams({ds})/Observations"));
+        assert_eq!(stored.json["value"][0]["result"], 42, "{}", stored.text);
+
+        let mut got = receive(&mut sub_events, 2).await;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got[0].0, format!("v1.1/Datastreams({ds})/Observations"));
+        assert_eq!(got[0].1["result"], 42);
+        assert!(got[0].1["@iot.selfLink"].as_str().unwrap().contains("/v1.1/Observations("));
+        assert_eq!(got[1].0, "v1.1/Observations?$select=result");
+        assert_eq!(got[1].1, json!({"result": 42}), "$select shapes the notification");
+
+        // A create over HTTP notifies too.
+        server.create(&format!("/Datastreams({ds})/Observations"), json!({"result": 7}));
+        let got = receive(&mut sub_events, 2).await;
+        assert!(got.iter().all(|(_, body)| body["result"] == 7), "{got:?}");
+    });
+}
+
+#[test]
+fn an_invalid_publish_is_refused_without_disturbing_the_connection() {
+    let server = TestServer::start("mqtt-invalid");
+    let ds = datastream(&server);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (publisher, mut events) = client(&server, "clumsy");
+        let topic = format!("v1.1/Datastreams({ds})/Observations");
+        publisher.publish(&topic, QoS::AtLeastOnce, false, "not json").await.unwrap();
+        publisher.publish(&topic, QoS::AtLeastOnce, false, r#"{"colour": "red"}"#).await.unwrap();
+        publisher
+            .publish("v1.1/Datastreams(999)/Observations", QoS::AtLeastOnce, false, r#"{"result": 1}"#)
+            .await
+            .unwrap();
+        publisher.publish(&topic, QoS::AtLeastOnce, false, r#"{"result": 5}"#).await.unwrap();
+        let mut acks = 0;
+        while acks < 4 {
+            match tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("acks in time") {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
+                Ok(_) => {}
+                Err(e) => panic!("the connection broke: {e}"),
+            }
+        }
+        let stored = server.get(&format!("/Datastreams({ds})/Observations?$count=true"));
+        assert_eq!(stored.json["@iot.count"], 1, "only the valid publish created something");
+        assert_eq!(stored.json["value"][0]["result"], 5);
+    });
+}
+
+#[test]
+fn entity_and_property_topics_receive_updates_made_over_http() {
+    let server = TestServer::start("mqtt-updates");
+    let thing = server.create("/Things", json!({"name": "before", "description": "d"}));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (subscriber, mut events) = client(&server, "watcher");
+        subscriber.subscribe(format!("v1.1/Things({thing})"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut events).await;
+        subscriber.subscribe(format!("v1.1/Things({thing})/name"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut events).await;
+        subscriber.subscribe(format!("v1.1/Things({thing})/Locations"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut events).await;
+        assert_eq!(server.patch(&format!("/Things({thing})"), json!({"name": "after"})).status, 200);
+        let mut got = receive(&mut events, 2).await;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got[0].0, format!("v1.1/Things({thing})"));
+        assert_eq!(got[0].1["name"], "after");
+        assert_eq!(got[1].1, json!({"name": "after"}));
+        // Linking a new Location to the Thing notifies its Locations topic.
+        server.create(
+            &format!("/Things({thing})/Locations"),
+            json!({"name": "here", "description": "d", "encodingType": "application/geo+json",
+                   "location": {"type": "Point", "coordinates": [3, 4]}}),
+        );
+        let got = receive(&mut events, 1).await;
+        assert_eq!(got[0].0, format!("v1.1/Things({thing})/Locations"));
+        assert_eq!(got[0].1["name"], "here");
+    });
+}
