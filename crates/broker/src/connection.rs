@@ -47,6 +47,9 @@ const DELIVERY_BATCH: usize = 256;
 /// How many bytes one read takes from the socket.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// How long a new subscription waits for the application's current state of it.
+const CURRENT_STATE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) async fn run<H, S>(shared: Arc<Shared<H>>, stream: S, peer: SocketAddr)
 where
     H: Hooks,
@@ -444,11 +447,11 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             Packet::V3_1_1Unsubscribe(unsubscribe) if unsubscribe.packet_id() == 0 => Err(self.protocol_error()),
             Packet::V5_0Unsubscribe(unsubscribe) if unsubscribe.packet_id() == 0 => Err(self.protocol_error()),
             Packet::V3_1_1Subscribe(subscribe) => {
-                self.subscribe(subscribe.packet_id(), subscribe.entries());
+                self.subscribe(subscribe.packet_id(), subscribe.entries()).await;
                 Ok(())
             }
             Packet::V5_0Subscribe(subscribe) => {
-                self.subscribe(subscribe.packet_id(), subscribe.entries());
+                self.subscribe(subscribe.packet_id(), subscribe.entries()).await;
                 Ok(())
             }
             Packet::V3_1_1Unsubscribe(unsubscribe) => {
@@ -781,11 +784,12 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
         }
     }
 
-    fn subscribe(&mut self, packet_id: u16, entries: &[SubEntry]) {
+    async fn subscribe(&mut self, packet_id: u16, entries: &[SubEntry]) {
         let Some(session) = &self.session else { return };
         let mut v3_codes = Vec::with_capacity(entries.len());
         let mut v5_codes = Vec::with_capacity(entries.len());
         let mut initial = Vec::new();
+        let mut current_states = Vec::new();
         for entry in entries {
             let options = entry.sub_opts();
             let granted = qos_from_wire(options.qos()).min(QoS::AtLeastOnce);
@@ -811,7 +815,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                 no_local: self.version == ProtocolVersion::V5 && options.nl(),
                 retain_as_published: self.version == ProtocolVersion::V5 && options.rap(),
             };
-            let (is_new, retained) = {
+            let (is_new, wanted, retained) = {
                 let mut state = self.shared.state();
                 let is_new = state.subscribe(&session.client_id, &filter, subscription);
                 let wanted = match options.rh() {
@@ -820,22 +824,15 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                     RetainHandling::DoNotSendRetained => false,
                 };
                 let retained = if wanted { state.retained_matching(&filter) } else { Vec::new() };
-                (is_new, retained)
+                (is_new, wanted, retained)
             };
             tracing::debug!(client_id = %session.client_id, %filter, is_new, "mqtt: subscribed");
             for message in retained {
                 let qos = message.qos.min(granted);
                 initial.push(Delivery { message, qos, retain: true, redelivery: false });
             }
-            for (topic, payload) in self.shared.hooks.on_subscribed(&session.principal, &filter) {
-                let message = Message {
-                    topic,
-                    payload: crate::payload_of(&payload),
-                    qos: granted,
-                    retain: false,
-                    publisher: None,
-                };
-                initial.push(Delivery { message: Arc::new(message), qos: granted, retain: false, redelivery: false });
+            if wanted && let Some(future) = self.shared.hooks.on_subscribed(&session.principal, &filter) {
+                current_states.push((future, granted));
             }
             v3_codes.push(match granted {
                 QoS::AtMostOnce => SubackReturnCode::SuccessMaximumQos0,
@@ -857,6 +854,19 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
         if let Some(suback) = suback {
             self.send(suback);
         }
+        for (future, qos) in current_states {
+            let Ok(messages) = tokio::time::timeout(CURRENT_STATE_TIMEOUT, future).await else {
+                metrics::dropped("current_state_timeout");
+                continue;
+            };
+            for (topic, payload) in messages {
+                let message =
+                    Message { topic, payload: crate::payload_of(&payload), qos, retain: true, publisher: None };
+                initial.push(Delivery { message: Arc::new(message), qos, retain: true, redelivery: false });
+            }
+        }
+        // Before whatever was routed to the new subscription while the state was read, which
+        // still waits in the session's channel: the current state comes first.
         for delivery in initial {
             self.enqueue(delivery);
         }

@@ -85,6 +85,9 @@ pub enum PublishRefusal {
 /// The future an intercepted publish is acknowledged after.
 pub type PublishFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'static>>;
 
+/// The future of the current state a new subscription receives ([`Hooks::on_subscribed`]).
+pub type SubscribedFuture = Pin<Box<dyn Future<Output = Vec<(TopicName, Bytes)>> + Send + 'static>>;
+
 /// What the broker does with a client's PUBLISH.
 pub enum PublishDecision {
     /// Deliver it to matching subscribers (and store it if retained), then acknowledge.
@@ -125,11 +128,15 @@ pub trait Hooks: Send + Sync + 'static {
     /// time. A refused message is dropped silently (and counted).
     fn authorize_delivery(&self, principal: &Self::Principal, topic: &TopicName) -> bool;
 
-    /// Messages sent to the subscriber right after the SUBACK of a granted subscription (the
-    /// current state of what it subscribed to, for instance), besides the retained messages.
-    fn on_subscribed(&self, principal: &Self::Principal, filter: &TopicFilter) -> Vec<(TopicName, Bytes)> {
+    /// The current state of what a granted subscription covers (the newest value of a
+    /// sensor, say), sent right after the SUBACK as if it were the topics' retained messages:
+    /// with the retain flag, and only when the subscription's Retain Handling asks for retained
+    /// messages (so v5 clients can opt out). The future may read a database; the connection
+    /// waits for it (up to a few seconds) before it reads the client's next packet, and
+    /// messages routed to the subscription meanwhile are sent after it.
+    fn on_subscribed(&self, principal: &Self::Principal, filter: &TopicFilter) -> Option<SubscribedFuture> {
         let _ = (principal, filter);
-        Vec::new()
+        None
     }
 }
 

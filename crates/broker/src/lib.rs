@@ -67,7 +67,7 @@ use tokio::task::JoinSet;
 
 pub use hooks::{
     AllowAll, ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError, PublishFuture,
-    PublishRefusal, RefuseReason,
+    PublishRefusal, RefuseReason, SubscribedFuture,
 };
 pub use topic::{TopicError, TopicFilter, TopicName};
 

@@ -10,12 +10,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use app::{App, AppError, WriteOp};
-use broker::{ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason};
+use broker::{
+    ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason, SubscribedFuture,
+};
 use broker::{TopicFilter, TopicName};
 use odata::Tail;
 
 use crate::notify::Listening;
-use crate::topic;
+use crate::{MqttSettings, current, topic};
 
 /// Subscribed topics that carry query options, by the topic without them: notifications for
 /// `v1.1/Things` are also rendered for `v1.1/Things?$select=name` when someone subscribed to it.
@@ -41,13 +43,22 @@ impl Variants {
 
 pub struct SensorThingsHooks {
     app: App,
+    settings: MqttSettings,
+    /// The service root URL self links start with.
+    base: String,
     variants: Arc<Variants>,
     listening: Arc<Listening>,
 }
 
 impl SensorThingsHooks {
-    pub fn new(app: App, variants: Arc<Variants>, listening: Arc<Listening>) -> SensorThingsHooks {
-        SensorThingsHooks { app, variants, listening }
+    pub(crate) fn new(
+        app: App,
+        settings: MqttSettings,
+        base: String,
+        variants: Arc<Variants>,
+        listening: Arc<Listening>,
+    ) -> SensorThingsHooks {
+        SensorThingsHooks { app, settings, base, variants, listening }
     }
 }
 
@@ -137,5 +148,12 @@ impl Hooks for SensorThingsHooks {
 
     fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
         true
+    }
+
+    fn on_subscribed(&self, _principal: &(), filter: &TopicFilter) -> Option<SubscribedFuture> {
+        if !self.settings.latest_on_subscribe || !topic::is_sensorthings(filter.as_str()) {
+            return None;
+        }
+        Some(Box::pin(current::current_state(self.app.clone(), self.base.clone(), filter.clone())))
     }
 }

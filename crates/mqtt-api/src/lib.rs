@@ -7,6 +7,7 @@
 //! Built on `broker` (which knows nothing of SensorThings) and `app`; must not depend on a
 //! concrete backend or on axum.
 
+mod current;
 mod hooks;
 mod notify;
 mod topic;
@@ -25,6 +26,16 @@ pub use notify::ChangeChannel;
 /// The broker with the SensorThings hooks.
 pub type SensorThingsBroker = Broker<SensorThingsHooks>;
 
+/// How the SensorThings MQTT extension behaves, beside the broker's own limits.
+#[derive(Debug, Clone, Default)]
+pub struct MqttSettings {
+    /// Send each new subscription to a SensorThings topic the current state of what it covers
+    /// (the entity, the property, or the newest Observation of an Observation collection) as
+    /// the topic's retained message. Off by default: the standard only promises notifications
+    /// of later changes, and clients written for it may not expect the extra message.
+    pub latest_on_subscribe: bool,
+}
+
 /// The MQTT side of a server: the broker to serve connections with, and the notifier task.
 pub struct MqttApi {
     pub broker: SensorThingsBroker,
@@ -42,12 +53,13 @@ impl std::fmt::Debug for MqttApi {
 pub fn start(
     app: App,
     config: BrokerConfig,
+    settings: MqttSettings,
     changes: tokio::sync::mpsc::Receiver<Vec<app::Change>>,
     base: String,
 ) -> MqttApi {
     let variants = Arc::new(hooks::Variants::default());
     let listening = Arc::new(notify::Listening::default());
-    let hooks = SensorThingsHooks::new(app.clone(), variants.clone(), listening.clone());
+    let hooks = SensorThingsHooks::new(app.clone(), settings, base.clone(), variants.clone(), listening.clone());
     let broker = Broker::with_hooks(config, hooks);
     tokio::spawn(notify::run(changes, app, broker.clone(), variants, listening, base));
     MqttApi { broker }

@@ -102,11 +102,7 @@ async fn notify<H: Hooks>(
             if updated {
                 topics.push(format!("{}{set}({id})", topic::PREFIX));
                 for (field, value) in fields.iter().zip(&row.values) {
-                    let mut payload = String::from("{");
-                    encode::string(&mut payload, field.name);
-                    payload.push(':');
-                    encode::value(&mut payload, value);
-                    payload.push('}');
+                    let payload = property_payload(field.name, value);
                     send(broker, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload);
                 }
             }
@@ -181,6 +177,16 @@ fn publish_entity<H: Hooks>(
         encoder.entity(&mut payload, entity, &chosen, &shaped, &Query { expand: Vec::new(), ..query });
         send(broker, &topic_text, payload);
     }
+}
+
+/// The payload of a property topic: `{"name": value}`, as `GET .../name` answers.
+pub(crate) fn property_payload(name: &str, value: &Value) -> String {
+    let mut payload = String::from("{");
+    encode::string(&mut payload, name);
+    payload.push(':');
+    encode::value(&mut payload, value);
+    payload.push('}');
+    payload
 }
 
 fn send<H: Hooks>(broker: &Broker<H>, topic_text: &str, payload: String) {

@@ -17,6 +17,8 @@ pub struct Config {
     pub http_port: u16,
     /// The MQTT port of the embedded broker (0 picks a free one).
     pub mqtt_port: u16,
+    pub mqtt_limits: broker::BrokerConfig,
+    pub mqtt: mqtt_api::MqttSettings,
     pub default_top: u64,
     pub max_top: u64,
     pub max_body_bytes: usize,
@@ -32,6 +34,8 @@ impl Default for Config {
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
             mqtt_port: 1883,
+            mqtt_limits: broker::BrokerConfig::default(),
+            mqtt: mqtt_api::MqttSettings::default(),
             default_top: 100,
             max_top: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -121,7 +125,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
         (None, None) => format!("http://localhost/{}", http_api::VERSION),
     };
-    let mqtt = mqtt_api::start(app.clone(), broker::BrokerConfig::default(), notifications, base);
+    let mqtt = mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), notifications, base);
     let mut mqtt_addrs = Vec::new();
     for ip in &config.bind {
         let addr = SocketAddr::new(*ip, config.mqtt_port);

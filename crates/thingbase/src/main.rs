@@ -52,6 +52,28 @@ struct Serve {
     /// The MQTT port of the embedded broker (SensorThings topics under v1.1/; 0 picks a free one).
     #[arg(long, env = "THINGBASE_MQTT_PORT", default_value_t = 1883)]
     mqtt_port: u16,
+    /// The largest MQTT packet a client may send, in bytes; larger ones end the connection
+    /// ("packet too large").
+    #[arg(long, env = "THINGBASE_MQTT_MAX_PACKET_BYTES", default_value_t = 256 * 1024)]
+    mqtt_max_packet_bytes: u32,
+    /// QoS 1 messages in flight per MQTT connection and direction (announced to MQTT 5
+    /// clients as the Receive Maximum).
+    #[arg(long, env = "THINGBASE_MQTT_MAX_INFLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    mqtt_max_inflight: u16,
+    /// Messages an MQTT session holds for its client (offline, or behind the inflight window);
+    /// more are dropped and counted in mqtt_messages_dropped_total.
+    #[arg(long, env = "THINGBASE_MQTT_MAX_QUEUED_MESSAGES", default_value_t = 1000)]
+    mqtt_max_queued_messages: usize,
+    /// Open MQTT connections; one more is refused with "server busy".
+    #[arg(long, env = "THINGBASE_MQTT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    mqtt_max_connections: usize,
+    /// The longest an offline persistent MQTT session is kept, in seconds.
+    #[arg(long, env = "THINGBASE_MQTT_MAX_SESSION_EXPIRY", default_value_t = 24 * 60 * 60)]
+    mqtt_max_session_expiry: u64,
+    /// Send each new subscription to a SensorThings topic its current state (the entity, the
+    /// property, or the newest Observation) as the topic's retained message.
+    #[arg(long, env = "THINGBASE_MQTT_LATEST_ON_SUBSCRIBE", default_value_t = false)]
+    mqtt_latest_on_subscribe: bool,
     /// Entities per page when a request gives no $top.
     #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
     default_top: u64,
@@ -93,6 +115,15 @@ fn main() -> anyhow::Result<()> {
                 bind: serve.bind,
                 http_port: serve.http_port,
                 mqtt_port: serve.mqtt_port,
+                mqtt_limits: broker::BrokerConfig {
+                    max_packet_size: serve.mqtt_max_packet_bytes,
+                    max_inflight: serve.mqtt_max_inflight,
+                    max_queued_messages: serve.mqtt_max_queued_messages,
+                    max_connections: serve.mqtt_max_connections,
+                    max_session_expiry: std::time::Duration::from_secs(serve.mqtt_max_session_expiry),
+                    ..broker::BrokerConfig::default()
+                },
+                mqtt: mqtt_api::MqttSettings { latest_on_subscribe: serve.mqtt_latest_on_subscribe },
                 default_top: serve.default_top,
                 max_top: serve.max_top,
                 max_body_bytes: serve.max_body_bytes,

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     Broker, BrokerConfig, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, QoS,
-    RefuseReason, TopicFilter, TopicName,
+    RefuseReason, SubscribedFuture, TopicFilter, TopicName,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,11 +77,15 @@ impl Hooks for TestHooks {
         !topic.as_str().starts_with("hidden/")
     }
 
-    fn on_subscribed(&self, _principal: &String, filter: &TopicFilter) -> Vec<(TopicName, Bytes)> {
-        if filter.as_str() == "latest/#" {
-            return vec![(TopicName::new("latest/value").expect("valid"), Bytes::from_static(b"42"))];
+    fn on_subscribed(&self, _principal: &String, filter: &TopicFilter) -> Option<SubscribedFuture> {
+        if filter.as_str() != "latest/#" {
+            return None;
         }
-        Vec::new()
+        Some(Box::pin(async {
+            // As slow as a database read, so that the ordering after it is tested.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            vec![(TopicName::new("latest/value").expect("valid"), Bytes::from_static(b"42"))]
+        }))
     }
 }
 
@@ -537,16 +541,37 @@ async fn delivery_is_authorized_per_message_and_on_subscribed_sends_the_current_
         false,
     );
     client.expect_no_publish(Duration::from_millis(200)).await;
-    client.subscribe("latest/#", Qos3::AtLeastOnce).await;
-    let current = client.next_publish().await;
-    assert_eq!((current.topic.as_str(), &current.payload[..]), ("latest/value", &b"42"[..]));
+    // The current state comes first, flagged as retained, even when a message is routed to
+    // the new subscription while the state is still being read.
+    client.client.subscribe("latest/#", Qos3::AtLeastOnce).await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(10)).await;
     server.broker.publish(
         TopicName::new("latest/value").expect("valid"),
         Bytes::from_static(b"43"),
         QoS::AtMostOnce,
         false,
     );
-    assert_eq!(&client.next_publish().await.payload[..], b"43");
+    let current = client.next_publish().await;
+    assert_eq!((current.topic.as_str(), &current.payload[..], current.retain), ("latest/value", &b"42"[..], true));
+    let routed = client.next_publish().await;
+    assert_eq!((&routed.payload[..], routed.retain), (&b"43"[..], false));
+
+    // A v5 client that asks for no retained messages gets no current state either.
+    let (mut quiet, _) = Client5::connect(server.options5("quiet")).await.expect("connect");
+    let filter = wire5::Filter {
+        retain_forward_rule: wire5::RetainForwardRule::Never,
+        ..wire5::Filter::new("latest/#", Qos5::AtLeastOnce)
+    };
+    quiet.client.subscribe_many([filter]).await.expect("subscribe");
+    loop {
+        match quiet.next().await {
+            Ok(wire5::Packet::SubAck(_)) => break,
+            Ok(_) => {}
+            Err(error) => panic!("expected a SUBACK: {error}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(quiet.incoming.try_recv().is_err(), "no current state for Retain Handling 2");
     server.stop().await;
 }
 

@@ -155,3 +155,88 @@ fn entity_and_property_topics_receive_updates_made_over_http() {
         assert_eq!(got[0].1["name"], "here");
     });
 }
+
+/// Polls until one publish arrives; returns (topic, payload JSON, retain flag).
+async fn receive_one(events: &mut EventLoop) -> (String, Value, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event =
+            tokio::time::timeout_at(deadline, events.poll()).await.expect("a publish in time").expect("connected");
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            return (p.topic.clone(), serde_json::from_slice(&p.payload).expect("a JSON payload"), p.retain);
+        }
+    }
+}
+
+/// Waits a moment and fails if a publish arrives meanwhile.
+async fn nothing_arrives(events: &mut EventLoop) {
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.expect("connected") {
+                return p;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "unexpected publish: {quiet:?}");
+}
+
+#[test]
+fn subscribers_get_the_current_state_first_when_the_server_sends_it() {
+    let server = TestServer::start_with("mqtt-latest", |c| c.mqtt.latest_on_subscribe = true);
+    let ds = datastream(&server);
+    // The newest by phenomenonTime is not the last one created.
+    server.create(
+        &format!("/Datastreams({ds})/Observations"),
+        json!({"result": 2, "phenomenonTime": "2026-01-02T00:00:00Z"}),
+    );
+    server.create(
+        &format!("/Datastreams({ds})/Observations"),
+        json!({"result": 1, "phenomenonTime": "2026-01-01T00:00:00Z"}),
+    );
+    let thing = server.get(&format!("/Datastreams({ds})/Thing")).json["@iot.id"].as_i64().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (subscriber, mut events) = client(&server, "dashboard");
+        let observations = format!("v1.1/Datastreams({ds})/Observations?$select=result,phenomenonTime");
+        subscriber.subscribe(&observations, QoS::AtLeastOnce).await.unwrap();
+        let (topic, body, retain) = receive_one(&mut events).await;
+        assert_eq!(topic, observations);
+        assert_eq!(body, json!({"result": 2, "phenomenonTime": "2026-01-02T00:00:00Z"}));
+        assert!(retain, "the current state comes as the topic's retained message");
+
+        subscriber.subscribe(format!("v1.1/Things({thing})/name"), QoS::AtLeastOnce).await.unwrap();
+        let (_, body, _) = receive_one(&mut events).await;
+        assert_eq!(body, json!({"name": "station"}));
+
+        subscriber.subscribe(format!("v1.1/Things({thing})"), QoS::AtLeastOnce).await.unwrap();
+        let (_, body, _) = receive_one(&mut events).await;
+        assert_eq!(body["@iot.id"], thing);
+        assert_eq!(body["name"], "station");
+        assert!(body["Datastreams@iot.navigationLink"].is_string(), "shaped like a notification: {body}");
+
+        // A collection of Things has no single current state; a missing entity has none.
+        subscriber.subscribe("v1.1/Things", QoS::AtLeastOnce).await.unwrap();
+        subscriber.subscribe("v1.1/Things(999)", QoS::AtLeastOnce).await.unwrap();
+        nothing_arrives(&mut events).await;
+
+        // Later creates still arrive as ordinary notifications.
+        server.create(&format!("/Datastreams({ds})/Observations"), json!({"result": 3}));
+        let (topic, body, retain) = receive_one(&mut events).await;
+        assert_eq!((topic.as_str(), body["result"].as_i64(), retain), (observations.as_str(), Some(3), false));
+    });
+}
+
+#[test]
+fn by_default_subscribers_get_only_later_changes() {
+    let server = TestServer::start("mqtt-no-latest");
+    let ds = datastream(&server);
+    server.create(&format!("/Datastreams({ds})/Observations"), json!({"result": 1}));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (subscriber, mut events) = client(&server, "plain");
+        subscriber.subscribe(format!("v1.1/Datastreams({ds})/Observations"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut events).await;
+        nothing_arrives(&mut events).await;
+    });
+}
