@@ -9,6 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
+mod websocket;
+
 /// Everything `thingbase serve` can be told.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -91,17 +93,29 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     let app = app::App::new(Arc::new(store), paging).with_change_bus(Arc::new(changes));
     let settings =
         http_api::ApiSettings { public_url: config.public_url.clone(), max_body_bytes: config.max_body_bytes };
-    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics });
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let mut http_addrs = Vec::new();
+    let mut http_listeners = Vec::new();
     for ip in &config.bind {
         let addr = SocketAddr::new(*ip, config.http_port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        http_listeners.push(listener);
+    }
+    let http_addrs = http_listeners.iter().map(tokio::net::TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
+    // Self links in notifications point where HTTP clients reach the server.
+    let base = match (&config.public_url, http_addrs.first()) {
+        (Some(url), _) => format!("{}/{}", url.trim_end_matches('/'), http_api::VERSION),
+        (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
+        (None, None) => format!("http://localhost/{}", http_api::VERSION),
+    };
+    let mqtt = mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), notifications, base);
+    let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
+    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics })
+        .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
+    for listener in http_listeners {
         let local = listener.local_addr()?;
-        http_addrs.push(local);
-        tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1");
-        let router = router.clone();
+        tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1, MQTT over WebSocket at /mqtt");
+        let service = router.clone().into_make_service_with_connect_info::<SocketAddr>();
         let mut watch = watch.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -114,18 +128,11 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         }));
     }
-    // Self links in notifications point where HTTP clients reach the server.
-    let base = match (&config.public_url, http_addrs.first()) {
-        (Some(url), _) => format!("{}/{}", url.trim_end_matches('/'), http_api::VERSION),
-        (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
-        (None, None) => format!("http://localhost/{}", http_api::VERSION),
-    };
-    let mqtt = mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), notifications, base);
     let mut mqtt_addrs = Vec::new();
     for ip in &config.bind {
         let addr = SocketAddr::new(*ip, config.mqtt_port);

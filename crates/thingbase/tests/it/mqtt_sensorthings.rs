@@ -240,3 +240,44 @@ fn by_default_subscribers_get_only_later_changes() {
         nothing_arrives(&mut events).await;
     });
 }
+
+/// The real `paho-mqtt` from PyPI, MQTT 3.1.1 and 5.0, over TCP and over WebSocket at `/mqtt`.
+#[test]
+fn paho_mqtt_from_pypi_works_over_tcp_and_websocket() {
+    let server = TestServer::start("mqtt-paho");
+    let ds = datastream(&server);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/python/paho_mqtt.py");
+    let http_port = server.addrs()[0].port().to_string();
+    let output = std::process::Command::new("python3")
+        .args([script, "127.0.0.1", &server.mqtt_addr().port().to_string(), &http_port, &ds.to_string()])
+        .output()
+        .expect("python3 runs (install it, and `pip install paho-mqtt`)");
+    assert!(
+        output.status.success(),
+        "paho-mqtt failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every client's valid Observation was stored; no invalid one was.
+    let stored = server.get(&format!("/Datastreams({ds})/Observations?$count=true&$select=result"));
+    assert_eq!(stored.json["@iot.count"], 4, "{}", stored.text);
+}
+
+#[test]
+fn a_websocket_without_the_mqtt_subprotocol_is_refused() {
+    let server = TestServer::start("mqtt-ws-subprotocol");
+    let addr = server.addrs()[0];
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = vec![0; 1024];
+    let length = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..length]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("mqtt` subprotocol"), "{answer}");
+}
