@@ -1,6 +1,7 @@
 //! Durability: every acknowledged write survives `kill -9`. The real binary is spawned,
-//! Observations are posted from several threads, the process is killed mid-stream, restarted on
-//! the same data directory, and every Observation that got a 201 must be there.
+//! Observations are posted (HTTP) or published at QoS 1 (MQTT) from several clients, the
+//! process is killed mid-stream, restarted on the same data directory, and every Observation
+//! that got a 201 or a PUBACK must be there.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +17,12 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &TempDir, port: u16) -> Child {
+    spawn_with_mqtt(dir, port, 0)
+}
+
+fn spawn_with_mqtt(dir: &TempDir, port: u16, mqtt_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--log", "warn"])
+        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", &mqtt_port.to_string(), "--log", "warn"])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -36,14 +41,8 @@ fn wait_ready(base: &str) {
     panic!("the server did not start listening");
 }
 
-#[test]
-fn acknowledged_observations_survive_kill_9() {
-    let dir = TempDir::new("durability");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}/v1.1");
-    let mut child = spawn(&dir, port);
-    wait_ready(&base);
-
+/// Creates a Thing with one Datastream; returns the Datastream's id.
+fn datastream(base: &str) -> i64 {
     let thing = request(
         "POST",
         &format!("{base}/Things"),
@@ -63,7 +62,32 @@ fn acknowledged_observations_survive_kill_9() {
     );
     assert_eq!(thing.status, 201, "{}", thing.text);
     let datastreams = request("GET", &format!("{base}/Datastreams"), None, None);
-    let datastream = datastreams.json["value"][0]["@iot.id"].as_i64().expect("datastream id");
+    datastreams.json["value"][0]["@iot.id"].as_i64().expect("datastream id")
+}
+
+/// Every value of `property` among the Datastream's Observations, read page by page.
+fn stored(base: &str, datastream: i64, property: &str) -> std::collections::HashSet<i64> {
+    let mut stored = std::collections::HashSet::new();
+    let mut next = Some(format!("{base}/Datastreams({datastream})/Observations?$select={property}&$top=10000"));
+    while let Some(url) = next {
+        let page = request("GET", &url, None, None);
+        assert_eq!(page.status, 200, "{}", page.text);
+        for o in page.json["value"].as_array().expect("value") {
+            stored.insert(o[if property == "id" { "@iot.id" } else { property }].as_i64().expect("a number"));
+        }
+        next = page.json["@iot.nextLink"].as_str().map(str::to_owned);
+    }
+    stored
+}
+
+#[test]
+fn acknowledged_observations_survive_kill_9() {
+    let dir = TempDir::new("durability");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/v1.1");
+    let mut child = spawn(&dir, port);
+    wait_ready(&base);
+    let datastream = datastream(&base);
 
     let acknowledged = Arc::new(Mutex::new(Vec::<i64>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -118,22 +142,88 @@ fn acknowledged_observations_survive_kill_9() {
 
     let mut child = spawn(&dir, port);
     wait_ready(&base);
-    let mut stored = std::collections::HashSet::new();
-    let mut next = Some(format!("{base}/Datastreams({datastream})/Observations?$select=id&$top=10000"));
-    while let Some(url) = next {
-        let page = request("GET", &url, None, None);
-        assert_eq!(page.status, 200, "{}", page.text);
-        for o in page.json["value"].as_array().expect("value") {
-            stored.insert(o["@iot.id"].as_i64().expect("id"));
-        }
-        next = page.json["@iot.nextLink"].as_str().map(str::to_owned);
-    }
+    let stored = stored(&base, datastream, "id");
     let _ = child.kill();
     let _ = child.wait();
     let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(id)).collect();
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged Observations were lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+#[test]
+fn pubacked_observations_survive_kill_9() {
+    let dir = TempDir::new("durability-mqtt");
+    let (port, mqtt_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}/v1.1");
+    let mut child = spawn_with_mqtt(&dir, port, mqtt_port);
+    wait_ready(&base);
+    let datastream = datastream(&base);
+
+    // Each client keeps several publishes in flight and records a result once its PUBACK is
+    // in: rumqttc hands out packet ids in publish order, and its Outgoing event says which.
+    let acknowledged = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let clients: Vec<_> = (0..8)
+        .map(|w| {
+            let acknowledged = Arc::clone(&acknowledged);
+            runtime.spawn(async move {
+                let mut options = rumqttc::MqttOptions::new(format!("device-{w}"), "127.0.0.1", mqtt_port);
+                options.set_keep_alive(Duration::from_secs(30)).set_inflight(16);
+                let (client, mut events) = rumqttc::AsyncClient::new(options, 64);
+                let topic = format!("v1.1/Datastreams({datastream})/Observations");
+                let publisher = tokio::spawn(async move {
+                    for n in 1.. {
+                        let body = json!({"result": w * 1_000_000 + n}).to_string();
+                        if client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, body).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut in_flight = std::collections::HashMap::new();
+                let mut next = 1;
+                // Ends with an error when the server is killed.
+                while let Ok(event) = events.poll().await {
+                    match event {
+                        rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(packet_id)) => {
+                            in_flight.insert(packet_id, w * 1_000_000 + next);
+                            next += 1;
+                        }
+                        rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack)) => {
+                            let result = in_flight.remove(&ack.pkid).expect("a PUBACK for a publish in flight");
+                            acknowledged.lock().expect("lock").push(result);
+                        }
+                        _ => {}
+                    }
+                }
+                publisher.abort();
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    runtime.block_on(async {
+        for client in clients {
+            let _ = tokio::time::timeout(Duration::from_secs(10), client).await;
+        }
+    });
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() > 50, "too few PUBACKs before the kill to mean anything: {}", acknowledged.len());
+
+    let mut child = spawn_with_mqtt(&dir, port, mqtt_port);
+    wait_ready(&base);
+    let stored = stored(&base, datastream, "result");
+    let _ = child.kill();
+    let _ = child.wait();
+    let lost: Vec<_> = acknowledged.iter().filter(|result| !stored.contains(result)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} PUBACKed Observations were lost: {:?}",
         lost.len(),
         acknowledged.len(),
         &lost[..lost.len().min(10)]
