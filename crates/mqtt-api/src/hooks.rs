@@ -17,7 +17,7 @@ use broker::{TopicFilter, TopicName};
 use odata::Tail;
 
 use crate::notify::Listening;
-use crate::{MqttSettings, current, topic};
+use crate::{current, topic};
 
 /// Subscribed topics that carry query options, by the topic without them: notifications for
 /// `v1.1/Things` are also rendered for `v1.1/Things?$select=name` when someone subscribed to it.
@@ -43,7 +43,7 @@ impl Variants {
 
 pub struct SensorThingsHooks {
     app: App,
-    settings: MqttSettings,
+    latest_on_subscribe: bool,
     /// The service root URL self links start with.
     base: String,
     variants: Arc<Variants>,
@@ -53,22 +53,46 @@ pub struct SensorThingsHooks {
 impl SensorThingsHooks {
     pub(crate) fn new(
         app: App,
-        settings: MqttSettings,
+        latest_on_subscribe: bool,
         base: String,
         variants: Arc<Variants>,
         listening: Arc<Listening>,
     ) -> SensorThingsHooks {
-        SensorThingsHooks { app, settings, base, variants, listening }
+        SensorThingsHooks { app, latest_on_subscribe, base, variants, listening }
     }
 }
 
-fn refused(reason: PublishRefusal, message: impl Into<String>) -> PublishDecision {
+fn refused(reason: PublishRefusal, message: impl Into<String>) -> PublishError {
     metrics::counter!("thingbase_mqtt_publishes_refused_total").increment(1);
-    PublishDecision::Reject(PublishError::new(reason, message))
+    PublishError::new(reason, message)
+}
+
+/// What a publish to `topic` asks of the application: `None` for topics outside the
+/// SensorThings namespace (ordinary broker topics), else the create it stands for (OGC 18-088
+/// §14.2: a publish to a collection creates an entity in it), or why it is refused.
+pub(crate) fn create_request(topic: &str, payload: &[u8]) -> Option<Result<WriteOp, PublishError>> {
+    let parsed = match topic::parse(topic)? {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(Err(refused(PublishRefusal::TopicNameInvalid, e.to_string()))),
+    };
+    if !app::addresses_collection(&parsed.path) || parsed.path.tail != Tail::None {
+        return Some(Err(refused(
+            PublishRefusal::TopicNameInvalid,
+            "publish new entities to a collection topic, e.g. v1.1/Datastreams(1)/Observations",
+        )));
+    }
+    let body: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(body) => body,
+        Err(e) => {
+            return Some(Err(refused(PublishRefusal::PayloadFormatInvalid, format!("the payload is not JSON: {e}"))));
+        }
+    };
+    metrics::counter!("thingbase_mqtt_creates_total").increment(1);
+    Some(Ok(WriteOp::Create { path: parsed.path, body }))
 }
 
 /// The PUBACK answer for an application error; internals never leave the server.
-fn publish_error(error: AppError) -> PublishError {
+pub(crate) fn publish_error(error: AppError) -> PublishError {
     metrics::counter!("thingbase_mqtt_publishes_refused_total").increment(1);
     let reason = match &error {
         AppError::BadRequest { .. } | AppError::Query(_) | AppError::NotFound(_) | AppError::Conflict(_) => {
@@ -122,28 +146,16 @@ impl Hooks for SensorThingsHooks {
     }
 
     fn on_publish(&self, _principal: &(), publish: &InboundPublish) -> PublishDecision {
-        let text = publish.topic.as_str();
-        let Some(parsed) = topic::parse(text) else { return PublishDecision::Route };
-        let parsed = match parsed {
-            Ok(parsed) => parsed,
-            Err(e) => return refused(PublishRefusal::TopicNameInvalid, e.to_string()),
-        };
-        if !app::addresses_collection(&parsed.path) || parsed.path.tail != Tail::None {
-            return refused(
-                PublishRefusal::TopicNameInvalid,
-                "publish new entities to a collection topic, e.g. v1.1/Datastreams(1)/Observations",
-            );
+        match create_request(publish.topic.as_str(), &publish.payload) {
+            None => PublishDecision::Route,
+            Some(Err(error)) => PublishDecision::Reject(error),
+            Some(Ok(op)) => {
+                let app = self.app.clone();
+                PublishDecision::Intercept(Box::pin(
+                    async move { app.write(op).await.map(|_| ()).map_err(publish_error) },
+                ))
+            }
         }
-        let body: serde_json::Value = match serde_json::from_slice(&publish.payload) {
-            Ok(body) => body,
-            Err(e) => return refused(PublishRefusal::PayloadFormatInvalid, format!("the payload is not JSON: {e}")),
-        };
-        metrics::counter!("thingbase_mqtt_creates_total").increment(1);
-        let app = self.app.clone();
-        let path = parsed.path;
-        PublishDecision::Intercept(Box::pin(async move {
-            app.write(WriteOp::Create { path, body }).await.map(|_| ()).map_err(publish_error)
-        }))
     }
 
     fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
@@ -151,7 +163,7 @@ impl Hooks for SensorThingsHooks {
     }
 
     fn on_subscribed(&self, _principal: &(), filter: &TopicFilter) -> Option<SubscribedFuture> {
-        if !self.settings.latest_on_subscribe || !topic::is_sensorthings(filter.as_str()) {
+        if !self.latest_on_subscribe || !topic::is_sensorthings(filter.as_str()) {
             return None;
         }
         Some(Box::pin(current::current_state(self.app.clone(), self.base.clone(), filter.clone())))

@@ -7,6 +7,7 @@
 //! Built on `broker` (which knows nothing of SensorThings) and `app`; must not depend on a
 //! concrete backend or on axum.
 
+mod bridge;
 mod current;
 mod hooks;
 mod notify;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use app::App;
 use broker::{Broker, BrokerConfig};
 
+pub use bridge::{BridgeConfig, NOTIFICATION_PROPERTY};
 pub use hooks::SensorThingsHooks;
 pub use notify::ChangeChannel;
 
@@ -34,6 +36,8 @@ pub struct MqttSettings {
     /// the topic's retained message. Off by default: the standard only promises notifications
     /// of later changes, and clients written for it may not expect the extra message.
     pub latest_on_subscribe: bool,
+    /// An external broker to take device publishes from and send notifications to.
+    pub bridge: Option<BridgeConfig>,
 }
 
 /// The MQTT side of a server: the broker to serve connections with, and the notifier task.
@@ -59,8 +63,20 @@ pub fn start(
 ) -> MqttApi {
     let variants = Arc::new(hooks::Variants::default());
     let listening = Arc::new(notify::Listening::default());
-    let hooks = SensorThingsHooks::new(app.clone(), settings, base.clone(), variants.clone(), listening.clone());
+    let hooks = SensorThingsHooks::new(
+        app.clone(),
+        settings.latest_on_subscribe,
+        base.clone(),
+        variants.clone(),
+        listening.clone(),
+    );
+    let bridge = settings.bridge.map(|bridge| bridge::start(app.clone(), bridge));
+    if bridge.is_some() {
+        // Nobody here sees the external broker's subscriptions: always notify.
+        listening.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let broker = Broker::with_hooks(config, hooks);
-    tokio::spawn(notify::run(changes, app, broker.clone(), variants, listening, base));
+    let outlet = notify::Outlet { broker: broker.clone(), bridge };
+    tokio::spawn(notify::run(changes, app, outlet, variants, listening, base));
     MqttApi { broker }
 }

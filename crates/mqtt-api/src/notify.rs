@@ -55,7 +55,7 @@ pub struct Listening(pub AtomicUsize);
 pub async fn run<H: Hooks>(
     mut changes: tokio::sync::mpsc::Receiver<Vec<Change>>,
     app: App,
-    broker: Broker<H>,
+    outlet: Outlet<H>,
     variants: Arc<Variants>,
     listening: Arc<Listening>,
     base: String,
@@ -65,7 +65,7 @@ pub async fn run<H: Hooks>(
             continue;
         }
         for change in batch {
-            if let Err(e) = notify(&app, &broker, &variants, &base, &change).await {
+            if let Err(e) = notify(&app, &outlet, &variants, &base, &change).await {
                 metrics::counter!("thingbase_mqtt_notifications_dropped_total", "reason" => "read_failed").increment(1);
                 tracing::debug!(error = %e, ?change, "mqtt: no notification for a change");
             }
@@ -75,7 +75,7 @@ pub async fn run<H: Hooks>(
 
 async fn notify<H: Hooks>(
     app: &App,
-    broker: &Broker<H>,
+    outlet: &Outlet<H>,
     variants: &Variants,
     base: &str,
     change: &Change,
@@ -103,11 +103,11 @@ async fn notify<H: Hooks>(
                 topics.push(format!("{}{set}({id})", topic::PREFIX));
                 for (field, value) in fields.iter().zip(&row.values) {
                     let payload = property_payload(field.name, value);
-                    send(broker, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload);
+                    send(outlet, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload);
                 }
             }
             for base_topic in topics {
-                publish_entity(broker, variants, base, &base_topic, *entity, &fields, &row);
+                publish_entity(outlet, variants, base, &base_topic, *entity, &fields, &row);
             }
         }
         Change::Linked { navigation, from, to } => {
@@ -116,7 +116,7 @@ async fn notify<H: Hooks>(
             };
             let Some((fields, row, _)) = read_with_parents(app, navigation.target, *to).await? else { return Ok(()) };
             let base_topic = format!("{}{}({from})/{}", topic::PREFIX, source.set_name(), navigation.name);
-            publish_entity(broker, variants, base, &base_topic, navigation.target, &fields, &row);
+            publish_entity(outlet, variants, base, &base_topic, navigation.target, &fields, &row);
         }
         Change::Deleted { .. } => {}
     }
@@ -147,7 +147,7 @@ async fn read_with_parents(
 
 /// Publishes the entity on `base_topic` and on each remembered `$select` variant of it.
 fn publish_entity<H: Hooks>(
-    broker: &Broker<H>,
+    outlet: &Outlet<H>,
     variants: &Variants,
     base: &str,
     base_topic: &str,
@@ -175,7 +175,7 @@ fn publish_entity<H: Hooks>(
         let shaped = Row { id: row.id, values, expanded: Vec::new() };
         let mut payload = String::with_capacity(512);
         encoder.entity(&mut payload, entity, &chosen, &shaped, &Query { expand: Vec::new(), ..query });
-        send(broker, &topic_text, payload);
+        send(outlet, &topic_text, payload);
     }
 }
 
@@ -189,11 +189,27 @@ pub(crate) fn property_payload(name: &str, value: &Value) -> String {
     payload
 }
 
-fn send<H: Hooks>(broker: &Broker<H>, topic_text: &str, payload: String) {
+/// Where notifications go: the embedded broker, and the external broker when bridged.
+pub(crate) struct Outlet<H: Hooks> {
+    pub(crate) broker: Broker<H>,
+    /// Topics without query options only: the subscriptions of the external broker's clients
+    /// are not seen here, so their `$select` variants are unknown.
+    pub(crate) bridge: Option<tokio::sync::mpsc::Sender<(TopicName, Bytes)>>,
+}
+
+fn send<H: Hooks>(outlet: &Outlet<H>, topic_text: &str, payload: String) {
     match TopicName::new(topic_text) {
         Ok(name) => {
             metrics::counter!("thingbase_mqtt_notifications_total").increment(1);
-            broker.publish(name, Bytes::from(payload), QoS::AtLeastOnce, false);
+            let payload = Bytes::from(payload);
+            if let Some(bridge) = &outlet.bridge
+                && !topic_text.contains('?')
+                && bridge.try_send((name.clone(), payload.clone())).is_err()
+            {
+                metrics::counter!("thingbase_mqtt_notifications_dropped_total", "reason" => "bridge_queue_full")
+                    .increment(1);
+            }
+            outlet.broker.publish(name, payload, QoS::AtLeastOnce, false);
         }
         Err(e) => tracing::debug!(topic = topic_text, error = %e, "mqtt: not a valid topic for a notification"),
     }

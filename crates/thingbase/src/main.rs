@@ -74,6 +74,23 @@ struct Serve {
     /// property, or the newest Observation) as the topic's retained message.
     #[arg(long, env = "THINGBASE_MQTT_LATEST_ON_SUBSCRIBE", default_value_t = false)]
     mqtt_latest_on_subscribe: bool,
+    /// An external MQTT 5 broker to bridge to, as HOST[:PORT] (default port 1883): device
+    /// publishes to SensorThings topics are taken from there (a shared subscription to v1.1/#)
+    /// and change notifications are published there, beside the embedded broker.
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE", value_parser = parse_broker_address)]
+    mqtt_bridge: Option<(String, u16)>,
+    /// The client id at the external broker; give each Thingbase node its own.
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE_CLIENT_ID", default_value = "thingbase")]
+    mqtt_bridge_client_id: String,
+    /// The user name at the external broker.
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE_USERNAME", requires = "mqtt_bridge_password")]
+    mqtt_bridge_username: Option<String>,
+    /// The password at the external broker (prefer the environment variable to the flag).
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE_PASSWORD", hide_env_values = true, requires = "mqtt_bridge_username")]
+    mqtt_bridge_password: Option<String>,
+    /// The shared-subscription group the Thingbase nodes of one hub join at the external broker.
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE_SHARE_GROUP", default_value = "thingbase")]
+    mqtt_bridge_share_group: String,
     /// Entities per page when a request gives no $top.
     #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
     default_top: u64,
@@ -123,7 +140,17 @@ fn main() -> anyhow::Result<()> {
                     max_session_expiry: std::time::Duration::from_secs(serve.mqtt_max_session_expiry),
                     ..broker::BrokerConfig::default()
                 },
-                mqtt: mqtt_api::MqttSettings { latest_on_subscribe: serve.mqtt_latest_on_subscribe },
+                mqtt: mqtt_api::MqttSettings {
+                    latest_on_subscribe: serve.mqtt_latest_on_subscribe,
+                    bridge: serve.mqtt_bridge.map(|(host, port)| mqtt_api::BridgeConfig {
+                        host,
+                        port,
+                        client_id: serve.mqtt_bridge_client_id,
+                        username: serve.mqtt_bridge_username,
+                        password: serve.mqtt_bridge_password,
+                        share_group: serve.mqtt_bridge_share_group,
+                    }),
+                },
                 default_top: serve.default_top,
                 max_top: serve.max_top,
                 max_body_bytes: serve.max_body_bytes,
@@ -138,6 +165,28 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(thingbase::run(config, Some(render)))
         }
     }
+}
+
+/// `host`, `host:port`, `[v6 address]` or `[v6 address]:port`; the port defaults to 1883.
+fn parse_broker_address(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']').ok_or("an IPv6 address needs its closing `]`")?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    if host.is_empty() || host.contains(['/', ' ', '[', ']']) {
+        return Err(format!("`{text}` is not HOST[:PORT]"));
+    }
+    let port = match port {
+        Some(port) => port.parse().map_err(|_| format!("`{port}` is not a port number"))?,
+        None => 1883,
+    };
+    Ok((host.to_owned(), port))
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

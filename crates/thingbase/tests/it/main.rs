@@ -9,6 +9,7 @@ mod create_update_delete;
 mod data_arrays;
 mod durability;
 mod filtering;
+mod mqtt_bridge;
 mod mqtt_sensorthings;
 mod multi_datastream;
 mod operations;
