@@ -7,6 +7,8 @@
 //! Derived-field maintenance that does not go through `insert`/`update`/`delete`/`link` (time
 //! extents) is not a change a subscriber is told about.
 
+use std::sync::Arc;
+
 use model::{EntityType, Id, Interval, Navigation};
 use odata::{Expr, Query};
 use store::{Paging, Reader, Record, Rows, StoreError, ThingLocation, Writer};
@@ -17,6 +19,9 @@ pub enum Change {
     Created {
         entity: EntityType,
         id: Id,
+        /// The stored Observation, complete and in schema order, when the bus asked for
+        /// records ([`ChangeBus::wants_records`]): subscribers need not read it back.
+        record: Option<Arc<Record>>,
     },
     Updated {
         entity: EntityType,
@@ -38,17 +43,30 @@ pub enum Change {
 /// store's writer thread right after the commit, once per job, with the job's changes in order.
 pub trait ChangeBus: Send + Sync + 'static {
     fn publish(&self, changes: &[Change]);
+
+    /// Whether created Observations should carry their stored record, asked once per write
+    /// job: it saves a subscriber a read-back per Observation and costs a copy of each row, so
+    /// a bus with nobody listening says no.
+    fn wants_records(&self) -> bool {
+        false
+    }
 }
 
 /// A writer that records the changes made through it.
 pub struct Recording<'w> {
     inner: &'w mut dyn Writer,
+    keep_records: bool,
     pub changes: Vec<Change>,
 }
 
 impl<'w> Recording<'w> {
-    pub fn new(inner: &'w mut dyn Writer) -> Recording<'w> {
-        Recording { inner, changes: Vec::new() }
+    /// `keep_records`: created Observations carry their record (see [`ChangeBus::wants_records`]).
+    pub fn new(inner: &'w mut dyn Writer, keep_records: bool) -> Recording<'w> {
+        Recording { inner, keep_records, changes: Vec::new() }
+    }
+
+    fn record_of(&self, entity: EntityType, record: &Record) -> Option<Arc<Record>> {
+        (self.keep_records && entity == EntityType::Observation).then(|| Arc::new(record.clone()))
     }
 }
 
@@ -82,13 +100,17 @@ impl Reader for Recording<'_> {
 impl Writer for Recording<'_> {
     fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
         let id = self.inner.insert(entity, record)?;
-        self.changes.push(Change::Created { entity, id });
+        let record = self.record_of(entity, record);
+        self.changes.push(Change::Created { entity, id, record });
         Ok(id)
     }
 
     fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
         let ids = self.inner.insert_many(entity, records)?;
-        self.changes.extend(ids.iter().map(|&id| Change::Created { entity, id }));
+        for (&id, record) in ids.iter().zip(records) {
+            let record = self.record_of(entity, record);
+            self.changes.push(Change::Created { entity, id, record });
+        }
         Ok(ids)
     }
 

@@ -81,9 +81,10 @@ impl App {
         let recorded: Arc<std::sync::Mutex<Vec<Change>>> = Arc::default();
         let job_recorded = Arc::clone(&recorded);
         let bus = self.changes.clone();
+        let keep_records = bus.as_ref().is_some_and(|bus| bus.wants_records());
         self.store.write(
             Box::new(move |writer| {
-                let mut recording = changes::Recording::new(writer);
+                let mut recording = changes::Recording::new(writer, keep_records);
                 let result = f(&mut recording);
                 let failed = result.is_err();
                 if let Ok(mut r) = job_recorded.lock() {

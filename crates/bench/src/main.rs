@@ -8,11 +8,20 @@
 //!   a one-day window of 1 Hz data, and the latest Observation of every Datastream by
 //!   `$expand`, each beside the same read done directly on the SQLite file.
 //! - `all`: all three.
+//! - `mqtt-ingest`: QoS 1 Observation publishes from `--clients` connections (default 100) to
+//!   the SensorThings topics, acknowledged after commit, beside Mosquitto taking the same load.
+//! - `mqtt-pubsub`: QoS 0 pub/sub throughput, beside Mosquitto with the same clients.
+//! - `mqtt-latency`: publish-to-subscriber latency at 10,000 Observations/s, beside Mosquitto.
+//! - `mqtt-idle`: the broker's memory with `--connections` idle connections (default 10,000),
+//!   beside Mosquitto's.
+//! - `mqtt`: all four.
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
-//! [--rounds R] [--concurrency C]`. Results are medians over the rounds.
+//! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
+//! the rounds.
 
 mod client;
+mod mqtt;
 mod workloads;
 
 use anyhow::{Context, bail};
@@ -24,12 +33,26 @@ pub struct Settings {
     pub seconds: f64,
     pub rounds: usize,
     pub concurrency: usize,
+    /// MQTT clients of the ingest and pub/sub workloads.
+    pub clients: usize,
+    /// Connections of the idle workload.
+    pub connections: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let workload = args.next().unwrap_or_else(|| "help".into());
-    let mut settings = Settings { observations: 1_000_000, seconds: 5.0, rounds: 3, concurrency: 64 };
+    if workload == "serve-child" {
+        return mqtt::serve_child(&args.collect::<Vec<_>>());
+    }
+    let mut settings = Settings {
+        observations: 1_000_000,
+        seconds: 5.0,
+        rounds: 3,
+        concurrency: 64,
+        clients: 100,
+        connections: 10_000,
+    };
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -37,6 +60,8 @@ fn main() -> anyhow::Result<()> {
             "--seconds" => settings.seconds = value.parse()?,
             "--rounds" => settings.rounds = value.parse()?,
             "--concurrency" => settings.concurrency = value.parse()?,
+            "--clients" => settings.clients = value.parse()?,
+            "--connections" => settings.connections = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -46,6 +71,16 @@ fn main() -> anyhow::Result<()> {
         "post" => runtime.block_on(workloads::post(&settings)),
         "data-array" => runtime.block_on(workloads::data_array(&settings)),
         "query" => runtime.block_on(workloads::query(&settings)),
+        "mqtt-ingest" => runtime.block_on(mqtt::ingest(&settings)),
+        "mqtt-pubsub" => runtime.block_on(mqtt::pubsub(&settings)),
+        "mqtt-latency" => runtime.block_on(mqtt::latency(&settings)),
+        "mqtt-idle" => runtime.block_on(mqtt::idle(&settings)),
+        "mqtt" => runtime.block_on(async {
+            mqtt::ingest(&settings).await?;
+            mqtt::pubsub(&settings).await?;
+            mqtt::latency(&settings).await?;
+            mqtt::idle(&settings).await
+        }),
         "all" => runtime.block_on(async {
             workloads::post(&settings).await?;
             workloads::data_array(&settings).await?;
@@ -53,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all> [--observations N] [--seconds S] [--rounds R] [--concurrency C]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

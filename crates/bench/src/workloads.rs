@@ -14,7 +14,7 @@ use crate::client::{Connection, Stats, load, percentile};
 /// 2024-01-01T00:00:00Z in seconds.
 const T0: i64 = 1_704_067_200;
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
@@ -35,11 +35,13 @@ fn instant(seconds: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> anyhow::Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("thingbase-bench-{}-{name}", std::process::id()));
+    pub(crate) fn new(name: &str) -> anyhow::Result<TempDir> {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("thingbase-bench-{}-{name}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
@@ -61,7 +63,7 @@ async fn start_server(dir: &Path, max_top: u64) -> anyhow::Result<(thingbase::Se
 }
 
 /// Creates a Thing with a Location and `count` Datastreams; returns their ids in order.
-async fn create_datastreams(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn create_datastreams(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<i64>> {
     let mut connection = Connection::open(addr).await?;
     let datastream = |i: usize| {
         json!({

@@ -23,7 +23,7 @@ use broker::{Broker, BrokerConfig};
 
 pub use bridge::{BridgeConfig, NOTIFICATION_PROPERTY};
 pub use hooks::SensorThingsHooks;
-pub use notify::ChangeChannel;
+pub use notify::{ChangeChannel, Notifications};
 
 /// The broker with the SensorThings hooks.
 pub type SensorThingsBroker = Broker<SensorThingsHooks>;
@@ -51,18 +51,18 @@ impl std::fmt::Debug for MqttApi {
     }
 }
 
-/// Wires the extension: `app` must have been built with the `ChangeChannel` whose receiver is
-/// `changes`. `base` is the service root URL used in self links (e.g. `http://host:8080/v1.1`).
+/// Wires the extension: `app` must have been built with the `ChangeChannel` that
+/// `notifications` came with. `base` is the service root URL used in self links (e.g. `http://host:8080/v1.1`).
 /// Spawns the notifier on the current tokio runtime.
 pub fn start(
     app: App,
     config: BrokerConfig,
     settings: MqttSettings,
-    changes: tokio::sync::mpsc::Receiver<Vec<app::Change>>,
+    notifications: Notifications,
     base: String,
 ) -> MqttApi {
     let variants = Arc::new(hooks::Variants::default());
-    let listening = Arc::new(notify::Listening::default());
+    let listening = notifications.listening.clone();
     let hooks = SensorThingsHooks::new(
         app.clone(),
         settings.latest_on_subscribe,
@@ -77,6 +77,6 @@ pub fn start(
     }
     let broker = Broker::with_hooks(config, hooks);
     let outlet = notify::Outlet { broker: broker.clone(), bridge };
-    tokio::spawn(notify::run(changes, app, outlet, variants, listening, base));
+    tokio::spawn(notify::run(notifications, app, outlet, variants, base));
     MqttApi { broker }
 }

@@ -28,12 +28,26 @@ const QUEUE: usize = 65_536;
 /// The `app::ChangeBus` of the MQTT extension.
 pub struct ChangeChannel {
     sender: tokio::sync::mpsc::Sender<Vec<Change>>,
+    listening: Arc<Listening>,
+}
+
+/// The receiving end of a [`ChangeChannel`], for [`crate::start`].
+pub struct Notifications {
+    pub(crate) changes: tokio::sync::mpsc::Receiver<Vec<Change>>,
+    pub(crate) listening: Arc<Listening>,
+}
+
+impl std::fmt::Debug for Notifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifications").finish_non_exhaustive()
+    }
 }
 
 impl ChangeChannel {
-    pub fn new() -> (ChangeChannel, tokio::sync::mpsc::Receiver<Vec<Change>>) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(QUEUE);
-        (ChangeChannel { sender }, receiver)
+    pub fn new() -> (ChangeChannel, Notifications) {
+        let (sender, changes) = tokio::sync::mpsc::channel(QUEUE);
+        let listening = Arc::new(Listening::default());
+        (ChangeChannel { sender, listening: listening.clone() }, Notifications { changes, listening })
     }
 }
 
@@ -44,22 +58,26 @@ impl ChangeBus for ChangeChannel {
                 .increment(changes.len() as u64);
         }
     }
+
+    fn wants_records(&self) -> bool {
+        self.listening.0.load(Ordering::Relaxed) > 0
+    }
 }
 
-/// Counts SensorThings subscriptions ever made, so a hub nobody listens to does no notification
-/// work at all.
+/// Counts SensorThings subscriptions ever made (and a bridge), so a hub nobody listens to does
+/// no notification work at all.
 #[derive(Debug, Default)]
 pub struct Listening(pub AtomicUsize);
 
 /// Runs until the channel closes: renders and publishes the notifications of each change.
-pub async fn run<H: Hooks>(
-    mut changes: tokio::sync::mpsc::Receiver<Vec<Change>>,
+pub(crate) async fn run<H: Hooks>(
+    notifications: Notifications,
     app: App,
     outlet: Outlet<H>,
     variants: Arc<Variants>,
-    listening: Arc<Listening>,
     base: String,
 ) {
+    let Notifications { mut changes, listening } = notifications;
     while let Some(batch) = changes.recv().await {
         if listening.0.load(Ordering::Relaxed) == 0 {
             continue;
@@ -81,57 +99,69 @@ async fn notify<H: Hooks>(
     change: &Change,
 ) -> Result<(), app::AppError> {
     match change {
-        Change::Created { entity, id } | Change::Updated { entity, id } => {
+        Change::Created { entity, id, .. } | Change::Updated { entity, id } => {
             let updated = matches!(change, Change::Updated { .. });
-            let Some((fields, row, query)) = read_with_parents(app, *entity, *id).await? else { return Ok(()) };
+            let stored = match change {
+                Change::Created { record: Some(record), .. } => from_record(*entity, *id, record),
+                _ => match read_with_parents(app, *entity, *id).await? {
+                    Some(stored) => stored,
+                    None => return Ok(()),
+                },
+            };
             let set = entity.set_name();
             let mut topics = vec![format!("{}{set}", topic::PREFIX)];
-            for (item, expanded) in query.expand.iter().zip(&row.expanded) {
-                let (Expanded::One { row: Some(parent), .. }, Some(back)) = (expanded, entity.inverse(item.navigation))
-                else {
-                    continue;
-                };
-                topics.push(format!(
-                    "{}{}({})/{}",
-                    topic::PREFIX,
-                    item.navigation.target.set_name(),
-                    parent.id,
-                    back.name
-                ));
+            for (navigation, parent) in &stored.parents {
+                let Some(back) = entity.inverse(navigation) else { continue };
+                topics.push(format!("{}{}({parent})/{}", topic::PREFIX, navigation.target.set_name(), back.name));
             }
             if updated {
                 topics.push(format!("{}{set}({id})", topic::PREFIX));
-                for (field, value) in fields.iter().zip(&row.values) {
+                for (field, value) in stored.fields.iter().zip(&stored.row.values) {
                     let payload = property_payload(field.name, value);
                     send(outlet, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload);
                 }
             }
+            // The payload without `$select` is the same on every topic: rendered once.
+            let mut full = None;
             for base_topic in topics {
-                publish_entity(outlet, variants, base, &base_topic, *entity, &fields, &row);
+                publish_entity(outlet, variants, base, &base_topic, *entity, &stored, &mut full);
             }
         }
         Change::Linked { navigation, from, to } => {
             let Some(source) = EntityType::ALL.into_iter().find(|e| e.navigations().contains(navigation)) else {
                 return Ok(());
             };
-            let Some((fields, row, _)) = read_with_parents(app, navigation.target, *to).await? else { return Ok(()) };
+            let Some(stored) = read_with_parents(app, navigation.target, *to).await? else { return Ok(()) };
             let base_topic = format!("{}{}({from})/{}", topic::PREFIX, source.set_name(), navigation.name);
-            publish_entity(outlet, variants, base, &base_topic, navigation.target, &fields, &row);
+            publish_entity(outlet, variants, base, &base_topic, navigation.target, &stored, &mut None);
         }
         Change::Deleted { .. } => {}
     }
     Ok(())
 }
 
-/// The entity with the ids of the entities it points to (to find its navigation topics).
-async fn read_with_parents(
-    app: &App,
-    entity: EntityType,
-    id: Id,
-) -> Result<Option<(Vec<&'static model::Property>, Row, Query)>, app::AppError> {
+/// An entity as notifications render it, with the ids of the entities it points to (which
+/// decide its navigation topics).
+struct Stored {
+    fields: Vec<&'static model::Property>,
+    row: Row,
+    parents: Vec<(&'static model::Navigation, Id)>,
+}
+
+/// A created Observation from the record the write job kept: no read-back.
+fn from_record(entity: EntityType, id: Id, record: &store::Record) -> Stored {
+    Stored {
+        fields: entity.properties().iter().collect(),
+        row: Row { id, values: record.values.iter().map(|(_, value)| value.clone()).collect(), expanded: Vec::new() },
+        parents: record.links.iter().filter_map(|(navigation, target)| Some((*navigation, (*target)?))).collect(),
+    }
+}
+
+/// The entity read back, with the ids of its to-one navigations.
+async fn read_with_parents(app: &App, entity: EntityType, id: Id) -> Result<Option<Stored>, app::AppError> {
     let path = odata::parse_path(&format!("/{}({id})", entity.set_name()))?;
     let only_id = Query { select: Some(vec![SelectItem::Id]), ..Query::default() };
-    let expand = entity
+    let expand: Vec<Expand> = entity
         .navigations()
         .iter()
         .filter(|n| !n.many)
@@ -139,21 +169,34 @@ async fn read_with_parents(
         .collect();
     let query = Query { expand, ..Query::default() };
     match app.read(path, query.clone()).await {
-        Ok(ReadResult::Entity { fields, row, .. }) => Ok(Some((fields, row, query))),
+        Ok(ReadResult::Entity { fields, mut row, .. }) => {
+            let parents = query
+                .expand
+                .iter()
+                .zip(&row.expanded)
+                .filter_map(|(item, expanded)| match expanded {
+                    Expanded::One { row: Some(parent), .. } => Some((item.navigation, parent.id)),
+                    _ => None,
+                })
+                .collect();
+            row.expanded.clear();
+            Ok(Some(Stored { fields, row, parents }))
+        }
         Ok(_) | Err(app::AppError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Publishes the entity on `base_topic` and on each remembered `$select` variant of it.
+/// Publishes the entity on `base_topic` and on each remembered `$select` variant of it. `full`
+/// caches the payload without `$select` across the topics of one change.
 fn publish_entity<H: Hooks>(
     outlet: &Outlet<H>,
     variants: &Variants,
     base: &str,
     base_topic: &str,
     entity: EntityType,
-    fields: &[&'static model::Property],
-    row: &Row,
+    stored: &Stored,
+    full: &mut Option<String>,
 ) {
     let encoder = Encoder { base };
     for topic_text in variants.of(base_topic) {
@@ -161,10 +204,20 @@ fn publish_entity<H: Hooks>(
             Some(Ok(parsed)) => parsed.query,
             _ => Query::default(),
         };
-        // The row was read with every field; `$select` keeps the chosen ones.
-        let (chosen, values): (Vec<&'static model::Property>, Vec<Value>) = fields
+        if query.select.is_none() {
+            let payload = full.get_or_insert_with(|| {
+                let mut payload = String::with_capacity(512);
+                encoder.entity(&mut payload, entity, &stored.fields, &stored.row, &Query::default());
+                payload
+            });
+            send(outlet, &topic_text, payload.clone());
+            continue;
+        }
+        // The row holds every field; `$select` keeps the chosen ones.
+        let (chosen, values): (Vec<&'static model::Property>, Vec<Value>) = stored
+            .fields
             .iter()
-            .zip(&row.values)
+            .zip(&stored.row.values)
             .filter(|(field, _)| {
                 query.select.as_ref().is_none_or(|items| {
                     items.iter().any(|i| matches!(i, SelectItem::Property(p) if p.name == field.name))
@@ -172,7 +225,7 @@ fn publish_entity<H: Hooks>(
             })
             .map(|(field, value)| (*field, value.clone()))
             .unzip();
-        let shaped = Row { id: row.id, values, expanded: Vec::new() };
+        let shaped = Row { id: stored.row.id, values, expanded: Vec::new() };
         let mut payload = String::with_capacity(512);
         encoder.entity(&mut payload, entity, &chosen, &shaped, &Query { expand: Vec::new(), ..query });
         send(outlet, &topic_text, payload);

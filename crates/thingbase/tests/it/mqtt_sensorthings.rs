@@ -86,6 +86,9 @@ fn publishing_creates_observations_and_subscribers_receive_creates_from_mqtt_and
         assert_eq!(got[0].0, format!("v1.1/Datastreams({ds})/Observations"));
         assert_eq!(got[0].1["result"], 42);
         assert!(got[0].1["@iot.selfLink"].as_str().unwrap().contains("/v1.1/Observations("));
+        // The notification is the entity exactly as a GET shows it.
+        let id = got[0].1["@iot.id"].as_i64().unwrap();
+        assert_eq!(got[0].1, server.get(&format!("/Observations({id})")).json);
         assert_eq!(got[1].0, "v1.1/Observations?$select=result");
         assert_eq!(got[1].1, json!({"result": 42}), "$select shapes the notification");
 
