@@ -35,11 +35,14 @@ pub struct ApiSettings {
     pub public_url: Option<String>,
     /// The largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// The port of the MQTT broker (which also answers WebSockets at `/mqtt` on this server):
+    /// the service root then lists the MQTT conformance classes and endpoints.
+    pub mqtt_port: Option<u16>,
 }
 
 impl Default for ApiSettings {
     fn default() -> ApiSettings {
-        ApiSettings { public_url: None, max_body_bytes: 16 * 1024 * 1024 }
+        ApiSettings { public_url: None, max_body_bytes: 16 * 1024 * 1024, mqtt_port: None }
     }
 }
 

@@ -1,7 +1,5 @@
 //! The service root: the entity sets and `serverSettings.conformance`, listing exactly the
-//! conformance classes this server implements.
-
-use std::fmt::Write as _;
+//! conformance classes this server implements, and the MQTT endpoints (OGC 18-088 §8.2).
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -21,6 +19,14 @@ pub const CONFORMANCE: &[&str] = &[
     "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array",
 ];
 
+/// The MQTT extension's classes, listed when MQTT endpoints are configured.
+pub const MQTT_CONFORMANCE: &[&str] =
+    &[MQTT_CREATE, "http://www.opengis.net/spec/iot_sensing/1.1/req/receive-updates-via-mqtt/receive-updates"];
+
+/// The class whose `serverSettings` entry lists the MQTT endpoints.
+const MQTT_CREATE: &str =
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/create-observations-via-mqtt/observations-creation";
+
 pub async fn service_root(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
     let base = base_url(&state.settings, &headers);
     let mut out = String::from("{\"value\":[");
@@ -35,12 +41,41 @@ pub async fn service_root(State(state): State<ApiState>, headers: HeaderMap) -> 
         out.push('}');
     }
     out.push_str("],\"serverSettings\":{\"conformance\":[");
-    for (i, class) in CONFORMANCE.iter().enumerate() {
+    let endpoints = state.settings.mqtt_port.map(|port| mqtt_endpoints(&base, port)).unwrap_or_default();
+    let mqtt = if endpoints.is_empty() { &[][..] } else { MQTT_CONFORMANCE };
+    for (i, class) in CONFORMANCE.iter().chain(mqtt).enumerate() {
         if i > 0 {
             out.push(',');
         }
         string(&mut out, class);
     }
-    let _ = write!(out, "]}}}}");
+    out.push(']');
+    if !endpoints.is_empty() {
+        out.push(',');
+        string(&mut out, MQTT_CREATE);
+        out.push_str(":{\"endpoints\":[");
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            string(&mut out, endpoint);
+        }
+        out.push_str("]}");
+    }
+    out.push_str("}}");
     Reply::json(200, out.into_bytes())
+}
+
+/// The MQTT endpoints of a server whose service root is `base` (`http://host:8080/v1.1`): the
+/// broker's own port on the same host, and WebSockets at `/mqtt` beside the service root.
+pub fn mqtt_endpoints(base: &str, port: u16) -> Vec<String> {
+    let root = base.strip_suffix(&format!("/{}", crate::VERSION)).unwrap_or(base);
+    let (scheme, rest) = root.split_once("://").unwrap_or(("http", root));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+        None => authority.split(':').next().unwrap_or(authority).to_owned(),
+    };
+    let websocket = if scheme == "https" { "wss" } else { "ws" };
+    vec![format!("mqtt://{host}:{port}"), format!("{websocket}://{rest}/mqtt")]
 }

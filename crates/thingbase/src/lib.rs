@@ -91,17 +91,12 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
     let (changes, notifications) = mqtt_api::ChangeChannel::new();
     let app = app::App::new(Arc::new(store), paging).with_change_bus(Arc::new(changes));
-    let settings =
-        http_api::ApiSettings { public_url: config.public_url.clone(), max_body_bytes: config.max_body_bytes };
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let mut http_listeners = Vec::new();
-    for ip in &config.bind {
-        let addr = SocketAddr::new(*ip, config.http_port);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        http_listeners.push(listener);
-    }
-    let http_addrs = http_listeners.iter().map(tokio::net::TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
+    let http_listeners = bind(&config.bind, config.http_port, "HTTP").await?;
+    let mqtt_listeners = bind(&config.bind, config.mqtt_port, "MQTT").await?;
+    let http_addrs = local_addrs(&http_listeners)?;
+    let mqtt_addrs = local_addrs(&mqtt_listeners)?;
     // Self links in notifications point where HTTP clients reach the server.
     let base = match (&config.public_url, http_addrs.first()) {
         (Some(url), _) => format!("{}/{}", url.trim_end_matches('/'), http_api::VERSION),
@@ -109,6 +104,11 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         (None, None) => format!("http://localhost/{}", http_api::VERSION),
     };
     let mqtt = mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), notifications, base);
+    let settings = http_api::ApiSettings {
+        public_url: config.public_url.clone(),
+        max_body_bytes: config.max_body_bytes,
+        mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
+    };
     let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
     let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics })
         .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
@@ -133,13 +133,8 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             }
         }));
     }
-    let mut mqtt_addrs = Vec::new();
-    for ip in &config.bind {
-        let addr = SocketAddr::new(*ip, config.mqtt_port);
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for MQTT on {addr}"))?;
+    for listener in mqtt_listeners {
         let local = listener.local_addr()?;
-        mqtt_addrs.push(local);
         tracing::info!(%local, "MQTT broker listening; SensorThings topics under v1.1/");
         let broker = mqtt.broker.clone();
         let mut watch = watch.clone();
@@ -152,6 +147,22 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         }));
     }
     Ok(Server { http_addrs, mqtt_addrs, app, shutdown, tasks })
+}
+
+/// One listener per address in `bind` on `port` (0: a free port per address).
+async fn bind(bind: &[IpAddr], port: u16, what: &str) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(bind.len());
+    for ip in bind {
+        let addr = SocketAddr::new(*ip, port);
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn local_addrs(listeners: &[tokio::net::TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
+    listeners.iter().map(tokio::net::TcpListener::local_addr).collect()
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.

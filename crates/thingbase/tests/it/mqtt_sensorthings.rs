@@ -284,3 +284,25 @@ fn a_websocket_without_the_mqtt_subprotocol_is_refused() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("mqtt` subprotocol"), "{answer}");
 }
+
+#[test]
+fn creates_by_data_array_and_batch_notify_in_commit_order() {
+    let server = TestServer::start("mqtt-bulk");
+    let ds = datastream(&server);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (subscriber, mut events) = client(&server, "bulk-watcher");
+        subscriber.subscribe(format!("v1.1/Datastreams({ds})/Observations"), QoS::AtLeastOnce).await.unwrap();
+        subscribed(&mut events).await;
+        let rows = json!([{"Datastream": {"@iot.id": ds}, "components": ["result"], "dataArray": [[1], [2], [3]]}]);
+        assert_eq!(server.post("/CreateObservations", rows).status, 201);
+        let batch = json!({"requests": [
+            {"id": "a", "method": "post", "url": format!("Datastreams({ds})/Observations"), "body": {"result": 4}},
+            {"id": "b", "method": "post", "url": "Observations", "body": {"result": 5, "Datastream": {"@iot.id": ds}}}
+        ]});
+        assert_eq!(server.post("/$batch", batch).status, 200);
+        let got = receive(&mut events, 5).await;
+        let results: Vec<i64> = got.iter().map(|(_, body)| body["result"].as_i64().unwrap()).collect();
+        assert_eq!(results, [1, 2, 3, 4, 5], "one notification per Observation, in commit order");
+    });
+}

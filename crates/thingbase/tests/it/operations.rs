@@ -28,8 +28,9 @@ fn help_lists_every_setting_and_unknown_flags_are_errors() {
 fn health_metrics_openapi_and_graceful_shutdown() {
     let dir = TempDir::new("operations");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = binary()
-        .args(["serve", "--log-format", "json", "--mqtt-port", "0"])
+        .args(["serve", "--log-format", "json", "--mqtt-port", &mqtt_port.to_string()])
         .env("THINGBASE_HTTP_PORT", port.to_string())
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())
@@ -49,14 +50,46 @@ fn health_metrics_openapi_and_graceful_shutdown() {
     assert!(sets.contains(&"MultiDatastreams") && sets.contains(&"FeaturesOfInterest"), "{sets:?}");
     let conformance = service["serverSettings"]["conformance"].as_array().unwrap();
     assert!(conformance.iter().any(|c| c.as_str().unwrap().ends_with("create-update-delete")));
+    assert!(conformance.iter().any(|c| c.as_str().unwrap().ends_with("receive-updates-via-mqtt/receive-updates")));
+    let create_via_mqtt =
+        "http://www.opengis.net/spec/iot_sensing/1.1/req/create-observations-via-mqtt/observations-creation";
+    assert_eq!(
+        service["serverSettings"][create_via_mqtt]["endpoints"],
+        serde_json::json!([format!("mqtt://127.0.0.1:{mqtt_port}"), format!("ws://127.0.0.1:{port}/mqtt")])
+    );
 
     let openapi = request("GET", &format!("{root}/openapi.json"), None, None).json;
     assert_eq!(openapi["openapi"], "3.0.3");
     assert!(openapi["paths"]["/Things({id})"]["patch"].is_object());
 
     request("GET", &format!("{root}/v1.1/Things"), None, None);
+    // An MQTT client that is still connected, subscribed, and has published one message.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mqtt = runtime.block_on(async {
+        let (client, mut events) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("ops", "127.0.0.1", mqtt_port), 10);
+        client.subscribe("ops/#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+        client.publish("ops/x", rumqttc::QoS::AtLeastOnce, false, "1").await.unwrap();
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = events.poll().await.unwrap() {
+                break;
+            }
+        }
+        (client, tokio::spawn(async move { while events.poll().await.is_ok() {} }))
+    });
     let metrics = request("GET", &format!("{root}/metrics"), None, None).text;
-    assert!(metrics.contains("thingbase_http_requests_total"), "{metrics}");
+    for name in [
+        "thingbase_http_requests_total",
+        "mqtt_connections 1",
+        "mqtt_subscriptions 1",
+        "mqtt_messages_received_total 1",
+        "mqtt_messages_sent_total 1",
+        "mqtt_queued_messages",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    drop(mqtt);
+    drop(runtime);
 
     // SIGTERM: the process finishes and exits cleanly.
     let pid = child.id().to_string();
