@@ -109,7 +109,7 @@ pub(crate) fn publish_error(error: AppError) -> PublishError {
         }
         other => other.to_string(),
     };
-    tracing::info!(%message, "mqtt: publish refused");
+    // The broker (or the bridge) logs the refusal with the client and topic.
     PublishError::new(reason, message)
 }
 
@@ -123,9 +123,10 @@ impl Hooks for SensorThingsHooks {
     fn authorize_subscribe(&self, _principal: &(), filter: &TopicFilter) -> bool {
         let text = filter.as_str();
         let wildcard = text.contains(['+', '#']);
-        // Wildcards may cover SensorThings topics too; counting them all only switches the
-        // notifier on.
-        if topic::is_sensorthings(text) || wildcard {
+        // Wildcard filters whose first level is one (`#`, `+/...`) cover SensorThings topics
+        // too; counting them only switches the notifier on.
+        let first_level = text.split('/').next().unwrap_or_default();
+        if topic::is_sensorthings(text) || matches!(first_level, "+" | "#") {
             self.listening.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if !topic::is_sensorthings(text) || wildcard {

@@ -306,3 +306,48 @@ fn creates_by_data_array_and_batch_notify_in_commit_order() {
         assert_eq!(results, [1, 2, 3, 4, 5], "one notification per Observation, in commit order");
     });
 }
+
+/// Debian's `mosquitto_pub` and `mosquitto_sub` against the SensorThings topics of the
+/// embedded broker: a v5 publish creates, a wildcard subscriber sees the notification, and an
+/// invalid v5 publish is refused with "payload format invalid".
+#[test]
+fn mosquitto_clients_create_and_receive_on_sensorthings_topics() {
+    let server = TestServer::start("mqtt-mosquitto-clients");
+    let ds = datastream(&server);
+    let port = server.mqtt_addr().port().to_string();
+    let topic = format!("v1.1/Datastreams({ds})/Observations");
+    let mut subscriber = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-t", "v1.1/#", "-C", "1", "-W", "10", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs (apt-get install mosquitto-clients)");
+    // Until the subscription is in place, each publish creates one more Observation.
+    let publish = |payload: &str| {
+        std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-q", "1", "-t", &topic, "-m", payload, "-d"])
+            .output()
+            .expect("mosquitto_pub runs (apt-get install mosquitto-clients)")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut created = 0;
+    // mosquitto_sub exits after its one message.
+    while subscriber.try_wait().expect("mosquitto_sub status").is_none() {
+        assert!(std::time::Instant::now() < deadline, "mosquitto_sub got no notification");
+        assert!(publish(r#"{"result": 12.5}"#).status.success());
+        created += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut line = String::new();
+    std::io::Read::read_to_string(&mut subscriber.stdout.take().expect("piped"), &mut line).expect("output");
+    let (received_topic, body) = line.trim().split_once(' ').expect("topic and payload");
+    // The first of the collection topics the new Observation is announced on.
+    assert_eq!(received_topic, "v1.1/Observations", "{line}");
+    let body: Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(body["result"], 12.5);
+    let stored = server.get(&format!("/Datastreams({ds})/Observations?$count=true&$top=0"));
+    assert_eq!(stored.json["@iot.count"], created);
+
+    let refused = publish(r#"{"result": 1, "phenomenonTime": "never"}"#);
+    let trace = String::from_utf8_lossy(&refused.stderr).to_string() + &String::from_utf8_lossy(&refused.stdout);
+    assert!(trace.contains("RC:153"), "a v5 PUBACK with reason code 0x99: {trace}");
+}
