@@ -44,8 +44,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many more deliveries one wake-up takes from the session channel before writing.
 const DELIVERY_BATCH: usize = 256;
 
-/// How many bytes one read takes from the socket.
+/// How many bytes one read takes from the socket of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// The read buffer of a quiet connection (CONNECT, PINGREQ, the odd small publish): idle
+/// connections are most of them, and each would otherwise hold a [`READ_CHUNK`]. A read that
+/// fills it grows the buffer; a small read shrinks it again.
+const SMALL_READ: usize = 512;
 
 /// How long a new subscription waits for the application's current state of it.
 const CURRENT_STATE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,6 +175,8 @@ struct ClientConnection<H: Hooks, S> {
     input: Vec<u8>,
     input_start: usize,
     input_end: usize,
+    /// The length of the last read, which sizes the next one.
+    last_read: usize,
     /// Bytes to write, gathered while handling one input.
     output: Vec<u8>,
     /// 1.5 × the client's keep-alive, as the protocol computed it.
@@ -206,9 +213,10 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             protocol,
             version: ProtocolVersion::V3_1_1,
             busy,
-            input: vec![0; READ_CHUNK],
+            input: vec![0; SMALL_READ],
             input_start: 0,
             input_end: 0,
+            last_read: 0,
             output: Vec::new(),
             keep_alive_timeout: None,
             keep_alive_deadline: None,
@@ -249,6 +257,9 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             // Bytes read earlier and left while the window was full.
             return self.receive().await;
         }
+        if can_read {
+            self.size_read_buffer();
+        }
         let connected = self.session.is_some();
         let input = tokio::select! {
             read = self.stream.read(&mut self.input), if can_read => Input::Read(read),
@@ -264,6 +275,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             Input::Read(Ok(length)) => {
                 self.input_start = 0;
                 self.input_end = length;
+                self.last_read = length;
                 self.receive().await
             }
             Input::Read(Err(_)) => Err(Close::normal("connection_lost")),
@@ -306,6 +318,21 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                 Err(Close::normal("server_shutting_down"))
             }
             Input::ConnectTimeout => Err(Close::notable("connect_timeout")),
+        }
+    }
+
+    /// Grows the read buffer after a read that filled it, shrinks it after a small one. Only
+    /// called when everything read has been handled, so no bytes are lost.
+    fn size_read_buffer(&mut self) {
+        let wanted = if self.last_read >= self.input.len() {
+            READ_CHUNK
+        } else if self.last_read < SMALL_READ {
+            SMALL_READ
+        } else {
+            self.input.len()
+        };
+        if wanted != self.input.len() {
+            self.input = vec![0; wanted];
         }
     }
 
