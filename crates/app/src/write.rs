@@ -276,7 +276,11 @@ fn create_entity(
                     match reference(item)? {
                         Some(child) => {
                             require_exists(w, nav.target, child)?;
-                            w.update(nav.target, child, &Record { values: Vec::new(), links: vec![(back, Some(id))] })?;
+                            w.update(
+                                nav.target,
+                                child,
+                                &Record { values: Vec::new(), links: vec![(back, Some(id))], project: None },
+                            )?;
                         }
                         None => {
                             create(w, nav.target, item, Some((back, id)))?;
@@ -406,8 +410,11 @@ fn after_link(w: &mut dyn Writer, entity: EntityType, nav: &Navigation, id: Id, 
         return Err(AppError::Internal("schema".into()));
     };
     for (thing, locations) in things {
-        let record =
-            Record { values: vec![(time, Value::Instant(Instant::now()))], links: vec![(thing_nav, Some(thing))] };
+        let record = Record {
+            values: vec![(time, Value::Instant(Instant::now()))],
+            links: vec![(thing_nav, Some(thing))],
+            project: None,
+        };
         let hl_id = w.insert(hl, &record)?;
         for location in locations {
             w.link(locations_nav, hl_id, location)?;
@@ -556,7 +563,11 @@ fn extend_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id, feature:
         None => feature_geometry.envelope(),
     };
     let (Some(area), Some(property)) = (area, entity.property("observedArea")) else { return Ok(()) };
-    let record = Record { values: vec![(property, Value::Json(area.to_geojson().to_string()))], links: Vec::new() };
+    let record = Record {
+        values: vec![(property, Value::Json(area.to_geojson().to_string()))],
+        links: Vec::new(),
+        project: None,
+    };
     w.update(entity, id, &record)?;
     Ok(())
 }
@@ -652,6 +663,7 @@ fn generated_feature(w: &mut dyn Writer, entity: EntityType, id: Id) -> Result<I
             (field("feature")?, Value::Json(location.location_json)),
         ],
         links: Vec::new(),
+        project: None,
     };
     let feature_id = w.insert(feature, &record)?;
     w.remember_generated_feature(location.location, feature_id)?;
@@ -843,7 +855,7 @@ fn recompute_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id) -> Re
     }
     let observed_area = entity.property("observedArea").ok_or_else(|| AppError::Internal("schema".into()))?;
     let value = area.map_or(Value::Null, |a| Value::Json(a.to_geojson().to_string()));
-    w.update(entity, id, &Record { values: vec![(observed_area, value)], links: Vec::new() })?;
+    w.update(entity, id, &Record { values: vec![(observed_area, value)], links: Vec::new(), project: None })?;
     Ok(())
 }
 
@@ -903,10 +915,14 @@ fn link_at(w: &mut dyn Writer, path: &ResourcePath, id: Id) -> Result<WriteOutco
         }
         Link::Reverse(_) => {
             let back = parent.inverse(nav).ok_or_else(|| AppError::Internal("navigation without inverse".into()))?;
-            w.update(nav.target, id, &Record { values: Vec::new(), links: vec![(back, Some(parent_id))] })?;
+            w.update(
+                nav.target,
+                id,
+                &Record { values: Vec::new(), links: vec![(back, Some(parent_id))], project: None },
+            )?;
         }
         Link::Column(_) => {
-            w.update(parent, parent_id, &Record { values: Vec::new(), links: vec![(nav, Some(id))] })?;
+            w.update(parent, parent_id, &Record { values: Vec::new(), links: vec![(nav, Some(id))], project: None })?;
         }
     }
     Ok(WriteOutcome::Linked)
@@ -1009,7 +1025,8 @@ pub fn create_data_arrays(
                         format!("a row has {} values for {} components", row.len(), columns.len()),
                     ));
                 }
-                let mut record = Record { values: Vec::with_capacity(row.len()), links: vec![(nav, Some(parent))] };
+                let mut record =
+                    Record { values: Vec::with_capacity(row.len()), links: vec![(nav, Some(parent))], project: None };
                 for (column, value) in columns.iter().zip(row) {
                     match column {
                         Ok(property) => record.values.push((property, to_value(ty, property, value)?)),

@@ -84,6 +84,19 @@ pub struct OrderBy {
     pub descending: bool,
 }
 
+/// Which entities a read may see, whatever its query says: the access rule's part of a query.
+/// The SQL compiler applies it to every entity a statement touches (the entities read, those
+/// reached through paths in `$filter` and the resource path, and every `$expand` level), so a
+/// hidden entity is never returned, counted, matched or revealed through a navigation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// Everything: the server's own work and principals allowed to see all projects.
+    #[default]
+    All,
+    /// Only entities of these projects (by project id); empty means nothing.
+    Projects(Vec<i64>),
+}
+
 /// The static type of an expression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Type {

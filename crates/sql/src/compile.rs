@@ -7,9 +7,15 @@
 //! collection is one statement for all parents: the ids of the parents are one parameter and
 //! each parent's page is picked by a correlated `IN (SELECT ... LIMIT n)`, so the cost is one
 //! index probe per parent and never one query per parent.
+//!
+//! Every statement takes the reader's [`Visibility`]: every alias of an entity table a
+//! statement introduces (the entities read, each navigation hop, each expanded level) gets the
+//! condition `alias.project_id IN (...)`, so nothing hidden is returned, counted or matched, and
+//! a hidden entity on a to-one path reads as absent. This is the only place the access rule
+//! becomes SQL.
 
 use model::{EntityType, Instant, Link, Navigation, Property, PropertyKind};
-use odata::{BinaryOp, Expr, Function, Literal, Member, MemberPath, Query};
+use odata::{BinaryOp, Expr, Function, Literal, Member, MemberPath, Query, Visibility};
 
 use crate::columns::columns;
 use crate::dialect::{DatePart, Dialect, JsonAs};
@@ -41,13 +47,14 @@ pub struct ExpandedPage {
 /// `constraint` is ANDed with the query's own `$filter` (the resource path's condition).
 pub fn select(
     dialect: &dyn Dialect,
+    visibility: &Visibility,
     entity: EntityType,
     query: &Query,
     constraint: Option<&Expr>,
     page: Page,
     now: Instant,
 ) -> (Statement, Selection) {
-    let mut c = Compiler::new(dialect, now);
+    let mut c = Compiler::new(dialect, visibility, now);
     let selection = selection(entity, query);
     let root = c.alias();
     let scope = Scope::root(&root, entity);
@@ -67,12 +74,13 @@ pub fn select(
 /// `SELECT COUNT(*)` of what [`select`] would return without paging.
 pub fn count(
     dialect: &dyn Dialect,
+    visibility: &Visibility,
     entity: EntityType,
     filter: Option<&Expr>,
     constraint: Option<&Expr>,
     now: Instant,
 ) -> Statement {
-    let mut c = Compiler::new(dialect, now);
+    let mut c = Compiler::new(dialect, visibility, now);
     let root = c.alias();
     let scope = Scope::root(&root, entity);
     let mut sql = format!("SELECT COUNT(*) FROM {} {root}", entity.table());
@@ -87,8 +95,10 @@ pub fn count(
 /// The entities reached from each of `parents` (entities of type `parent`) through `navigation`,
 /// filtered, ordered and paged per parent by `query`. Rows are `(parent id, id, fields...)`,
 /// ordered by parent, then as the query asks.
+#[allow(clippy::too_many_arguments, reason = "each is one independent input of the statement")]
 pub fn select_expanded(
     dialect: &dyn Dialect,
+    visibility: &Visibility,
     parent: EntityType,
     navigation: &Navigation,
     query: &Query,
@@ -96,7 +106,7 @@ pub fn select_expanded(
     page: Page,
     now: Instant,
 ) -> ExpandedPage {
-    let mut c = Compiler::new(dialect, now);
+    let mut c = Compiler::new(dialect, visibility, now);
     let target = navigation.target;
     let selection = selection(target, query);
     let ids = c.param(Param::IdList(parents.to_vec()));
@@ -159,13 +169,14 @@ pub fn select_expanded(
 /// that pass `filter`.
 pub fn count_expanded(
     dialect: &dyn Dialect,
+    visibility: &Visibility,
     parent: EntityType,
     navigation: &Navigation,
     filter: Option<&Expr>,
     parents: &[i64],
     now: Instant,
 ) -> Statement {
-    let mut c = Compiler::new(dialect, now);
+    let mut c = Compiler::new(dialect, visibility, now);
     let ids = c.param(Param::IdList(parents.to_vec()));
     let list = c.alias();
     let inner = c.alias();
@@ -285,14 +296,36 @@ fn same_hops(a: &[&Navigation], b: &[&Navigation]) -> bool {
 
 struct Compiler<'d> {
     dialect: &'d dyn Dialect,
+    visibility: &'d Visibility,
     params: Vec<Param>,
     aliases: usize,
     now: Instant,
 }
 
 impl<'d> Compiler<'d> {
-    fn new(dialect: &'d dyn Dialect, now: Instant) -> Compiler<'d> {
-        Compiler { dialect, params: Vec::new(), aliases: 0, now }
+    fn new(dialect: &'d dyn Dialect, visibility: &'d Visibility, now: Instant) -> Compiler<'d> {
+        Compiler { dialect, visibility, params: Vec::new(), aliases: 0, now }
+    }
+
+    /// The visibility condition on the entity aliased `alias`, if the reader is restricted.
+    fn visible(&mut self, alias: &str) -> Option<String> {
+        let projects = match self.visibility {
+            Visibility::All => return None,
+            Visibility::Projects(projects) => projects.clone(),
+        };
+        if projects.is_empty() {
+            return Some("1 = 0".to_owned());
+        }
+        let placeholders: Vec<String> = projects.into_iter().map(|p| self.param(Param::Integer(p))).collect();
+        Some(format!("{alias}.{} IN ({})", crate::PROJECT_COLUMN, placeholders.join(", ")))
+    }
+
+    /// `condition`, and the visibility of `alias` when restricted.
+    fn and_visible(&mut self, condition: String, alias: &str) -> String {
+        match self.visible(alias) {
+            Some(visible) => format!("{condition} AND {visible}"),
+            None => condition,
+        }
     }
 
     fn finish(self, sql: String) -> Statement {
@@ -336,7 +369,12 @@ impl<'d> Compiler<'d> {
     }
 
     fn conditions(&mut self, filter: Option<&Expr>, constraint: Option<&Expr>, scope: &Scope) -> Vec<String> {
-        [constraint, filter].into_iter().flatten().map(|expr| self.predicate(expr, scope)).collect()
+        let mut conditions: Vec<String> = self.visible(&scope.root).into_iter().collect();
+        for expr in [constraint, filter].into_iter().flatten() {
+            let condition = self.predicate(expr, scope);
+            conditions.push(condition);
+        }
+        conditions
     }
 
     fn order_by(&mut self, query: &Query, scope: &Scope) -> String {
@@ -416,6 +454,7 @@ impl<'d> Compiler<'d> {
                     )
                 }
             };
+            let condition = self.and_visible(condition, &next);
             if i == 0 {
                 from_sql = items;
                 correlation = condition;
@@ -505,9 +544,11 @@ impl<'d> Compiler<'d> {
     fn member(&mut self, path: &MemberPath, scope: &Scope) -> Value {
         let (prefix_len, alias, entity) = scope.resolve(&path.hops);
         let mut hops: Vec<&'static Navigation> = path.hops[prefix_len..].to_vec();
-        // `.../Datastream/id` needs no join: the foreign key column holds it.
+        // `.../Datastream/id` needs no join: the foreign key column holds it. Not for a
+        // restricted reader: the id of a hidden entity must read as absent.
         let mut shortcut = None;
         if matches!(path.member, Member::Id)
+            && *self.visibility == Visibility::All
             && let Some(Link::Column(column)) = hops.last().map(|h| h.link)
         {
             hops.pop();

@@ -20,6 +20,10 @@ pub use compile::{ExpandedPage, Page, Selection, count, count_expanded, select, 
 pub use dialect::{Dialect, SqliteDialect};
 pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};
 
+/// The column of every entity table that holds the entity's project, which the visibility
+/// rule reads.
+pub const PROJECT_COLUMN: &str = "project_id";
+
 /// A parameter value bound to a placeholder.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {

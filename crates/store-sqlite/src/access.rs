@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use model::{EntityType, Id, Instant, Link, Navigation};
-use odata::{Expr, Query};
+use odata::{Expr, Query, Visibility};
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 use sql::{Page, SqliteDialect, Statement};
@@ -18,6 +18,8 @@ const DIALECT: SqliteDialect = SqliteDialect;
 /// transaction.
 pub struct Access<'c> {
     pub conn: &'c Connection,
+    /// What the job may see; every compiled statement applies it.
+    pub visibility: &'c Visibility,
 }
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {
@@ -97,7 +99,7 @@ impl Access<'_> {
             } else {
                 Page { limit: None, offset: 0 }
             };
-            let expanded = sql::select_expanded(&DIALECT, entity, nav, sub, &parents, page, now);
+            let expanded = sql::select_expanded(&DIALECT, self.visibility, entity, nav, sub, &parents, page, now);
             let found = self.run_select(&expanded.statement, &expanded.selection.fields, 1)?;
             let mut children: Vec<Row> = Vec::with_capacity(found.len());
             let mut owners: Vec<i64> = Vec::with_capacity(found.len());
@@ -108,7 +110,8 @@ impl Access<'_> {
             // Nested expands run once for all children of all parents.
             self.expand(nav.target, sub, &mut children, paging, now)?;
             let counts = if nav.many && sub.count == Some(true) {
-                let statement = sql::count_expanded(&DIALECT, entity, nav, sub.filter.as_ref(), &parents, now);
+                let statement =
+                    sql::count_expanded(&DIALECT, self.visibility, entity, nav, sub.filter.as_ref(), &parents, now);
                 let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
                 let mut counts = HashMap::new();
                 let mut result = stmt.query(rusqlite::params_from_iter(Self::params(&statement))).map_err(db_error)?;
@@ -165,9 +168,9 @@ impl Reader for Access<'_> {
         let now = Instant::now();
         let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let page = Page { limit: Some(limit + 1), offset: query.skip };
-        let (statement, selection) = sql::select(&DIALECT, entity, query, constraint, page, now);
+        let (statement, selection) = sql::select(&DIALECT, self.visibility, entity, query, constraint, page, now);
         let mut count = if query.count == Some(true) {
-            let statement = sql::count(&DIALECT, entity, query.filter.as_ref(), constraint, now);
+            let statement = sql::count(&DIALECT, self.visibility, entity, query.filter.as_ref(), constraint, now);
             Some(self.scalar_i64(&statement)? as u64)
         } else {
             None
@@ -203,7 +206,8 @@ impl Reader for Access<'_> {
     fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError> {
         let query = Query { select: Some(Vec::new()), ..Query::default() };
         let page = Page { limit: Some(1), offset: 0 };
-        let (statement, selection) = sql::select(&DIALECT, entity, &query, Some(constraint), page, Instant::now());
+        let (statement, selection) =
+            sql::select(&DIALECT, self.visibility, entity, &query, Some(constraint), page, Instant::now());
         Ok(!self.run_select(&statement, &selection.fields, 0)?.is_empty())
     }
 
@@ -215,11 +219,21 @@ impl Reader for Access<'_> {
     ) -> Result<Vec<Id>, StoreError> {
         let query = Query { select: Some(Vec::new()), ..Query::default() };
         let page = Page { limit: None, offset: 0 };
-        let expanded = sql::select_expanded(&DIALECT, entity, navigation, &query, &[from.0], page, Instant::now());
+        let expanded = sql::select_expanded(
+            &DIALECT,
+            self.visibility,
+            entity,
+            navigation,
+            &query,
+            &[from.0],
+            page,
+            Instant::now(),
+        );
         Ok(self.run_select(&expanded.statement, &[], 1)?.into_iter().map(|(_, row)| row.id).collect())
     }
 }
 
+/// The key columns a record sets: its to-one links and, when given, its project.
 fn foreign_keys(record: &Record) -> (Vec<&'static str>, Vec<SqlValue>) {
     let mut names = Vec::new();
     let mut values = Vec::new();
@@ -228,6 +242,10 @@ fn foreign_keys(record: &Record) -> (Vec<&'static str>, Vec<SqlValue>) {
             names.push(column);
             values.push(id.map(|i| SqlValue::Integer(i.0)).unwrap_or(SqlValue::Null));
         }
+    }
+    if let Some(project) = record.project {
+        names.push(sql::PROJECT_COLUMN);
+        values.push(SqlValue::Integer(project));
     }
     (names, values)
 }

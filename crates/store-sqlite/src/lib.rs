@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use odata::Visibility;
 use rusqlite::{Connection, OpenFlags};
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
 
@@ -54,8 +55,8 @@ impl SqliteOptions {
 
 /// A SQLite database file with its writer and readers.
 pub struct SqliteStore {
-    writes: Mutex<Option<SyncSender<(WriteJob, WriteDone)>>>,
-    reads: Mutex<Option<SyncSender<ReadJob>>>,
+    writes: Mutex<Option<SyncSender<Queued>>>,
+    reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -106,7 +107,7 @@ impl SqliteStore {
         migrate::run(&writer)?;
         let mut threads = Vec::new();
 
-        let (write_tx, write_rx) = mpsc::sync_channel::<(WriteJob, WriteDone)>(options.max_group * 4);
+        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
         let max_group = options.max_group.max(1);
         threads.push(
             std::thread::Builder::new()
@@ -115,7 +116,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(Box::new(e)))?,
         );
 
-        let (read_tx, read_rx) = mpsc::sync_channel::<ReadJob>(1024);
+        let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
         let read_rx = Arc::new(Mutex::new(read_rx));
         for i in 0..options.readers.max(1) {
             let conn = open_connection(&options.path, &options, false)?;
@@ -136,25 +137,25 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn read(&self, job: ReadJob) {
+    fn read(&self, visibility: Visibility, job: ReadJob) {
         let sender = self.reads.lock().ok().and_then(|s| s.clone());
         if let Some(sender) = sender {
             // A full queue waits: back-pressure instead of unbounded memory.
-            let _ = sender.send(job);
+            let _ = sender.send((visibility, job));
         }
     }
 
-    fn write(&self, job: WriteJob, done: WriteDone) {
+    fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
         let sender = self.writes.lock().ok().and_then(|s| s.clone());
         match sender {
-            Some(sender) => match sender.try_send((job, done)) {
+            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
                 Ok(()) => {}
                 Err(TrySendError::Full(item)) => {
-                    if let Err(mpsc::SendError((_, done))) = sender.send(item) {
-                        done(Err(StoreError::ShuttingDown));
+                    if let Err(mpsc::SendError(item)) = sender.send(item) {
+                        (item.done)(Err(StoreError::ShuttingDown));
                     }
                 }
-                Err(TrySendError::Disconnected((_, done))) => done(Err(StoreError::ShuttingDown)),
+                Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
             },
             None => done(Err(StoreError::ShuttingDown)),
         }
@@ -180,7 +181,14 @@ impl Drop for SqliteStore {
     }
 }
 
-fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
+/// A write job waiting for the writer, with the visibility of whoever asked for it.
+struct Queued {
+    visibility: Visibility,
+    job: WriteJob,
+    done: WriteDone,
+}
+
+fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -189,7 +197,8 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
                 Err(_) => return,
             }
         };
-        let mut access = Access { conn: &conn };
+        let (visibility, job) = job;
+        let mut access = Access { conn: &conn, visibility: &visibility };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
@@ -198,8 +207,8 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
 
 /// Takes every queued job (up to `max_group`), runs them in one transaction with a savepoint
 /// each, commits, then reports.
-fn write_loop(conn: Connection, jobs: Receiver<(WriteJob, WriteDone)>, max_group: usize) {
-    let mut group: Vec<(WriteJob, WriteDone)> = Vec::with_capacity(max_group);
+fn write_loop(conn: Connection, jobs: Receiver<Queued>, max_group: usize) {
+    let mut group: Vec<Queued> = Vec::with_capacity(max_group);
     loop {
         match jobs.recv_timeout(Duration::from_secs(60)) {
             Ok(first) => group.push(first),
@@ -220,12 +229,12 @@ fn write_loop(conn: Connection, jobs: Receiver<(WriteJob, WriteDone)>, max_group
     let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
-fn commit_group(conn: &Connection, group: &mut Vec<(WriteJob, WriteDone)>) {
+fn commit_group(conn: &Connection, group: &mut Vec<Queued>) {
     let started = std::time::Instant::now();
     let size = group.len();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
-        for (_, done) in group.drain(..) {
+        for Queued { done, .. } in group.drain(..) {
             done(Err(db_error(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                 Some("cannot begin a write transaction".into()),
@@ -234,8 +243,8 @@ fn commit_group(conn: &Connection, group: &mut Vec<(WriteJob, WriteDone)>) {
         return;
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
-    for (job, done) in group.drain(..) {
-        let outcome = run_in_savepoint(conn, job);
+    for Queued { visibility, job, done } in group.drain(..) {
+        let outcome = run_in_savepoint(conn, &visibility, job);
         outcomes.push((done, outcome));
     }
     match conn.execute_batch("COMMIT") {
@@ -260,9 +269,9 @@ fn commit_group(conn: &Connection, group: &mut Vec<(WriteJob, WriteDone)>) {
     }
 }
 
-fn run_in_savepoint(conn: &Connection, job: WriteJob) -> Result<(), StoreError> {
+fn run_in_savepoint(conn: &Connection, visibility: &Visibility, job: WriteJob) -> Result<(), StoreError> {
     conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    let mut access = Access { conn };
+    let mut access = Access { conn, visibility };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {

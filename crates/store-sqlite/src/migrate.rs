@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "observed_features", include_str!("../migrations/0002_observed_features.sql")),
     (3, "ordered_observed_properties", include_str!("../migrations/0003_ordered_observed_properties.sql")),
+    (4, "projects", include_str!("../migrations/0004_projects.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

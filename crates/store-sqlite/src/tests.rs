@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use odata::Visibility;
 use store::{ReadJob, Store, WriteDone, WriteJob};
 
 use crate::{SqliteOptions, SqliteStore};
@@ -33,12 +34,12 @@ fn remove_database(path: &std::path::Path) {
 }
 
 impl Store for TempStore {
-    fn read(&self, job: ReadJob) {
-        self.store.read(job);
+    fn read(&self, visibility: Visibility, job: ReadJob) {
+        self.store.read(visibility, job);
     }
 
-    fn write(&self, job: WriteJob, done: WriteDone) {
-        self.store.write(job, done);
+    fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        self.store.write(visibility, job, done);
     }
 
     fn shutdown(&self) {

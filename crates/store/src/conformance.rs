@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
-use odata::{Expr, Limits, Query};
+use odata::{Expr, Limits, Query, Visibility};
 
 use crate::{Expanded, Paging, Reader, Record, Row, Rows, Store, StoreError, ThingLocation, Value, Writer, id_eq};
 
@@ -55,6 +55,8 @@ macro_rules! store_conformance_tests {
             thing_locations_lists_locations_with_their_generated_feature,
             note_feature_is_true_only_the_first_time,
             shutdown_commits_queued_writes_then_refuses_new_ones,
+            restricted_visibility_hides_other_projects_everywhere,
+            restricted_writes_see_only_their_projects,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -84,6 +86,7 @@ fn try_write<T: Send + 'static>(
     let (value_tx, value_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     store.write(
+        Visibility::All,
         Box::new(move |w| {
             let value = job(w)?;
             let _ = value_tx.send(value);
@@ -106,10 +109,22 @@ fn write<T: Send + 'static>(
 
 /// Runs `job` on a reader and returns its value.
 fn read<T: Send + 'static>(store: &dyn Store, job: impl FnOnce(&mut dyn Reader) -> T + Send + 'static) -> T {
+    read_as(store, Visibility::All, job)
+}
+
+/// Runs `job` on a reader with `visibility` and returns its value.
+fn read_as<T: Send + 'static>(
+    store: &dyn Store,
+    visibility: Visibility,
+    job: impl FnOnce(&mut dyn Reader) -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
-    store.read(Box::new(move |r| {
-        let _ = tx.send(job(r));
-    }));
+    store.read(
+        visibility,
+        Box::new(move |r| {
+            let _ = tx.send(job(r));
+        }),
+    );
     rx.recv_timeout(WAIT).expect("the read job never answered")
 }
 
@@ -155,6 +170,7 @@ fn record(entity: EntityType, values: &[(&str, Value)], links: &[(&str, Option<I
     Record {
         values: values.iter().map(|(name, value)| (property(entity, name), value.clone())).collect(),
         links: links.iter().map(|(name, id)| (navigation_of(entity, name), *id)).collect(),
+        project: None,
     }
 }
 
@@ -935,6 +951,7 @@ pub fn failed_job_rolls_back_only_its_own_changes(store: &dyn Store) {
     let submit = |label: &'static str, job: crate::WriteJob| {
         let done_tx = done_tx.clone();
         store.write(
+            Visibility::All,
             job,
             Box::new(move |outcome| {
                 let _ = done_tx.send((label, outcome));
@@ -1006,6 +1023,7 @@ pub fn reads_see_a_write_only_once_its_done_has_run(store: &dyn Store) {
     let (written_tx, written_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel();
     store.write(
+        Visibility::All,
         Box::new(move |w| {
             thing(w, "pending")?;
             let _ = written_tx.send(());
@@ -1189,6 +1207,7 @@ pub fn shutdown_commits_queued_writes_then_refuses_new_ones(store: &dyn Store) {
     for i in 0..20 {
         let done_tx = done_tx.clone();
         store.write(
+            Visibility::All,
             Box::new(move |w| thing(w, &format!("queued {i}")).map(drop)),
             Box::new(move |outcome| {
                 let _ = done_tx.send(outcome);
@@ -1202,6 +1221,7 @@ pub fn shutdown_commits_queued_writes_then_refuses_new_ones(store: &dyn Store) {
     }
     let (late_tx, late_rx) = mpsc::channel();
     store.write(
+        Visibility::All,
         Box::new(|w| thing(w, "late").map(drop)),
         Box::new(move |outcome| {
             let _ = late_tx.send(outcome);
@@ -1209,4 +1229,126 @@ pub fn shutdown_commits_queued_writes_then_refuses_new_ones(store: &dyn Store) {
     );
     let late = late_rx.recv_timeout(WAIT).expect("a write after shutdown is reported");
     assert!(matches!(late, Err(StoreError::ShuttingDown)), "a write after shutdown: {late:?}");
+}
+
+/// Moves an entity to `project`.
+fn move_to(w: &mut dyn Writer, entity: EntityType, id: Id, project: i64) -> Result<(), StoreError> {
+    let record = Record { values: Vec::new(), links: Vec::new(), project: Some(project) };
+    assert!(w.update(entity, id, &record)?, "{entity}({id:?}) exists");
+    Ok(())
+}
+
+/// Thing "mine" (project 2) with a Datastream and an Observation in project 2; Thing "theirs"
+/// (project 3) with a Datastream and an Observation in project 3; and a Datastream "crossing" of
+/// "mine" (project 2) whose Sensor is in project 3. Returns (mine, theirs, crossing, their
+/// datastream, their sensor).
+fn two_projects(store: &dyn Store) -> (Id, Id, Id, Id, Id) {
+    write(store, |w| {
+        let mine = thing(w, "mine")?;
+        let theirs = thing(w, "theirs")?;
+        let my_ds = datastream(w, mine, "my datastream")?;
+        let their_ds = datastream(w, theirs, "their datastream")?;
+        let their_sensor = sensor(w)?;
+        let my_property = observed_property(w, "crossing")?;
+        let crossing = datastream_of(w, mine, their_sensor, my_property, "crossing")?;
+        let foi = feature(w, "f")?;
+        let my_obs = observation(w, EntityType::Datastream, my_ds, foi, Value::Instant(at(0)), Value::Integer(1))?;
+        let their_obs =
+            observation(w, EntityType::Datastream, their_ds, foi, Value::Instant(at(0)), Value::Integer(2))?;
+        for (entity, id) in
+            [(EntityType::Thing, mine), (EntityType::Datastream, my_ds), (EntityType::Datastream, crossing)]
+        {
+            move_to(w, entity, id, 2)?;
+        }
+        for (entity, id) in [(EntityType::Observation, my_obs), (EntityType::ObservedProperty, my_property)] {
+            move_to(w, entity, id, 2)?;
+        }
+        let my_sensor = w.related(EntityType::Datastream, my_ds, navigation_of(EntityType::Datastream, "Sensor"))?;
+        move_to(w, EntityType::Sensor, my_sensor[0], 2)?;
+        move_to(w, EntityType::FeatureOfInterest, foi, 2)?;
+        for (entity, id) in [
+            (EntityType::Thing, theirs),
+            (EntityType::Datastream, their_ds),
+            (EntityType::Observation, their_obs),
+            (EntityType::Sensor, their_sensor),
+        ] {
+            move_to(w, entity, id, 3)?;
+        }
+        Ok((mine, theirs, crossing, their_ds, their_sensor))
+    })
+}
+
+pub fn restricted_visibility_hides_other_projects_everywhere(store: &dyn Store) {
+    let (mine, theirs, crossing, their_ds, their_sensor) = two_projects(store);
+    let only_mine = || Visibility::Projects(vec![2]);
+    let run = |entity: EntityType, constraint: Option<&str>, raw: &str, visibility: Visibility| {
+        let constraint = constraint.map(|c| filter(entity, c));
+        let query = parse(entity, raw);
+        read_as(store, visibility, move |r| r.query(entity, constraint.as_ref(), &query, PAGING)).expect("query")
+    };
+
+    // The entities read, and their count.
+    let things = run(EntityType::Thing, None, "$count=true", only_mine());
+    assert_eq!((ids(&things), things.count), (vec![mine], Some(1)));
+    assert_eq!(ids(&run(EntityType::Thing, None, "", Visibility::All)).len(), 2, "All sees both");
+    assert!(ids(&run(EntityType::Thing, None, "", Visibility::Projects(Vec::new()))).is_empty());
+    assert!(!read_as(store, only_mine(), move |r| r.exists(EntityType::Thing, &id_eq(theirs))).expect("exists"));
+    assert!(read_as(store, only_mine(), move |r| r.exists(EntityType::Thing, &id_eq(mine))).expect("exists"));
+
+    // Paths in $filter and in the resource path: a hidden entity reads as absent, its id too.
+    let by_name = run(EntityType::Datastream, None, "$filter=Thing/name%20eq%20'theirs'", only_mine());
+    assert!(ids(&by_name).is_empty());
+    let by_sensor =
+        run(EntityType::Datastream, None, &format!("$filter=Sensor/id%20eq%20{}", their_sensor.0), only_mine());
+    assert!(ids(&by_sensor).is_empty(), "the id of a hidden Sensor is not matched");
+    let path = run(EntityType::Datastream, Some(&format!("Thing/id eq {}", theirs.0)), "", only_mine());
+    assert!(ids(&path).is_empty(), "a hidden Thing's Datastreams are not reached through it");
+    let any = run(EntityType::Thing, None, "$filter=Datastreams/name%20eq%20'their%20datastream'", only_mine());
+    assert!(ids(&any).is_empty());
+    let observations = run(EntityType::Observation, None, "$filter=Datastream/Thing/name%20eq%20'mine'", only_mine());
+    assert_eq!(observations.rows.len(), 1);
+
+    // $expand at every level, with counts.
+    let expanded = run(
+        EntityType::Thing,
+        None,
+        "$expand=Datastreams($count=true;$expand=Sensor,Observations)",
+        Visibility::Projects(vec![2, 3]),
+    );
+    assert_eq!(ids(&expanded).len(), 2);
+    let expanded = run(EntityType::Datastream, None, "$expand=Sensor,Thing", only_mine());
+    let crossing_row = expanded.rows.iter().find(|r| r.id == crossing).expect("the crossing Datastream");
+    assert!(matches!(&crossing_row.expanded[0], Expanded::One { row: None, .. }), "its hidden Sensor expands to none");
+    assert!(matches!(&crossing_row.expanded[1], Expanded::One { row: Some(_), .. }), "its own Thing is there");
+    let sensors = run(EntityType::Sensor, None, "$expand=Datastreams($count=true)", Visibility::Projects(vec![3]));
+    let their_sensor_row = sensors.rows.iter().find(|r| r.id == their_sensor).expect("their Sensor");
+    match &their_sensor_row.expanded[0] {
+        Expanded::Many(rows) => assert_eq!((ids(rows), rows.count), (Vec::new(), Some(0)), "crossing is in project 2"),
+        other => panic!("expected a to-many expansion, got {other:?}"),
+    }
+    let theirs_expanded =
+        run(EntityType::Thing, None, "$expand=Datastreams($count=true)", Visibility::Projects(vec![3]));
+    match &theirs_expanded.rows[0].expanded[0] {
+        Expanded::Many(rows) => assert_eq!((ids(rows), rows.count), (vec![their_ds], Some(1))),
+        other => panic!("expected a to-many expansion, got {other:?}"),
+    }
+}
+
+pub fn restricted_writes_see_only_their_projects(store: &dyn Store) {
+    let (mine, theirs, _, _, _) = two_projects(store);
+    let (value_tx, value_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    store.write(
+        Visibility::Projects(vec![2]),
+        Box::new(move |w| {
+            let seen = (w.exists(EntityType::Thing, &id_eq(mine))?, w.exists(EntityType::Thing, &id_eq(theirs))?);
+            let _ = value_tx.send(seen);
+            Ok(())
+        }),
+        Box::new(move |outcome| {
+            let _ = done_tx.send(outcome);
+        }),
+    );
+    done_rx.recv_timeout(WAIT).expect("done").expect("committed");
+    assert_eq!(value_rx.try_recv().expect("a value"), (true, false), "a write job checks links with its visibility");
 }

@@ -12,7 +12,7 @@
 pub mod conformance;
 
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
-use odata::{Expr, Query};
+use odata::{Expr, Query, Visibility};
 
 /// A stored value of one property, typed by the property's kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +114,9 @@ pub struct Record {
     /// To-one navigations stored as a column of this entity, with the target id (or `None` to
     /// clear the link).
     pub links: Vec<(&'static Navigation, Option<Id>)>,
+    /// The project the entity belongs to: set on insert (`None`: the default project, 1) and
+    /// changed on update when `Some`.
+    pub project: Option<i64>,
 }
 
 /// Write access inside a transaction.
@@ -198,12 +201,17 @@ pub type WriteJob = Box<dyn FnOnce(&mut dyn Writer) -> Result<(), StoreError> + 
 pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// A database backend.
+///
+/// Every job runs with the [`Visibility`] of whoever asked: each statement the backend compiles
+/// for it (reads, existence checks, links resolved inside writes) sees only what that
+/// visibility allows. The backend's own maintenance (derived times, generated features,
+/// cascades) sees everything.
 pub trait Store: Send + Sync + 'static {
     /// Runs `job` on a reader; returns at once.
-    fn read(&self, job: ReadJob);
+    fn read(&self, visibility: Visibility, job: ReadJob);
 
     /// Queues `job` for the writer; `done` runs after its transaction committed or failed.
-    fn write(&self, job: WriteJob, done: WriteDone);
+    fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone);
 
     /// Stops accepting work, finishes queued writes and commits them.
     fn shutdown(&self);
