@@ -63,6 +63,7 @@ fn crate_boundaries_hold() {
         ("broker", &["model", "odata", "sql", "store", "app", "axum", "rusqlite", "sensorthings-json"]),
         ("mqtt-api", &["axum", "rusqlite", "store-sqlite", "sql", "http-api"]),
         ("http-api", &["broker", "mqtt-api"]),
+        ("access", &["store", "sql", "rusqlite", "tokio", "axum", "store-sqlite", "app"]),
     ];
     for (krate, banned) in rules {
         let manifest = std::fs::read_to_string(workspace_root().join("crates").join(krate).join("Cargo.toml"))
