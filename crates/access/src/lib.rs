@@ -16,6 +16,8 @@
 //!
 //! Must not depend on `store`, `sql`, a database driver or HTTP.
 
+pub mod credentials;
+
 #[cfg(test)]
 mod tests;
 

@@ -101,3 +101,31 @@ fn role_names_round_trip() {
     }
     assert_eq!(Role::parse("owner"), None);
 }
+
+#[test]
+fn tokens_are_random_prefixed_and_found_by_their_hash_only() {
+    use crate::credentials::{TOKEN_PREFIX, new_token, token_hash};
+    let (first, first_hash) = new_token().expect("randomness");
+    let (second, _) = new_token().expect("randomness");
+    assert_ne!(first, second);
+    assert!(first.as_str().starts_with(TOKEN_PREFIX) && first.as_str().len() == TOKEN_PREFIX.len() + 64);
+    assert_eq!(token_hash(first.as_str()), Some(first_hash.clone()));
+    assert_ne!(first_hash.0, first.as_str(), "the hash is not the secret");
+    assert_eq!(format!("{first:?}"), "TokenSecret(<secret>)", "a secret never prints");
+    for not_a_token in ["", "tbt_", "tbt_xyz", "Bearer tbt_00", &first.as_str()[..40], &format!("{}0", first.as_str())]
+    {
+        assert_eq!(token_hash(not_a_token), None, "{not_a_token:?}");
+    }
+}
+
+#[test]
+fn passwords_are_salted_argon2_and_verify_only_themselves() {
+    use crate::credentials::{CredentialError, hash_password, verify_password};
+    let stored = hash_password("correct horse battery").expect("hashes");
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert_ne!(stored, hash_password("correct horse battery").expect("hashes"), "a fresh salt each time");
+    assert!(verify_password("correct horse battery", &stored));
+    assert!(!verify_password("correct horse batterY", &stored));
+    assert!(!verify_password("correct horse battery", "not a PHC string"));
+    assert_eq!(hash_password("short"), Err(CredentialError::PasswordTooShort));
+}
