@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use model::{EntityType, Id, Interval, Navigation};
 use odata::{Expr, Query};
-use store::{Paging, Reader, Record, Rows, StoreError, ThingLocation, Writer};
+use store::{Paging, Principals, Reader, Record, Rows, StoreError, ThingLocation, Writer};
 
 /// One thing a committed write did.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,6 +94,10 @@ impl Reader for Recording<'_> {
         navigation: &'static Navigation,
     ) -> Result<Vec<Id>, StoreError> {
         self.inner.related(entity, from, navigation)
+    }
+
+    fn principals(&mut self) -> &mut dyn Principals {
+        self.inner.principals()
     }
 }
 

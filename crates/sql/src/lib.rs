@@ -10,6 +10,7 @@ mod columns;
 mod compile;
 mod dialect;
 pub mod fixed;
+pub mod principals;
 mod write;
 
 #[cfg(test)]

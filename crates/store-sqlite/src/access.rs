@@ -231,6 +231,10 @@ impl Reader for Access<'_> {
         );
         Ok(self.run_select(&expanded.statement, &[], 1)?.into_iter().map(|(_, row)| row.id).collect())
     }
+
+    fn principals(&mut self) -> &mut dyn store::Principals {
+        self
+    }
 }
 
 /// The key columns a record sets: its to-one links and, when given, its project.

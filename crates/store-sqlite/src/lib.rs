@@ -11,6 +11,7 @@
 mod access;
 mod functions;
 mod migrate;
+mod principals;
 mod values;
 
 #[cfg(test)]

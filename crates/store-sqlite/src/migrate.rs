@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "observed_features", include_str!("../migrations/0002_observed_features.sql")),
     (3, "ordered_observed_properties", include_str!("../migrations/0003_ordered_observed_properties.sql")),
     (4, "projects", include_str!("../migrations/0004_projects.sql")),
+    (5, "principals", include_str!("../migrations/0005_principals.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

@@ -57,6 +57,9 @@ macro_rules! store_conformance_tests {
             shutdown_commits_queued_writes_then_refuses_new_ones,
             restricted_visibility_hides_other_projects_everywhere,
             restricted_writes_see_only_their_projects,
+            users_and_their_roles_per_project,
+            tokens_are_found_by_hash_with_their_scope_and_revoked_once,
+            projects_start_with_the_default_one,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1351,4 +1354,103 @@ pub fn restricted_writes_see_only_their_projects(store: &dyn Store) {
     );
     done_rx.recv_timeout(WAIT).expect("done").expect("committed");
     assert_eq!(value_rx.try_recv().expect("a value"), (true, false), "a write job checks links with its visibility");
+}
+
+pub fn users_and_their_roles_per_project(store: &dyn Store) {
+    use access::{Grant, Role};
+    let (ada, project) = write(store, |w| {
+        let p = w.principals();
+        let ada = p.insert_user("ada", Some("$argon2id$stub"), false)?;
+        let project = p.insert_project("field trial", false)?;
+        p.set_membership(ada, 1, Some(Role::Viewer))?;
+        p.set_membership(ada, project, Some(Role::Contributor))?;
+        p.set_membership(ada, project, Some(Role::Editor))?;
+        Ok((ada, project))
+    });
+    let duplicate = try_write(store, |w| w.principals().insert_user("ada", None, true));
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+    let (by_name, by_id, missing, grants) = read(store, move |r| {
+        let p = r.principals();
+        (p.user_by_name("ada"), p.user(ada), p.user_by_name("bob"), p.memberships(ada))
+    });
+    let user = by_name.expect("read").expect("ada exists");
+    assert_eq!(
+        (user.id, user.name.as_str(), user.password_hash.as_deref(), user.hub_admin, user.disabled),
+        (ada, "ada", Some("$argon2id$stub"), false, false)
+    );
+    assert_eq!(by_id.expect("read"), Some(user));
+    assert_eq!(missing.expect("read"), None);
+    assert_eq!(
+        grants.expect("read"),
+        [Grant { project: 1, role: Role::Viewer }, Grant { project, role: Role::Editor }],
+        "one role per project, the last one set"
+    );
+    write(store, move |w| w.principals().set_membership(ada, 1, None));
+    let grants = read(store, move |r| r.principals().memberships(ada)).expect("read");
+    assert_eq!(grants, [Grant { project, role: Role::Editor }]);
+}
+
+pub fn tokens_are_found_by_hash_with_their_scope_and_revoked_once(store: &dyn Store) {
+    use crate::{NewToken, TokenScope};
+    use access::{Grant, Role};
+    let grants = vec![Grant { project: 1, role: Role::Contributor }];
+    let expires = at(3600);
+    let scoped = grants.clone();
+    let (user, everything, narrow) = write(store, move |w| {
+        let p = w.principals();
+        let user = p.insert_user("device-operator", None, false)?;
+        let everything =
+            p.insert_token(&NewToken { user, hash: "aa11", label: "ci", scope: TokenScope::User, expires_at: None })?;
+        let narrow = p.insert_token(&NewToken {
+            user,
+            hash: "bb22",
+            label: "station 4",
+            scope: TokenScope::Grants(scoped),
+            expires_at: Some(expires),
+        })?;
+        Ok((user, everything, narrow))
+    });
+    let found = read(store, |r| {
+        let p = r.principals();
+        (p.token_by_hash("aa11"), p.token_by_hash("bb22"), p.token_by_hash("cc33"))
+    });
+    let (first, second, none) = (found.0.expect("read"), found.1.expect("read"), found.2.expect("read"));
+    let first = first.expect("the first token");
+    assert_eq!((first.id, first.user, first.label.as_str(), &first.scope), (everything, user, "ci", &TokenScope::User));
+    assert_eq!((first.expires_at, first.revoked_at), (None, None));
+    let second = second.expect("the second token");
+    assert_eq!((second.id, second.scope, second.expires_at), (narrow, TokenScope::Grants(grants), Some(expires)));
+    assert_eq!(none, None);
+    let duplicate = try_write(store, move |w| {
+        w.principals().insert_token(&NewToken {
+            user,
+            hash: "aa11",
+            label: "again",
+            scope: TokenScope::User,
+            expires_at: None,
+        })
+    });
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "hashes are unique: {duplicate:?}");
+    assert!(write(store, move |w| w.principals().revoke_token(narrow)));
+    assert!(!write(store, move |w| w.principals().revoke_token(narrow)), "revoked once");
+    let revoked = read(store, |r| r.principals().token_by_hash("bb22")).expect("read").expect("still there");
+    assert!(revoked.revoked_at.is_some());
+}
+
+pub fn projects_start_with_the_default_one(store: &dyn Store) {
+    let initial = read(store, |r| r.principals().projects()).expect("read");
+    assert_eq!(
+        initial.iter().map(|p| (p.id, p.name.as_str(), p.open_data)).collect::<Vec<_>>(),
+        [(1, "default", false)]
+    );
+    let trial = write(store, |w| w.principals().insert_project("trial", true));
+    let duplicate = try_write(store, |w| w.principals().insert_project("trial", false));
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+    assert!(write(store, |w| w.principals().set_open_data(1, true)));
+    assert!(!write(store, |w| w.principals().set_open_data(999, true)));
+    let projects = read(store, |r| r.principals().projects()).expect("read");
+    assert_eq!(
+        projects.iter().map(|p| (p.id, p.name.as_str(), p.open_data)).collect::<Vec<_>>(),
+        [(1, "default", true), (trial, "trial", true)]
+    );
 }

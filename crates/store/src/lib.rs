@@ -10,6 +10,9 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod principals;
+
+pub use principals::{NewToken, Principals, ProjectRecord, TokenRecord, TokenScope, UserRecord};
 
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
 use odata::{Expr, Query, Visibility};
@@ -105,6 +108,9 @@ pub trait Reader {
     /// The ids of the entities `navigation` leads to from `from` (an entity of `entity`).
     fn related(&mut self, entity: EntityType, from: Id, navigation: &'static Navigation)
     -> Result<Vec<Id>, StoreError>;
+
+    /// The principal tables (users, tokens, projects) through the same connection.
+    fn principals(&mut self) -> &mut dyn Principals;
 }
 
 /// One entity's stored values to write: properties with values and to-one links by id.
