@@ -72,10 +72,13 @@ pub enum Identity {
         id: i64,
         name: String,
     },
-    /// An API token, acting for its user with the token's own grants.
+    /// An API token, acting for its user with the token's own grants. A one-time token (the
+    /// setup token printed on first start) is revoked by the first change it makes to
+    /// principals.
     Token {
         id: i64,
         user: i64,
+        one_time: bool,
     },
     /// A device, identified by its RFC 9039 URN once onboarding exists.
     Device {

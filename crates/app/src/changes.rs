@@ -99,6 +99,10 @@ impl Reader for Recording<'_> {
     fn principals(&mut self) -> &mut dyn Principals {
         self.inner.principals()
     }
+
+    fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<i64>, StoreError> {
+        self.inner.project_of(entity, id)
+    }
 }
 
 impl Writer for Recording<'_> {
@@ -120,6 +124,14 @@ impl Writer for Recording<'_> {
 
     fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
         let found = self.inner.update(entity, id, record)?;
+        if found && (!record.values.is_empty() || !record.links.is_empty()) {
+            self.changes.push(Change::Updated { entity, id });
+        }
+        Ok(found)
+    }
+
+    fn update_derived(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        let found = self.inner.update_derived(entity, id, record)?;
         if found && (!record.values.is_empty() || !record.links.is_empty()) {
             self.changes.push(Change::Updated { entity, id });
         }

@@ -18,6 +18,12 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// No credentials, or ones that did not check out: authenticate (HTTP 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The server is shutting down or overloaded.
     #[error("the service is unavailable, try again")]
     Unavailable,
@@ -40,6 +46,8 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Conflict(message) => AppError::Conflict(message),
             StoreError::Rejected(message) => AppError::bad("rejected", message),
+            StoreError::Denied(access::Decision::Unauthenticated, message) => AppError::Unauthenticated(message),
+            StoreError::Denied(_, message) => AppError::Forbidden(message),
             StoreError::ShuttingDown => AppError::Unavailable,
             StoreError::Database(e) => AppError::Internal(e.to_string()),
         }

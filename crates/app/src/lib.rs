@@ -7,6 +7,8 @@
 //!
 //! Must not depend on a concrete backend, on axum or on the MQTT broker.
 
+pub mod auth;
+mod authorize;
 mod changes;
 mod convert;
 mod error;
@@ -17,10 +19,11 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use access::{Hub, Principal, ProjectId, Role};
 use model::{EntityType, Id};
-use odata::{Query, ResourcePath, Visibility};
+use odata::{Query, ResourcePath};
 use store::{Paging, Reader, Store, StoreError, Writer};
 
 pub use changes::{Change, ChangeBus};
@@ -28,12 +31,58 @@ pub use error::AppError;
 pub use read::{ReadResult, addresses_collection};
 pub use write::{DataArrayItem, UpdateMode, WriteOp, WriteOutcome};
 
+/// Who is asking: the principal an edge authenticated, and the project it named for the new
+/// entities of its request (HTTP's `Thingbase-Project` header), if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    pub project: Option<ProjectId>,
+}
+
+impl Caller {
+    pub fn new(principal: Principal) -> Caller {
+        Caller { principal, project: None }
+    }
+
+    /// The server's own work (notifications, maintenance): sees and may do everything.
+    pub fn server() -> Caller {
+        Caller::new(Principal::server())
+    }
+
+    /// Where a new entity goes when nothing in the request decides: the named project, else
+    /// the only project the principal may create in, else the default project if it may create
+    /// there (or is a hub administrator).
+    fn default_project(&self) -> Result<ProjectId, AppError> {
+        if let Some(project) = self.project {
+            return Ok(project);
+        }
+        if self.principal.hub_admin {
+            return Ok(access::DEFAULT_PROJECT);
+        }
+        let mut writable: Vec<ProjectId> =
+            self.principal.grants.iter().filter(|g| g.role >= Role::Contributor).map(|g| g.project).collect();
+        writable.sort_unstable();
+        writable.dedup();
+        match writable.as_slice() {
+            [only] => Ok(*only),
+            many if many.contains(&access::DEFAULT_PROJECT) => Ok(access::DEFAULT_PROJECT),
+            [] => Ok(access::DEFAULT_PROJECT),
+            _ => Err(AppError::bad(
+                "project_required",
+                "you may write to several projects: name one with the Thingbase-Project header",
+            )),
+        }
+    }
+}
+
 /// The application: a store plus the settings that shape answers.
 #[derive(Clone)]
 pub struct App {
     store: Arc<dyn Store>,
     paging: Paging,
     changes: Option<Arc<dyn ChangeBus>>,
+    /// What the access rule needs to know about the hub (its open-data projects).
+    hub: Arc<RwLock<Hub>>,
 }
 
 impl std::fmt::Debug for App {
@@ -44,7 +93,7 @@ impl std::fmt::Debug for App {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, paging: Paging) -> App {
-        App { store, paging, changes: None }
+        App { store, paging, changes: None, hub: Arc::default() }
     }
 
     /// Sends every committed change to `bus` from now on.
@@ -57,15 +106,29 @@ impl App {
         self.paging
     }
 
-    /// Runs `f` on a reader connection.
+    fn hub(&self) -> Hub {
+        self.hub.read().map(|hub| hub.clone()).unwrap_or_default()
+    }
+
+    /// Reads the hub's projects again (after a project changed).
+    pub async fn refresh_hub(&self) -> Result<(), AppError> {
+        let projects = self.read_job(&Caller::server(), |reader| Ok(reader.principals().projects()?)).await?;
+        let open_data = projects.iter().filter(|p| p.open_data).map(|p| p.id).collect();
+        if let Ok(mut hub) = self.hub.write() {
+            *hub = Hub { open_data };
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a reader connection, seeing what `caller` may see.
     async fn read_job<T: Send + 'static>(
         &self,
+        caller: &Caller,
         f: impl FnOnce(&mut dyn Reader) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // Everything, until requests carry a principal whose rights decide (issue 5).
         self.store.read(
-            Visibility::All,
+            caller.principal.visibility(&self.hub()),
             Box::new(move |reader| {
                 let _ = tx.send(f(reader));
             }),
@@ -73,11 +136,22 @@ impl App {
         rx.await.unwrap_or_else(|_| Err(AppError::Internal("a read job was dropped".into())))
     }
 
-    /// Runs `f` inside a write transaction and returns once it is committed.
+    /// Runs `f` inside a write transaction, seeing what `caller` may see and changing only
+    /// what it may change, and returns once it is committed. `path` is the resource path whose
+    /// parent, if it has one, decides the project of new entities.
     async fn write_job<T: Send + 'static>(
         &self,
+        caller: &Caller,
+        path: Option<&ResourcePath>,
         f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
+        let hub = self.hub();
+        let visibility = caller.principal.visibility(&hub);
+        let principal = caller.principal.clone();
+        let placement = match path.and_then(|p| write::placing_segment(p).map(|j| (p.clone(), j))) {
+            Some((path, j)) => authorize::Placement::Segment(path, j),
+            None => authorize::Placement::Default(caller.default_project().map_err(|e| e.to_string())),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, AppError>>();
         let slot: Arc<std::sync::Mutex<Option<Result<T, AppError>>>> = Arc::new(std::sync::Mutex::new(None));
         let job_slot = Arc::clone(&slot);
@@ -87,13 +161,15 @@ impl App {
         let bus = self.changes.clone();
         let keep_records = bus.as_ref().is_some_and(|bus| bus.wants_records());
         self.store.write(
-            Visibility::All,
+            visibility,
             Box::new(move |writer| {
-                let mut recording = changes::Recording::new(writer, keep_records);
+                let mut authorizing = authorize::Authorizing::new(writer, &principal, &hub, placement);
+                let mut recording = changes::Recording::new(&mut authorizing, keep_records);
                 let result = f(&mut recording);
+                let changes = std::mem::take(&mut recording.changes);
                 let failed = result.is_err();
                 if let Ok(mut r) = job_recorded.lock() {
-                    *r = std::mem::take(&mut recording.changes);
+                    *r = changes;
                 }
                 if let Ok(mut s) = job_slot.lock() {
                     *s = Some(result);
@@ -123,9 +199,9 @@ impl App {
     }
 
     /// Answers a GET of `path` with `query`.
-    pub async fn read(&self, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
+    pub async fn read(&self, caller: &Caller, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
         let paging = self.paging;
-        self.read_job(move |reader| read::read(reader, &path, &query, paging)).await
+        self.read_job(caller, move |reader| read::read(reader, &path, &query, paging)).await
     }
 
     /// Reads a collection in chunks of `chunk` entities, handing each to `sink` on the reader
@@ -133,27 +209,35 @@ impl App {
     /// the path does not exist.
     pub async fn read_chunks(
         &self,
+        caller: &Caller,
         path: ResourcePath,
         query: Query,
         chunk: usize,
         mut sink: Box<dyn FnMut(store::Rows) -> bool + Send>,
     ) -> Result<(), AppError> {
         let paging = self.paging;
-        self.read_job(move |reader| read::read_chunks(reader, &path, &query, paging, chunk, &mut *sink)).await
+        self.read_job(caller, move |reader| read::read_chunks(reader, &path, &query, paging, chunk, &mut *sink)).await
     }
 
     /// Runs one change and returns what it did, once committed.
-    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, AppError> {
-        self.write_job(move |writer| write::apply(writer, op)).await
+    pub async fn write(&self, caller: &Caller, op: WriteOp) -> Result<WriteOutcome, AppError> {
+        let path = op.path().clone();
+        self.write_job(caller, Some(&path), move |writer| write::apply(writer, op)).await
     }
 
     /// Runs several changes as one transaction: all are committed, or none is and the error of
     /// the first failing one (with its index) is returned. Each change is built just before it
     /// runs, from the outcomes of the ones before it, so a change can address an entity an
     /// earlier one created (`$1/Locations` in a `$batch` change set).
-    pub async fn write_atomic(&self, ops: Vec<PendingOp>) -> Result<Vec<WriteOutcome>, (usize, AppError)> {
+    ///
+    /// New entities without a parent in their path go to the caller's default project.
+    pub async fn write_atomic(
+        &self,
+        caller: &Caller,
+        ops: Vec<PendingOp>,
+    ) -> Result<Vec<WriteOutcome>, (usize, AppError)> {
         let result = self
-            .write_job(move |writer| {
+            .write_job(caller, None, move |writer| {
                 let mut outcomes = Vec::with_capacity(ops.len());
                 for (i, build) in ops.into_iter().enumerate() {
                     let op = build(&outcomes).map_err(|e| AppError::InBatch(i, Box::new(e)))?;
@@ -172,8 +256,12 @@ impl App {
     }
 
     /// Creates Observations from the Data Array format; one outcome per row, in order.
-    pub async fn create_observations(&self, items: Vec<DataArrayItem>) -> Result<Vec<Result<Id, AppError>>, AppError> {
-        self.write_job(move |writer| write::create_data_arrays(writer, items)).await
+    pub async fn create_observations(
+        &self,
+        caller: &Caller,
+        items: Vec<DataArrayItem>,
+    ) -> Result<Vec<Result<Id, AppError>>, AppError> {
+        self.write_job(caller, None, move |writer| write::create_data_arrays(writer, items)).await
     }
 
     /// Finishes queued writes and stops the store.

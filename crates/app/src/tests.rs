@@ -36,7 +36,7 @@ async fn committed_writes_publish_their_changes_in_order_and_failed_ones_nothing
     let thing = json!({"name": "t", "description": "d",
         "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
                        "location": {"type": "Point", "coordinates": [1, 2]}}]});
-    app.write(create("/Things", thing)).await.unwrap();
+    app.write(&crate::Caller::server(), create("/Things", thing)).await.unwrap();
     let published = bus.0.lock().unwrap().clone();
     assert_eq!(published.len(), 1, "one job, one publication");
     let kinds: Vec<String> = published[0]
@@ -53,10 +53,10 @@ async fn committed_writes_publish_their_changes_in_order_and_failed_ones_nothing
     );
     assert!(matches!(published[0][0], Change::Created { entity: EntityType::Thing, .. }));
 
-    let refused = app.write(create("/Things", json!({"name": "no description"}))).await;
+    let refused = app.write(&crate::Caller::server(), create("/Things", json!({"name": "no description"}))).await;
     assert!(refused.is_err());
     let half_done = json!({"name": "t2", "description": "d", "Datastreams": [{"name": "missing everything"}]});
-    assert!(app.write(create("/Things", half_done)).await.is_err());
+    assert!(app.write(&crate::Caller::server(), create("/Things", half_done)).await.is_err());
     assert_eq!(bus.0.lock().unwrap().len(), 1, "rolled-back jobs publish nothing");
     app.shutdown();
     let _ = std::fs::remove_dir_all(dir);

@@ -85,6 +85,19 @@ pub struct DataArrayItem {
     pub rows: Vec<Vec<Json>>,
 }
 
+impl WriteOp {
+    /// The resource path the change addresses.
+    pub fn path(&self) -> &ResourcePath {
+        match self {
+            WriteOp::Create { path, .. }
+            | WriteOp::Update { path, .. }
+            | WriteOp::Delete { path }
+            | WriteOp::Link { path, .. }
+            | WriteOp::Unlink { path, .. } => path,
+        }
+    }
+}
+
 pub fn apply(w: &mut dyn Writer, op: WriteOp) -> Result<WriteOutcome, AppError> {
     match op {
         WriteOp::Create { path, body } => create_at(w, &path, &body),
@@ -125,7 +138,15 @@ fn entity_at(w: &mut dyn Writer, path: &ResourcePath) -> Result<(EntityType, Id)
     entity_of_segment(w, path, last)
 }
 
-fn entity_of_segment(w: &mut dyn Writer, path: &ResourcePath, j: usize) -> Result<(EntityType, Id), AppError> {
+/// The segment of `path` whose entity's project new entities of the request join: the parent
+/// of a collection (`Things(1)/Datastreams`), or the entity itself (`Things(1)`, for the
+/// entities a deep update creates); `None` for a top-level collection.
+pub fn placing_segment(path: &ResourcePath) -> Option<usize> {
+    let last = path.segments.len().checked_sub(1)?;
+    if addresses_collection(path) { last.checked_sub(1) } else { Some(last) }
+}
+
+pub fn entity_of_segment(w: &mut dyn Writer, path: &ResourcePath, j: usize) -> Result<(EntityType, Id), AppError> {
     if j > 0 {
         ensure_exists(w, path, j - 1)?;
     }
@@ -568,7 +589,7 @@ fn extend_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id, feature:
         links: Vec::new(),
         project: None,
     };
-    w.update(entity, id, &record)?;
+    w.update_derived(entity, id, &record)?;
     Ok(())
 }
 
@@ -855,7 +876,7 @@ fn recompute_observed_area(w: &mut dyn Writer, entity: EntityType, id: Id) -> Re
     }
     let observed_area = entity.property("observedArea").ok_or_else(|| AppError::Internal("schema".into()))?;
     let value = area.map_or(Value::Null, |a| Value::Json(a.to_geojson().to_string()));
-    w.update(entity, id, &Record { values: vec![(observed_area, value)], links: Vec::new(), project: None })?;
+    w.update_derived(entity, id, &Record { values: vec![(observed_area, value)], links: Vec::new(), project: None })?;
     Ok(())
 }
 

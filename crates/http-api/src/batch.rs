@@ -32,7 +32,7 @@ pub async fn handle(state: &ApiState, base: &str, request: Request<'_>) -> Resul
         Some(boundary) => parse_multipart(request.body, boundary)?,
         None => parse_json(request.body)?,
     };
-    let replies = execute(state, base, &parts).await;
+    let replies = execute(state, request.caller, base, &parts).await;
     Ok(match multipart {
         Some(_) => render_multipart(&parts, &replies),
         None => {
@@ -67,7 +67,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<Part>, ApiError> {
 }
 
 /// Runs the parts in order (atomicity groups as one transaction each); one reply per part.
-async fn execute(state: &ApiState, base: &str, parts: &[Part]) -> Vec<Reply> {
+async fn execute(state: &ApiState, caller: &app::Caller, base: &str, parts: &[Part]) -> Vec<Reply> {
     let mut created: HashMap<String, String> = HashMap::new();
     let mut replies = Vec::with_capacity(parts.len());
     let mut i = 0;
@@ -77,9 +77,9 @@ async fn execute(state: &ApiState, base: &str, parts: &[Part]) -> Vec<Reply> {
             None => i + 1,
         };
         if parts[i].group.is_some() {
-            replies.extend(run_group(state, base, &parts[i..end], &mut created).await);
+            replies.extend(run_group(state, caller, base, &parts[i..end], &mut created).await);
         } else {
-            replies.push(run_one(state, base, &parts[i], &mut created).await);
+            replies.push(run_one(state, caller, base, &parts[i], &mut created).await);
         }
         i = end;
     }
@@ -257,7 +257,13 @@ fn remember(part: &Part, reply: &Reply, base: &str, created: &mut HashMap<String
     }
 }
 
-async fn run_one(state: &ApiState, base: &str, part: &Part, created: &mut HashMap<String, String>) -> Reply {
+async fn run_one(
+    state: &ApiState,
+    caller: &app::Caller,
+    base: &str,
+    part: &Part,
+    created: &mut HashMap<String, String>,
+) -> Reply {
     let (path, query) = match locate(&part.url, created) {
         Ok(located) => located,
         Err(e) => return e.reply(),
@@ -269,13 +275,20 @@ async fn run_one(state: &ApiState, base: &str, part: &Part, created: &mut HashMa
         body: &part.body,
         content_type: part.content_type.as_deref(),
         minimal: false,
+        caller,
     };
     let reply = Box::pin(handler::handle(state, base, request)).await;
     remember(part, &reply, base, created);
     reply
 }
 
-async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut HashMap<String, String>) -> Vec<Reply> {
+async fn run_group(
+    state: &ApiState,
+    caller: &app::Caller,
+    base: &str,
+    parts: &[Part],
+    created: &mut HashMap<String, String>,
+) -> Vec<Reply> {
     let mut ops: Vec<app::PendingOp> = Vec::with_capacity(parts.len());
     for (index, part) in parts.iter().enumerate() {
         if part.method == Method::Get {
@@ -288,6 +301,7 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
         let (method, url, body, content_type) =
             (part.method, part.url.clone(), part.body.clone(), part.content_type.clone());
         let base = base.to_owned();
+        let caller = caller.clone();
         ops.push(Box::new(move |outcomes: &[app::WriteOutcome]| {
             let mut known = before;
             for (name, i) in in_group {
@@ -303,6 +317,7 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
                     body: &body,
                     content_type: content_type.as_deref(),
                     minimal: false,
+                    caller: &caller,
                 };
                 let resource = odata::parse_path(&path)?;
                 handler::write_op(request, resource, &base)
@@ -314,11 +329,11 @@ async fn run_group(state: &ApiState, base: &str, parts: &[Part], created: &mut H
             })
         }));
     }
-    match state.app.write_atomic(ops).await {
+    match state.app.write_atomic(caller, ops).await {
         Ok(outcomes) => {
             let mut responses = Vec::with_capacity(parts.len());
             for (part, outcome) in parts.iter().zip(outcomes) {
-                let reply = handler::reply_for(state, base, outcome, false).await.unwrap_or_else(|e| e.reply());
+                let reply = handler::reply_for(state, caller, base, outcome, false).await.unwrap_or_else(|e| e.reply());
                 remember(part, &reply, base, created);
                 responses.push(reply);
             }

@@ -56,7 +56,7 @@ pub async fn create(state: &ApiState, base: &str, request: Request<'_>) -> Resul
             rows,
         });
     }
-    let outcomes = state.app.create_observations(items).await?;
+    let outcomes = state.app.create_observations(request.caller, items).await?;
     let encoder = Encoder { base };
     let mut out = String::from("[");
     for (i, outcome) in outcomes.iter().enumerate() {

@@ -62,6 +62,8 @@ impl From<AppError> for ApiError {
             AppError::NotFound(m) => ApiError::new(404, "not_found", m),
             AppError::Conflict(m) => ApiError::new(409, "conflict", m),
             AppError::MethodNotAllowed(m) => ApiError::new(405, "method_not_allowed", m),
+            AppError::Unauthenticated(m) => ApiError::new(401, "unauthenticated", m),
+            AppError::Forbidden(m) => ApiError::new(403, "forbidden", m),
             AppError::Unavailable => {
                 ApiError::new(503, "unavailable", "the service is shutting down or overloaded; try again")
             }

@@ -46,6 +46,8 @@ pub struct Request<'a> {
     pub content_type: Option<&'a str>,
     /// `Prefer: return=minimal` asks for no body after a create or update.
     pub minimal: bool,
+    /// Who is asking (authenticated by the router).
+    pub caller: &'a app::Caller,
 }
 
 pub async fn handle(state: &ApiState, base: &str, request: Request<'_>) -> Reply {
@@ -67,11 +69,11 @@ async fn route(state: &ApiState, base: &str, request: Request<'_>) -> Result<Rep
     }
     let path = odata::parse_path(request.path)?;
     if request.method == Method::Get {
-        return get(state, base, &path, request.query).await;
+        return get(state, request.caller, base, &path, request.query).await;
     }
     let op = write_op(request, path, base)?;
-    let outcome = state.app.write(op).await?;
-    reply_for(state, base, outcome, request.minimal).await
+    let outcome = state.app.write(request.caller, op).await?;
+    reply_for(state, request.caller, base, outcome, request.minimal).await
 }
 
 /// The change a non-GET request asks for.
@@ -100,10 +102,16 @@ pub fn write_op(request: Request<'_>, path: ResourcePath, base: &str) -> Result<
 }
 
 /// The reply to a committed change.
-pub async fn reply_for(state: &ApiState, base: &str, outcome: WriteOutcome, minimal: bool) -> Result<Reply, ApiError> {
+pub async fn reply_for(
+    state: &ApiState,
+    caller: &app::Caller,
+    base: &str,
+    outcome: WriteOutcome,
+    minimal: bool,
+) -> Result<Reply, ApiError> {
     match outcome {
-        WriteOutcome::Created { .. } => written(state, base, outcome, 201, minimal).await,
-        WriteOutcome::Updated { .. } => written(state, base, outcome, 200, minimal).await,
+        WriteOutcome::Created { .. } => written(state, caller, base, outcome, 201, minimal).await,
+        WriteOutcome::Updated { .. } => written(state, caller, base, outcome, 200, minimal).await,
         WriteOutcome::Deleted { .. } => Ok(Reply::empty(200)),
         WriteOutcome::Linked | WriteOutcome::Unlinked => Ok(Reply::empty(204)),
     }
@@ -112,6 +120,7 @@ pub async fn reply_for(state: &ApiState, base: &str, outcome: WriteOutcome, mini
 /// The reply after a create or update: the entity as it is now, with its Location.
 async fn written(
     state: &ApiState,
+    caller: &app::Caller,
     base: &str,
     outcome: WriteOutcome,
     status: u16,
@@ -133,7 +142,7 @@ async fn written(
         Reply::json(status, out.into_bytes())
     } else {
         let path = odata::parse_path(&format!("/{}({id})", entity.set_name()))?;
-        match state.app.read(path, Query::default()).await? {
+        match state.app.read(caller, path, Query::default()).await? {
             ReadResult::Entity { entity, fields, row } => {
                 let mut out = String::with_capacity(512);
                 encoder.entity(&mut out, entity, &fields, &row, &Query::default());
@@ -199,7 +208,13 @@ fn id_option(query: &str, base: &str) -> Result<Option<Id>, ApiError> {
 
 /// A GET from the wire: collections stream (see `stream.rs`), everything else is answered
 /// whole.
-pub async fn get_response(state: &ApiState, base: &str, raw_path: &str, raw_query: &str) -> axum::response::Response {
+pub async fn get_response(
+    state: &ApiState,
+    caller: &app::Caller,
+    base: &str,
+    raw_path: &str,
+    raw_query: &str,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let streamed = async {
         let trimmed = raw_path.trim_end_matches('/');
@@ -219,7 +234,7 @@ pub async fn get_response(state: &ApiState, base: &str, raw_path: &str, raw_quer
         let top = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let pairs = odata::split_query(raw_query)?;
         let next_link = format!("{base}{}?{}", path_text(&path), url::next_query(&pairs, top, query.skip));
-        crate::stream::collection(state, base, path, query, next_link).await.map(Some)
+        crate::stream::collection(state, caller, base, path, query, next_link).await.map(Some)
     };
     match streamed.await {
         Ok(Some(response)) => response,
@@ -231,6 +246,7 @@ pub async fn get_response(state: &ApiState, base: &str, raw_path: &str, raw_quer
                 body: &[],
                 content_type: None,
                 minimal: false,
+                caller,
             };
             handle(state, base, request).await.into_response()
         }
@@ -238,7 +254,13 @@ pub async fn get_response(state: &ApiState, base: &str, raw_path: &str, raw_quer
     }
 }
 
-pub async fn get(state: &ApiState, base: &str, path: &ResourcePath, raw_query: &str) -> Result<Reply, ApiError> {
+pub async fn get(
+    state: &ApiState,
+    caller: &app::Caller,
+    base: &str,
+    path: &ResourcePath,
+    raw_query: &str,
+) -> Result<Reply, ApiError> {
     let entity = app::target_entity(path);
     let limits = Limits::default();
     let mut query = odata::parse_query(raw_query, entity, &limits)?;
@@ -249,7 +271,7 @@ pub async fn get(state: &ApiState, base: &str, path: &ResourcePath, raw_query: &
     let paging = state.app.paging();
     let top = query.top.unwrap_or(paging.default_top).min(paging.max_top);
     let encoder = Encoder { base };
-    let result = state.app.read(path.clone(), query.clone()).await?;
+    let result = state.app.read(caller, path.clone(), query.clone()).await?;
     let mut out = String::new();
     let next = |more: bool| -> Result<Option<String>, ApiError> {
         if !more {

@@ -5,6 +5,8 @@
 //! This is the only crate that knows HTTP and the JSON wire format; it turns requests into `app`
 //! calls and `app` answers into JSON. Must not depend on a concrete backend or on the broker.
 
+mod admin;
+pub mod auth;
 mod batch;
 mod data_array;
 mod error;
@@ -54,6 +56,7 @@ pub struct ApiState {
     pub app: app::App,
     pub settings: Arc<ApiSettings>,
     pub metrics: Option<MetricsRender>,
+    pub auth: auth::AuthMode,
 }
 
 /// The version path of the service root.
@@ -93,6 +96,13 @@ impl IntoResponse for Reply {
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
         }
+        if self.status == 401 {
+            // RFC 9110 §11.6.1: a 401 says how to authenticate.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"thingbase\", Basic realm=\"thingbase\""),
+            );
+        }
         response
     }
 }
@@ -112,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
                 Reply::json(200, openapi::document(&base).to_string().into_bytes())
             }),
         )
+        .merge(admin::routes())
         .fallback(|| async {
             ApiError::new(404, "unknown_path", "no such resource; the SensorThings API is at /v1.1").reply()
         })
@@ -153,8 +164,16 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
         metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label.clone())
             .record(started.elapsed().as_secs_f64());
     };
+    let caller = match auth::caller(&state.auth, &parts.headers).await {
+        Ok(caller) => caller,
+        Err(error) => {
+            let reply = error.reply();
+            record(reply.status);
+            return reply.into_response();
+        }
+    };
     if method == Method::Get {
-        let response = handler::get_response(&state, &base, &path, &query).await;
+        let response = handler::get_response(&state, &caller, &base, &path, &query).await;
         record(response.status().as_u16());
         return response;
     }
@@ -174,8 +193,15 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
             return reply.into_response();
         }
     };
-    let request =
-        Request { method, path: &path, query: &query, body: &body, content_type: content_type.as_deref(), minimal };
+    let request = Request {
+        method,
+        path: &path,
+        query: &query,
+        body: &body,
+        content_type: content_type.as_deref(),
+        minimal,
+        caller: &caller,
+    };
     let reply = handler::handle(&state, &base, request).await;
     record(reply.status);
     reply.into_response()

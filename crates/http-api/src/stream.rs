@@ -34,6 +34,7 @@ enum Message {
 /// entities follow the page.
 pub async fn collection(
     state: &ApiState,
+    caller: &app::Caller,
     base: &str,
     path: odata::ResourcePath,
     query: Query,
@@ -56,8 +57,9 @@ pub async fn collection(
         })
     };
     let app = state.app.clone();
+    let caller = caller.clone();
     tokio::spawn(async move {
-        let message = match app.read_chunks(path, query, CHUNK, sink).await {
+        let message = match app.read_chunks(&caller, path, query, CHUNK, sink).await {
             Ok(()) => {
                 let mut tail = String::from("]");
                 if more.load(Ordering::Relaxed) {

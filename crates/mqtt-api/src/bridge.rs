@@ -203,7 +203,7 @@ fn receive(app: &App, publish: Publish, generation: u64) -> Acknowledgement {
     };
     let app = app.clone();
     Box::pin(async move {
-        if let Err(error) = app.write(op).await {
+        if let Err(error) = app.write(&app::Caller::server(), op).await {
             let error = publish_error(error);
             metrics::counter!("thingbase_mqtt_bridge_refused_total").increment(1);
             tracing::info!(topic = %String::from_utf8_lossy(&publish.topic), reason = %error.message, "mqtt bridge: publish refused");

@@ -33,25 +33,27 @@ pub(crate) async fn current_state(app: App, base: String, filter: TopicFilter) -
     let mut query = parsed.query;
     query.expand.clear();
     let payload = match path.tail {
-        Tail::Property(_) => match app.read(path, odata::Query::default()).await {
+        Tail::Property(_) => match app.read(&app::Caller::server(), path, odata::Query::default()).await {
             Ok(ReadResult::Property { property, value }) => property_payload(property.name, &value),
             _ => return Vec::new(),
         },
-        Tail::None if !app::addresses_collection(&path) => match app.read(path, query.clone()).await {
-            Ok(ReadResult::Entity { entity, fields, row }) => {
-                let mut payload = String::with_capacity(512);
-                encoder.entity(&mut payload, entity, &fields, &row, &query);
-                payload
+        Tail::None if !app::addresses_collection(&path) => {
+            match app.read(&app::Caller::server(), path, query.clone()).await {
+                Ok(ReadResult::Entity { entity, fields, row }) => {
+                    let mut payload = String::with_capacity(512);
+                    encoder.entity(&mut payload, entity, &fields, &row, &query);
+                    payload
+                }
+                _ => return Vec::new(),
             }
-            _ => return Vec::new(),
-        },
+        }
         Tail::None if app::target_entity(&path) == EntityType::Observation => {
             let Ok(mut newest) = odata::parse_query(NEWEST_OBSERVATION, EntityType::Observation, &Limits::default())
             else {
                 return Vec::new();
             };
             newest.select = query.select.clone();
-            match app.read(path, newest).await {
+            match app.read(&app::Caller::server(), path, newest).await {
                 Ok(ReadResult::Collection { entity, rows }) => {
                     let Some(row) = rows.rows.first() else { return Vec::new() };
                     let mut payload = String::with_capacity(512);

@@ -99,6 +99,7 @@ pub(crate) fn publish_error(error: AppError) -> PublishError {
             PublishRefusal::PayloadFormatInvalid
         }
         AppError::MethodNotAllowed(_) => PublishRefusal::TopicNameInvalid,
+        AppError::Unauthenticated(_) | AppError::Forbidden(_) => PublishRefusal::NotAuthorized,
         AppError::Unavailable => PublishRefusal::QuotaExceeded,
         AppError::Internal(_) | AppError::InBatch(..) => PublishRefusal::ImplementationSpecificError,
     };
@@ -152,9 +153,9 @@ impl Hooks for SensorThingsHooks {
             Some(Err(error)) => PublishDecision::Reject(error),
             Some(Ok(op)) => {
                 let app = self.app.clone();
-                PublishDecision::Intercept(Box::pin(
-                    async move { app.write(op).await.map(|_| ()).map_err(publish_error) },
-                ))
+                PublishDecision::Intercept(Box::pin(async move {
+                    app.write(&app::Caller::server(), op).await.map(|_| ()).map_err(publish_error)
+                }))
             }
         }
     }

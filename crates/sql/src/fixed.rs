@@ -99,3 +99,8 @@ pub fn note_feature(dialect: &dyn Dialect, entity: EntityType) -> String {
         dialect.placeholder(2)
     )
 }
+
+/// `SELECT project_id FROM table WHERE id = ?1`.
+pub fn project_of(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!("SELECT {} FROM {} WHERE id = {}", crate::PROJECT_COLUMN, entity.table(), dialect.placeholder(1))
+}

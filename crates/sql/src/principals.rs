@@ -79,9 +79,15 @@ pub fn token_grants(d: &dyn Dialect) -> String {
     format!("SELECT project_id, role FROM token_grants WHERE token_id = {} ORDER BY project_id", p(d, 1))
 }
 
-/// Revokes the token `?1` at `?2` unless it was revoked already.
+/// Revokes the token `?1` at `?2` unless it was revoked already, if it belongs to user `?3`
+/// (any user when `?3` is NULL).
 pub fn revoke_token(d: &dyn Dialect) -> String {
-    format!("UPDATE tokens SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL", p(d, 2), p(d, 1))
+    format!(
+        "UPDATE tokens SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL AND ({o} IS NULL OR user_id = {o})",
+        p(d, 2),
+        p(d, 1),
+        o = p(d, 3)
+    )
 }
 
 /// `(id, name, open_data)` of every project.

@@ -235,6 +235,13 @@ impl Reader for Access<'_> {
     fn principals(&mut self) -> &mut dyn store::Principals {
         self
     }
+
+    fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql_text = sql::fixed::project_of(&DIALECT, entity);
+        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
+        stmt.query_row([id.0], |row| row.get(0)).optional().map_err(db_error)
+    }
 }
 
 /// The key columns a record sets: its to-one links and, when given, its project.

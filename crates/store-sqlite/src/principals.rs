@@ -122,9 +122,9 @@ impl Principals for Access<'_> {
         }))
     }
 
-    fn revoke_token(&mut self, id: i64) -> Result<bool, StoreError> {
+    fn revoke_token(&mut self, id: i64, owner: Option<i64>) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(&sql::principals::revoke_token(&DIALECT)).map_err(db_error)?;
-        Ok(stmt.execute(params![id, Instant::now().micros()]).map_err(db_error)? > 0)
+        Ok(stmt.execute(params![id, Instant::now().micros(), owner]).map_err(db_error)? > 0)
     }
 
     fn projects(&mut self) -> Result<Vec<ProjectRecord>, StoreError> {

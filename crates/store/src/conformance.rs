@@ -1431,8 +1431,9 @@ pub fn tokens_are_found_by_hash_with_their_scope_and_revoked_once(store: &dyn St
         })
     });
     assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "hashes are unique: {duplicate:?}");
-    assert!(write(store, move |w| w.principals().revoke_token(narrow)));
-    assert!(!write(store, move |w| w.principals().revoke_token(narrow)), "revoked once");
+    assert!(!write(store, move |w| w.principals().revoke_token(narrow, Some(user + 1))), "only by its owner");
+    assert!(write(store, move |w| w.principals().revoke_token(narrow, Some(user))));
+    assert!(!write(store, move |w| w.principals().revoke_token(narrow, None)), "revoked once");
     let revoked = read(store, |r| r.principals().token_by_hash("bb22")).expect("read").expect("still there");
     assert!(revoked.revoked_at.is_some());
 }

@@ -111,6 +111,9 @@ pub trait Reader {
 
     /// The principal tables (users, tokens, projects) through the same connection.
     fn principals(&mut self) -> &mut dyn Principals;
+
+    /// The project of an entity, whatever the job's visibility; `None` if it does not exist.
+    fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<access::ProjectId>, StoreError>;
 }
 
 /// One entity's stored values to write: properties with values and to-one links by id.
@@ -134,6 +137,12 @@ pub trait Writer: Reader {
 
     /// Overwrites the given properties and links; false if there is no such entity.
     fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError>;
+
+    /// [`Writer::update`] for a derived field the server maintains (a Datastream's
+    /// `observedArea`), not a change the caller asked for: writers that authorize let it pass.
+    fn update_derived(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        self.update(entity, id, record)
+    }
 
     /// Deletes the entity and what the SensorThings cascade rules delete with it; false if there
     /// is no such entity.
@@ -231,6 +240,9 @@ pub enum StoreError {
     /// The caller's job rejected its own input; the message is for the client.
     #[error("{0}")]
     Rejected(String),
+    /// The job's principal may not do this (an `app` writer that authorizes says so).
+    #[error("{1}")]
+    Denied(access::Decision, String),
     /// The store is shutting down.
     #[error("the store is shutting down")]
     ShuttingDown,

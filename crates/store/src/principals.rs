@@ -73,8 +73,8 @@ pub trait Principals {
 
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// True if the token was live and is now revoked.
-    fn revoke_token(&mut self, id: i64) -> Result<bool, StoreError>;
+    /// True if the token was live (and, with `owner`, belongs to that user) and is now revoked.
+    fn revoke_token(&mut self, id: i64, owner: Option<i64>) -> Result<bool, StoreError>;
 
     fn projects(&mut self) -> Result<Vec<ProjectRecord>, StoreError>;
 

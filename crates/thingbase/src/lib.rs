@@ -21,6 +21,7 @@ pub struct Config {
     pub mqtt_port: u16,
     pub mqtt_limits: broker::BrokerConfig,
     pub mqtt: mqtt_api::MqttSettings,
+    pub auth: Auth,
     pub default_top: u64,
     pub max_top: u64,
     pub max_body_bytes: usize,
@@ -38,6 +39,7 @@ impl Default for Config {
             mqtt_port: 1883,
             mqtt_limits: broker::BrokerConfig::default(),
             mqtt: mqtt_api::MqttSettings::default(),
+            auth: Auth::Off,
             default_top: 100,
             max_top: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -46,6 +48,17 @@ impl Default for Config {
             readers: 4,
         }
     }
+}
+
+/// Access control of the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Everyone acts as the server: the loopback-only default until the MQTT side is
+    /// authorized too (issue 5).
+    Off,
+    /// Deny by default; `admin_token` (`THINGBASE_ADMIN_TOKEN`) is stored for the `admin` user,
+    /// else a one-time setup token is printed on the first start.
+    Required { admin_token: Option<String> },
 }
 
 /// A running server.
@@ -110,7 +123,22 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
     };
     let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
-    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics })
+    app.refresh_hub().await?;
+    let auth = match &config.auth {
+        Auth::Off => http_api::auth::AuthMode::Off,
+        Auth::Required { admin_token } => {
+            let authenticator = Arc::new(app::auth::Authenticator::new(app.clone()));
+            if let Some(setup) = authenticator.bootstrap(admin_token.as_deref()).await? {
+                // Printed, not logged: a secret never goes into the log stream.
+                println!(
+                    "Thingbase setup token (valid 24 hours, works once; create a user or token with it):\n  {}",
+                    setup.as_str()
+                );
+            }
+            http_api::auth::AuthMode::Required(authenticator)
+        }
+    };
+    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth })
         .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
     for listener in http_listeners {
         let local = listener.local_addr()?;

@@ -37,6 +37,15 @@ enum Durability {
     PowerLoss,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AuthFlag {
+    /// No access control: everyone acts as the server. For loopback use until the MQTT side
+    /// is authorized too.
+    Off,
+    /// Deny by default: API tokens (Bearer) or users (Basic), roles per project.
+    Required,
+}
+
 #[derive(clap::Args, Debug)]
 struct Serve {
     /// Where the database file lives; created if missing.
@@ -91,6 +100,14 @@ struct Serve {
     /// The shared-subscription group the Thingbase nodes of one hub join at the external broker.
     #[arg(long, env = "THINGBASE_MQTT_BRIDGE_SHARE_GROUP", default_value = "thingbase")]
     mqtt_bridge_share_group: String,
+    /// Access control of the HTTP API. With `required`, the first start prints a one-time setup
+    /// token unless THINGBASE_ADMIN_TOKEN provides the admin's token.
+    #[arg(long, env = "THINGBASE_AUTH", value_enum, default_value = "off")]
+    auth: AuthFlag,
+    /// A token for the `admin` user (tbt_ and 64 hex digits), for automated set-ups; prefer the
+    /// environment variable to the flag.
+    #[arg(long, env = "THINGBASE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Entities per page when a request gives no $top.
     #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
     default_top: u64,
@@ -150,6 +167,10 @@ fn main() -> anyhow::Result<()> {
                         password: serve.mqtt_bridge_password,
                         share_group: serve.mqtt_bridge_share_group,
                     }),
+                },
+                auth: match serve.auth {
+                    AuthFlag::Off => thingbase::Auth::Off,
+                    AuthFlag::Required => thingbase::Auth::Required { admin_token: serve.admin_token },
                 },
                 default_top: serve.default_top,
                 max_top: serve.max_top,

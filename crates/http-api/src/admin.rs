@@ -1,0 +1,250 @@
+//! The admin API under `/admin`: who am I, projects, users and their roles, API tokens. Every
+//! call is authenticated like any other request, and `app::auth` decides who may do it (hub
+//! administrators for projects and users, project admins for roles, everyone for their own
+//! tokens). A new token is in the answer once and never again. With access control off these
+//! routes answer 404: there is nobody to manage.
+
+use std::time::Duration;
+
+use access::{Grant, Identity, Role};
+use app::Caller;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{delete, get, patch, post, put};
+use serde_json::{Value as Json, json};
+
+use crate::auth::{AuthMode, caller};
+use crate::error::ApiError;
+use crate::{ApiState, Reply};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/admin/whoami", get(whoami))
+        .route("/admin/projects", get(projects).post(create_project))
+        .route("/admin/projects/{id}", patch(update_project))
+        .route("/admin/users", post(create_user))
+        .route("/admin/users/{id}/roles/{project}", put(set_role).delete(remove_role))
+        .route("/admin/tokens", post(create_token))
+        .route("/admin/tokens/{id}", delete(revoke_token))
+}
+
+/// The authenticator and the caller, or 404 when access control is off.
+async fn who(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<(std::sync::Arc<app::auth::Authenticator>, Caller), ApiError> {
+    let AuthMode::Required(authenticator) = &state.auth else {
+        return Err(ApiError::new(
+            404,
+            "access_control_off",
+            "access control is off (--auth off): there is nothing to manage",
+        ));
+    };
+    Ok((authenticator.clone(), caller(&state.auth, headers).await?))
+}
+
+fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
+    match serde_json::from_slice::<Json>(bytes) {
+        Ok(Json::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(400, "invalid_json", "the body must be a JSON object")),
+        Err(e) => Err(ApiError::new(400, "invalid_json", format!("the body is not JSON: {e}"))),
+    }
+}
+
+fn text(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<String>, ApiError> {
+    match map.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::new(400, "invalid_property", format!("`{key}` must be a string"))),
+    }
+}
+
+fn flag(map: &serde_json::Map<String, Json>, key: &str) -> Result<bool, ApiError> {
+    match map.get(key) {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::new(400, "invalid_property", format!("`{key}` must be true or false"))),
+    }
+}
+
+fn role(value: Option<&Json>) -> Result<Role, ApiError> {
+    value
+        .and_then(Json::as_str)
+        .and_then(Role::parse)
+        .ok_or_else(|| ApiError::new(400, "invalid_role", "`role` must be one of viewer, contributor, editor, admin"))
+}
+
+fn reply(status: u16, value: Json) -> Reply {
+    Reply::json(status, value.to_string().into_bytes())
+}
+
+fn answer(result: Result<Reply, ApiError>) -> Reply {
+    result.unwrap_or_else(|e| e.reply())
+}
+
+async fn whoami(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
+    answer(
+        async {
+            let (_, caller) = who(&state, &headers).await?;
+            let p = &caller.principal;
+            let identity = match &p.identity {
+                Identity::Anonymous => json!({"kind": "anonymous"}),
+                Identity::User { id, name } => json!({"kind": "user", "id": id, "name": name}),
+                Identity::Token { id, user, .. } => json!({"kind": "token", "id": id, "user": user}),
+                Identity::Device { urn } => json!({"kind": "device", "urn": urn}),
+                Identity::Server => json!({"kind": "server"}),
+            };
+            let roles: Vec<Json> =
+                p.grants.iter().map(|g| json!({"project": g.project, "role": g.role.name()})).collect();
+            Ok(reply(200, json!({"identity": identity, "hubAdmin": p.hub_admin, "roles": roles})))
+        }
+        .await,
+    )
+}
+
+fn project_json(p: &store::ProjectRecord) -> Json {
+    json!({"id": p.id, "name": p.name, "openData": p.open_data})
+}
+
+async fn projects(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let projects = auth.projects(&caller).await?;
+            Ok(reply(200, json!({"value": projects.iter().map(project_json).collect::<Vec<_>>()})))
+        }
+        .await,
+    )
+}
+
+async fn create_project(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let map = body(&bytes)?;
+            let name =
+                text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
+            let project = auth.create_project(&caller, name, flag(&map, "openData")?).await?;
+            Ok(reply(201, project_json(&project)))
+        }
+        .await,
+    )
+}
+
+async fn update_project(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<i64>, bytes: Bytes) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let map = body(&bytes)?;
+            let open_data = match map.get("openData") {
+                Some(Json::Bool(b)) => *b,
+                _ => {
+                    return Err(ApiError::new(400, "invalid_property", "`openData` (true or false) is what can change"));
+                }
+            };
+            auth.set_open_data(&caller, id, open_data).await?;
+            Ok(Reply::empty(204))
+        }
+        .await,
+    )
+}
+
+async fn create_user(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let map = body(&bytes)?;
+            let name =
+                text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
+            let id = auth.create_user(&caller, name.clone(), text(&map, "password")?, flag(&map, "hubAdmin")?).await?;
+            Ok(reply(201, json!({"id": id, "name": name})))
+        }
+        .await,
+    )
+}
+
+async fn set_role(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((user, project)): Path<(i64, i64)>,
+    bytes: Bytes,
+) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let map = body(&bytes)?;
+            auth.set_role(&caller, user, project, Some(role(map.get("role"))?)).await?;
+            Ok(Reply::empty(204))
+        }
+        .await,
+    )
+}
+
+async fn remove_role(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((user, project)): Path<(i64, i64)>,
+) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            auth.set_role(&caller, user, project, None).await?;
+            Ok(Reply::empty(204))
+        }
+        .await,
+    )
+}
+
+async fn create_token(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            let map = body(&bytes)?;
+            let label =
+                text(&map, "label")?.ok_or_else(|| ApiError::new(400, "missing_property", "`label` is required"))?;
+            let user = match map.get("user") {
+                None | Some(Json::Null) => None,
+                Some(value) => {
+                    Some(value.as_i64().ok_or_else(|| ApiError::new(400, "invalid_property", "`user` is a user id"))?)
+                }
+            };
+            let grants = match map.get("grants") {
+                None | Some(Json::Null) => None,
+                Some(Json::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|item| {
+                            let project = item.get("project").and_then(Json::as_i64).ok_or_else(|| {
+                                ApiError::new(400, "invalid_property", "each grant names a `project` id and a `role`")
+                            })?;
+                            Ok(Grant { project, role: role(item.get("role"))? })
+                        })
+                        .collect::<Result<Vec<_>, ApiError>>()?,
+                ),
+                Some(_) => return Err(ApiError::new(400, "invalid_property", "`grants` is a list of {project, role}")),
+            };
+            let valid_for = match map.get("expiresInSeconds") {
+                None | Some(Json::Null) => None,
+                Some(value) => Some(Duration::from_secs(value.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+                    ApiError::new(400, "invalid_property", "`expiresInSeconds` is a positive number of seconds")
+                })?)),
+            };
+            let (id, secret) = auth.create_token(&caller, user, label, grants, valid_for).await?;
+            Ok(reply(201, json!({"id": id, "token": secret.as_str()})))
+        }
+        .await,
+    )
+}
+
+async fn revoke_token(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<i64>) -> Reply {
+    answer(
+        async {
+            let (auth, caller) = who(&state, &headers).await?;
+            auth.revoke_token(&caller, id).await?;
+            Ok(Reply::empty(204))
+        }
+        .await,
+    )
+}

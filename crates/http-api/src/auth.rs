@@ -1,0 +1,66 @@
+//! Who is asking: `Authorization: Bearer <token>` (an API token) or HTTP Basic (a user's name
+//! and password), and the project a request names for its new entities
+//! (`Thingbase-Project: <id>`). With access control off every request runs as the server.
+
+use std::sync::Arc;
+
+use app::Caller;
+use app::auth::{Authenticator, Credentials};
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+
+use crate::error::ApiError;
+
+/// The header that names the project of a request's new entities.
+pub const PROJECT_HEADER: &str = "thingbase-project";
+
+/// Whether requests must say who they are.
+#[derive(Clone)]
+pub enum AuthMode {
+    /// No access control: everyone acts as the server (loopback-only default until the MQTT
+    /// side is authorized as well).
+    Off,
+    /// Deny by default: credentials decide what a request sees and may change.
+    Required(Arc<Authenticator>),
+}
+
+impl std::fmt::Debug for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthMode::Off => "Off",
+            AuthMode::Required(_) => "Required",
+        })
+    }
+}
+
+/// The credentials in the headers; a malformed Authorization header is an error, not
+/// anonymous.
+pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Credentials::None) };
+    let invalid = || ApiError::new(401, "invalid_credentials", "the Authorization header is neither Bearer nor Basic");
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let (scheme, rest) = text.split_once(' ').ok_or_else(invalid)?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => Ok(Credentials::Token(rest.trim().to_owned())),
+        "basic" => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| invalid())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+            let (user, password) = decoded.split_once(':').ok_or_else(invalid)?;
+            Ok(Credentials::Password { user: user.to_owned(), password: password.to_owned() })
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// The caller of a request.
+pub async fn caller(mode: &AuthMode, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let AuthMode::Required(authenticator) = mode else { return Ok(Caller::server()) };
+    let principal = authenticator.authenticate(credentials(headers)?).await?;
+    let project = match headers.get(PROJECT_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).ok_or_else(|| {
+            ApiError::new(400, "invalid_project", "Thingbase-Project must be a project id, e.g. `Thingbase-Project: 2`")
+        })?),
+    };
+    Ok(Caller { principal, project })
+}
