@@ -106,6 +106,11 @@ impl App {
         self.paging
     }
 
+    /// Whether anything at all is readable without signing in.
+    pub fn has_open_data(&self) -> bool {
+        !self.hub().open_data.is_empty()
+    }
+
     fn hub(&self) -> Hub {
         self.hub.read().map(|hub| hub.clone()).unwrap_or_default()
     }
@@ -145,6 +150,11 @@ impl App {
         path: Option<&ResourcePath>,
         f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
+        if caller.principal.identity == access::Identity::Anonymous {
+            // Nobody writes without a role, and anonymous callers hold none: say so before
+            // looking at the request.
+            return Err(AppError::Unauthenticated("sign in to change anything".into()));
+        }
         let hub = self.hub();
         let visibility = caller.principal.visibility(&hub);
         let principal = caller.principal.clone();

@@ -42,7 +42,7 @@ async fn who(
             "access control is off (--auth off): there is nothing to manage",
         ));
     };
-    Ok((authenticator.clone(), caller(&state.auth, headers).await?))
+    Ok((authenticator.clone(), caller(&state.auth, &state.app, headers).await?))
 }
 
 fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
@@ -141,7 +141,11 @@ async fn update_project(State(state): State<ApiState>, headers: HeaderMap, Path(
             let open_data = match map.get("openData") {
                 Some(Json::Bool(b)) => *b,
                 _ => {
-                    return Err(ApiError::new(400, "invalid_property", "`openData` (true or false) is what can change"));
+                    return Err(ApiError::new(
+                        400,
+                        "invalid_property",
+                        "`openData` (true or false) is what can change",
+                    ));
                 }
             };
             auth.set_open_data(&caller, id, open_data).await?;

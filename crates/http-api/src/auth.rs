@@ -52,10 +52,14 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     }
 }
 
-/// The caller of a request.
-pub async fn caller(mode: &AuthMode, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// The caller of a request. Without credentials on a hub that has no open data, nothing could
+/// be answered: that is a 401 asking for credentials, not an empty answer.
+pub async fn caller(mode: &AuthMode, app: &app::App, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let AuthMode::Required(authenticator) = mode else { return Ok(Caller::server()) };
     let principal = authenticator.authenticate(credentials(headers)?).await?;
+    if principal.identity == access::Identity::Anonymous && !app.has_open_data() {
+        return Err(ApiError::new(401, "unauthenticated", "sign in: send an API token (Bearer) or a user (Basic)"));
+    }
     let project = match headers.get(PROJECT_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).ok_or_else(|| {

@@ -164,7 +164,7 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
         metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label.clone())
             .record(started.elapsed().as_secs_f64());
     };
-    let caller = match auth::caller(&state.auth, &parts.headers).await {
+    let caller = match auth::caller(&state.auth, &state.app, &parts.headers).await {
         Ok(caller) => caller,
         Err(error) => {
             let reply = error.reply();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_control;
 mod batch;
 mod batch_multipart;
 mod create_update_delete;

@@ -107,29 +107,33 @@ impl Drop for TestServer {
 pub struct Response {
     pub status: u16,
     pub location: Option<String>,
+    /// The `WWW-Authenticate` header of a 401.
+    pub authenticate: Option<String>,
     pub text: String,
     pub json: Value,
 }
 
 pub fn request(method: &str, url: &str, body: Option<String>, content_type: Option<&str>) -> Response {
+    let headers: Vec<(&str, &str)> = content_type.map(|ct| ("content-type", ct)).into_iter().collect();
+    request_with(method, url, body, &headers)
+}
+
+/// A request with any headers (`authorization`, `thingbase-project`, ...).
+pub fn request_with(method: &str, url: &str, body: Option<String>, headers: &[(&str, &str)]) -> Response {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     let result = match body {
-        Some(body) => {
-            let mut req = ureq::http::Request::builder().method(method).uri(url);
-            if let Some(ct) = content_type {
-                req = req.header("content-type", ct);
-            }
-            agent.run(req.body(body).expect("request"))
-        }
-        None => {
-            let req = ureq::http::Request::builder().method(method).uri(url).body(()).expect("request");
-            agent.run(req)
-        }
+        Some(body) => agent.run(req.body(body).expect("request")),
+        None => agent.run(req.body(()).expect("request")),
     };
     let mut response = result.expect("HTTP round trip");
     let status = response.status().as_u16();
-    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (location, authenticate) = (header("location"), header("www-authenticate"));
     let text = response.body_mut().read_to_string().unwrap_or_default();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response { status, location, text, json }
+    Response { status, location, authenticate, text, json }
 }

@@ -1,0 +1,328 @@
+//! Access control over HTTP (`--auth required`): roles × entity sets × operations, through
+//! plain requests, `$expand`, `$count`, nextLinks, `$batch` and Data Array; tokens, users,
+//! open data, revocation; and the first start as a new user meets it (setup token).
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Response, TempDir, TestServer, request_with};
+
+/// The admin token the test servers are started with.
+const ADMIN: &str = "tbt_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A client: the server's root URL, and the token (or user) it sends.
+#[derive(Clone)]
+struct As {
+    root: String,
+    authorization: Option<String>,
+    project: Option<i64>,
+}
+
+impl As {
+    fn anonymous(server: &TestServer) -> As {
+        As { root: server.base.trim_end_matches("/v1.1").to_owned(), authorization: None, project: None }
+    }
+
+    fn token(server: &TestServer, token: &str) -> As {
+        As { authorization: Some(format!("Bearer {token}")), ..As::anonymous(server) }
+    }
+
+    fn in_project(&self, project: i64) -> As {
+        As { project: Some(project), ..self.clone() }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> Response {
+        let project = self.project.map(|p| p.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &self.authorization {
+            headers.push(("authorization", a));
+        }
+        if let Some(p) = &project {
+            headers.push(("thingbase-project", p));
+        }
+        let url = match path {
+            p if p.starts_with("http") => p.to_owned(),
+            p if p.starts_with("/admin") => format!("{}{p}", self.root),
+            p => format!("{}/v1.1{p}", self.root),
+        };
+        request_with(method, &url, body.map(|b| b.to_string()), &headers)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.send("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Response {
+        self.send("POST", path, Some(body))
+    }
+
+    /// Creates and returns the new id, asserting success.
+    fn create(&self, path: &str, body: Value) -> i64 {
+        let response = self.post(path, body);
+        assert!(matches!(response.status, 200 | 201), "creating at {path}: {} {}", response.status, response.text);
+        response.json["id"].as_i64().or(response.json["@iot.id"].as_i64()).expect("an id")
+    }
+
+    /// The ids of a collection (following nextLinks), and its `@iot.count`.
+    fn ids(&self, path: &str) -> (Vec<i64>, Option<i64>) {
+        let mut ids = Vec::new();
+        let first = self.get(path);
+        assert_eq!(first.status, 200, "{path}: {}", first.text);
+        let count = first.json["@iot.count"].as_i64();
+        let mut page = first;
+        loop {
+            ids.extend(
+                page.json["value"].as_array().expect("a collection").iter().map(|e| e["@iot.id"].as_i64().unwrap()),
+            );
+            let Some(next) = page.json["@iot.nextLink"].as_str().map(str::to_owned) else { break };
+            page = self.get(&next);
+            assert_eq!(page.status, 200, "{next}: {}", page.text);
+        }
+        (ids, count)
+    }
+}
+
+fn server(name: &str) -> TestServer {
+    TestServer::start_with(name, |c| c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) })
+}
+
+/// A user with `role` in `project` (none for `None`), and a client with a token of theirs.
+fn member(server: &TestServer, name: &str, project: i64, role: Option<&str>) -> (i64, As) {
+    let admin = As::token(server, ADMIN);
+    let user = admin.create("/admin/users", json!({"name": name}));
+    if let Some(role) = role {
+        let set = admin.send("PUT", &format!("/admin/users/{user}/roles/{project}"), Some(json!({"role": role})));
+        assert_eq!(set.status, 204, "{}", set.text);
+    }
+    let token = admin.post("/admin/tokens", json!({"label": name, "user": user}));
+    assert_eq!(token.status, 201, "{}", token.text);
+    (user, As::token(server, token.json["token"].as_str().expect("a token")))
+}
+
+fn thing(name: &str) -> Value {
+    json!({
+        "name": name, "description": "d",
+        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+                       "location": {"type": "Point", "coordinates": [1, 2]}}],
+        "Datastreams": [{"name": format!("{name} temperature"), "description": "d", "unitOfMeasurement": {},
+            "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
+            "Sensor": {"name": "s", "description": "d", "encodingType": "text/plain", "metadata": "m"},
+            "ObservedProperty": {"name": "p", "definition": "d", "description": "d"}}]
+    })
+}
+
+/// Two projects with a Thing (and Datastream, Observations) each; returns (project 2, project 3,
+/// thing in 2, datastream in 2, thing in 3, datastream in 3).
+fn two_projects(server: &TestServer) -> (i64, i64, i64, i64, i64, i64) {
+    let admin = As::token(server, ADMIN);
+    let mine = admin.create("/admin/projects", json!({"name": "mine"}));
+    let theirs = admin.create("/admin/projects", json!({"name": "theirs"}));
+    let my_thing = admin.in_project(mine).create("/Things", thing("my station"));
+    let their_thing = admin.in_project(theirs).create("/Things", thing("their station"));
+    let ds = |t: i64| admin.get(&format!("/Things({t})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    let (my_ds, their_ds) = (ds(my_thing), ds(their_thing));
+    for ds in [my_ds, their_ds] {
+        for result in 0..3 {
+            admin.create(&format!("/Datastreams({ds})/Observations"), json!({"result": result}));
+        }
+    }
+    (mine, theirs, my_thing, my_ds, their_thing, their_ds)
+}
+
+#[test]
+fn requests_without_credentials_are_asked_for_them() {
+    let server = server("auth-anonymous");
+    let anonymous = As::anonymous(&server);
+    for (method, path) in [("GET", "/Things"), ("POST", "/Things"), ("GET", "/admin/whoami")] {
+        let response = anonymous.send(method, path, Some(thing("x")));
+        assert_eq!(response.status, 401, "{method} {path}: {}", response.text);
+        assert_eq!(response.json["error"], "unauthenticated");
+        assert_eq!(response.authenticate.as_deref(), Some(r#"Bearer realm="thingbase", Basic realm="thingbase""#));
+    }
+    let wrong = As::token(&server, "tbt_ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    assert_eq!(wrong.get("/Things").status, 401, "an unknown token is not anonymous");
+    let garbage = As { authorization: Some("Token abc".into()), ..anonymous.clone() };
+    assert_eq!(garbage.get("/Things").json["error"], "invalid_credentials");
+    // The service root and health stay public.
+    assert_eq!(anonymous.get("").status, 200);
+    assert_eq!(request_with("GET", &format!("{}/health", anonymous.root), None, &[]).status, 200);
+}
+
+#[test]
+fn each_role_reads_and_writes_what_it_may_and_nothing_leaks() {
+    let server = server("auth-roles");
+    let (mine, _theirs, my_thing, my_ds, their_thing, their_ds) = two_projects(&server);
+    let observation = || json!({"result": 42});
+    // (role, may create Observations, may create/update/delete other entities)
+    let roles = [("viewer", false, false), ("contributor", true, false), ("editor", true, true), ("admin", true, true)];
+    for (role, contributes, edits) in roles {
+        let (_, client) = member(&server, &format!("{role}-user"), mine, Some(role));
+
+        // Reads: their project only, through every path.
+        let things = client.ids("/Things?$count=true");
+        assert!(things.0.contains(&my_thing) && !things.0.contains(&their_thing), "{role}: {things:?}");
+        assert_eq!(things.1, Some(things.0.len() as i64), "{role}");
+        let all = client.ids("/Observations").0;
+        assert!(
+            all.len() >= 3
+                && all.iter().all(|id| client.get(&format!("/Observations({id})/Datastream")).json["@iot.id"] == my_ds)
+        );
+        let paged = client.ids("/Observations?$top=2&$count=true");
+        assert_eq!(paged, (all.clone(), Some(all.len() as i64)), "{role}: nextLinks and $count see the same");
+        assert_eq!(client.get(&format!("/Things({their_thing})")).status, 404, "{role}: hidden is not found");
+        assert_eq!(client.get(&format!("/Datastreams({their_ds})/Observations")).status, 404, "{role}");
+        let filtered = client.ids("/Datastreams?$filter=Thing/name%20eq%20'their%20station'");
+        assert!(filtered.0.is_empty(), "{role}: a filter cannot reach into another project");
+        let expanded = client.get("/Things?$expand=Datastreams($expand=Observations($count=true))");
+        let datastreams = expanded.json["value"][0]["Datastreams"].as_array().expect("expanded").clone();
+        assert_eq!(datastreams.len(), 1, "{role}");
+        assert_eq!(datastreams[0]["Observations@iot.count"], all.len(), "{role}");
+
+        // Observations.
+        let created = client.post(&format!("/Datastreams({my_ds})/Observations"), observation());
+        assert_eq!(created.status, if contributes { 201 } else { 403 }, "{role}: {}", created.text);
+        let elsewhere = client.post(&format!("/Datastreams({their_ds})/Observations"), observation());
+        assert_eq!(elsewhere.status, 404, "{role}: another project's Datastream does not exist for it");
+        let linked = client.post("/Observations", json!({"result": 1, "Datastream": {"@iot.id": their_ds}}));
+        assert_eq!(linked.status, 400, "{role}: {}", linked.text);
+        let rows = json!([{"Datastream": {"@iot.id": my_ds}, "components": ["result"], "dataArray": [[1], [2]]}]);
+        assert_eq!(client.post("/CreateObservations", rows).status, if contributes { 201 } else { 403 }, "{role}");
+
+        // Other entities.
+        let thing_created = client.post("/Things", json!({"name": role, "description": "d"}));
+        assert_eq!(thing_created.status, if edits { 201 } else { 403 }, "{role}: {}", thing_created.text);
+        if edits {
+            let id = thing_created.json["@iot.id"].as_i64().unwrap();
+            assert_eq!(client.ids("/Things").0.len(), things.0.len() + 1, "{role}: the new Thing went to its project");
+            assert_eq!(client.send("DELETE", &format!("/Things({id})"), None).status, 200);
+        }
+        let patched = client.send("PATCH", &format!("/Things({my_thing})"), Some(json!({"description": role})));
+        assert_eq!(patched.status, if edits { 200 } else { 403 }, "{role}: {}", patched.text);
+        let hidden = client.send("PATCH", &format!("/Things({their_thing})"), Some(json!({"description": role})));
+        assert_eq!(hidden.status, 404, "{role}");
+        // A $batch part is judged like a request of its own.
+        let batch = client.post(
+            "/$batch",
+            json!({"requests": [
+                {"id": "1", "method": "post", "url": "Things", "body": {"name": "b", "description": "d"}},
+                {"id": "2", "method": "get", "url": format!("Things({their_thing})")}
+            ]}),
+        );
+        let statuses: Vec<u64> =
+            batch.json["responses"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+        assert_eq!(statuses, [if edits { 201 } else { 403 }, 404], "{role}: {}", batch.text);
+    }
+}
+
+#[test]
+fn users_without_a_role_see_nothing_and_open_data_is_public() {
+    let server = server("auth-open-data");
+    let (mine, theirs, my_thing, _, _, _) = two_projects(&server);
+    let (_, outsider) = member(&server, "outsider", mine, None);
+    assert!(outsider.ids("/Things").0.is_empty());
+    assert_eq!(outsider.post("/Things", json!({"name": "x", "description": "d"})).status, 403);
+
+    let admin = As::token(&server, ADMIN);
+    assert_eq!(admin.send("PATCH", &format!("/admin/projects/{mine}"), Some(json!({"openData": true}))).status, 204);
+    let anonymous = As::anonymous(&server);
+    assert_eq!(anonymous.ids("/Things").0, [my_thing], "open data reads are public");
+    assert_eq!(outsider.ids("/Things").0, [my_thing]);
+    let write = anonymous.post(&format!("/Things({my_thing})/Locations"), json!({"name": "x"}));
+    assert_eq!(write.status, 401, "writes stay authenticated: {}", write.text);
+    assert_eq!(outsider.post("/Things", json!({"name": "x", "description": "d"})).status, 403);
+    let _ = theirs;
+}
+
+#[test]
+fn revoked_tokens_and_removed_roles_stop_working_at_once() {
+    let server = server("auth-revoke");
+    let (mine, _, my_thing, _, _, _) = two_projects(&server);
+    let (user, editor) = member(&server, "editor", mine, Some("editor"));
+    assert_eq!(editor.ids("/Things").0, [my_thing]);
+    let admin = As::token(&server, ADMIN);
+    assert_eq!(admin.send("DELETE", &format!("/admin/users/{user}/roles/{mine}"), None).status, 204);
+    assert!(editor.ids("/Things").0.is_empty(), "the cached principal was dropped");
+
+    // A token of one's own, narrower than oneself, then revoked by its owner.
+    assert_eq!(
+        admin.send("PUT", &format!("/admin/users/{user}/roles/{mine}"), Some(json!({"role": "editor"}))).status,
+        204
+    );
+    let narrow =
+        editor.post("/admin/tokens", json!({"label": "station", "grants": [{"project": mine, "role": "contributor"}]}));
+    assert_eq!(narrow.status, 201, "{}", narrow.text);
+    let station = As::token(&server, narrow.json["token"].as_str().unwrap());
+    let whoami = station.get("/admin/whoami");
+    assert_eq!(whoami.json["roles"], json!([{"project": mine, "role": "contributor"}]), "{}", whoami.text);
+    assert_eq!(station.post("/Things", json!({"name": "x", "description": "d"})).status, 403);
+    let wider = editor.post("/admin/tokens", json!({"label": "x", "grants": [{"project": mine, "role": "admin"}]}));
+    assert_eq!(wider.status, 403, "no token beyond one's own rights: {}", wider.text);
+    let id = narrow.json["id"].as_i64().unwrap();
+    assert_eq!(editor.send("DELETE", &format!("/admin/tokens/{id}"), None).status, 204);
+    assert_eq!(station.get("/Things").status, 401);
+    // Only hub administrators manage users and projects.
+    assert_eq!(editor.post("/admin/users", json!({"name": "mallory"})).status, 403);
+    assert_eq!(editor.post("/admin/projects", json!({"name": "mallory"})).status, 403);
+}
+
+#[test]
+fn users_sign_in_with_a_password_over_basic() {
+    let server = server("auth-basic");
+    let admin = As::token(&server, ADMIN);
+    let user = admin.create("/admin/users", json!({"name": "ada", "password": "correct horse battery"}));
+    assert_eq!(admin.send("PUT", &format!("/admin/users/{user}/roles/1"), Some(json!({"role": "editor"}))).status, 204);
+    let basic = |password: &str| {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("ada:{password}"));
+        As { authorization: Some(format!("Basic {encoded}")), ..As::anonymous(&server) }
+    };
+    assert_eq!(basic("correct horse battery").post("/Things", json!({"name": "t", "description": "d"})).status, 201);
+    assert_eq!(basic("wrong horse battery").get("/Things").status, 401);
+    let short = admin.post("/admin/users", json!({"name": "bob", "password": "short"}));
+    assert_eq!((short.status, short.json["error"].as_str()), (400, Some("invalid_password")));
+}
+
+/// As a new user would meet it: start the real binary with access control on, read the
+/// one-time setup token it prints, make a project, a user and a token with it, post data.
+#[test]
+fn first_start_prints_a_one_time_setup_token() {
+    let dir = TempDir::new("auth-setup");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+        .args(["serve", "--auth", "required", "--http-port", &port.to_string(), "--mqtt-port", "0", "--log", "warn"])
+        .env("THINGBASE_DATA_DIR", &dir.0)
+        .env_remove("THINGBASE_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let setup = loop {
+        assert!(Instant::now() < deadline, "no setup token printed");
+        let line = lines.next().expect("a line").expect("text");
+        if let Some(token) = line.trim().strip_prefix("tbt_") {
+            break format!("tbt_{token}");
+        }
+    };
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = format!("http://127.0.0.1:{port}");
+    let setup_client = As { root: root.clone(), authorization: Some(format!("Bearer {setup}")), project: None };
+    assert_eq!(setup_client.get("/admin/whoami").json["hubAdmin"], true);
+    let token = setup_client.post("/admin/tokens", json!({"label": "my admin token"}));
+    assert_eq!(token.status, 201, "{}", token.text);
+    assert_eq!(setup_client.get("/Things").status, 401, "the setup token worked once");
+    let me =
+        As { root, authorization: Some(format!("Bearer {}", token.json["token"].as_str().unwrap())), project: None };
+    let project = me.create("/admin/projects", json!({"name": "roof"}));
+    let thing = me.in_project(project).create("/Things", thing("roof station"));
+    let ds = me.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap();
+    assert_eq!(me.post(&format!("/Datastreams({ds})/Observations"), json!({"result": 1})).status, 201);
+    let _ = child.kill();
+    let _ = child.wait();
+}
