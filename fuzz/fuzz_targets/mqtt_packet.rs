@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use broker::{
-    ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason, TopicFilter,
+    AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason, TopicFilter,
     TopicName,
 };
 use libfuzzer_sys::fuzz_target;
@@ -23,8 +23,10 @@ struct FuzzHooks;
 impl Hooks for FuzzHooks {
     type Principal = ();
 
-    fn authenticate(&self, connect: &ConnectInfo) -> Result<(), RefuseReason> {
-        if connect.username.as_deref() == Some("refused") { Err(RefuseReason::NotAuthorized) } else { Ok(()) }
+    fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<()> {
+        let verdict =
+            if connect.username.as_deref() == Some("refused") { Err(RefuseReason::NotAuthorized) } else { Ok(()) };
+        Box::pin(std::future::ready(verdict))
     }
 
     fn authorize_subscribe(&self, _principal: &(), filter: &TopicFilter) -> bool {
@@ -43,7 +45,7 @@ impl Hooks for FuzzHooks {
         }
     }
 
-    fn authorize_delivery(&self, _principal: &(), topic: &TopicName) -> bool {
+    fn authorize_delivery(&self, _principal: &(), topic: &TopicName, _tag: Option<u64>) -> bool {
         !topic.as_str().starts_with('h')
     }
 }

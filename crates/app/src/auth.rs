@@ -63,6 +63,18 @@ pub struct Authenticator {
     app: App,
     tokens: Mutex<HashMap<String, Cached>>,
     passwords: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Bumped by every change that may alter anyone's rights (a revoked token, a project's
+    /// open data); long-lived sessions (MQTT) compare it to the one they authenticated at.
+    generation: std::sync::atomic::AtomicU64,
+    /// Bumped per user by changes to that user's rights (roles).
+    user_generations: Mutex<HashMap<i64, u64>>,
+}
+
+/// The generations a principal was authenticated at; see [`Authenticator::is_current`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation {
+    hub: u64,
+    user: u64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -77,7 +89,39 @@ fn unauthenticated(message: &str) -> AppError {
 
 impl Authenticator {
     pub fn new(app: App) -> Authenticator {
-        Authenticator { app, tokens: Mutex::default(), passwords: Mutex::default() }
+        Authenticator {
+            app,
+            tokens: Mutex::default(),
+            passwords: Mutex::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            user_generations: Mutex::default(),
+        }
+    }
+
+    /// The generation a principal of `user` authenticated now is current at.
+    pub fn generation(&self, user: Option<i64>) -> Generation {
+        let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let user =
+            user.and_then(|user| self.user_generations.lock().ok().and_then(|g| g.get(&user).copied())).unwrap_or(0);
+        Generation { hub, user }
+    }
+
+    /// Whether nothing changed the rights of `user` since `at`.
+    pub fn is_current(&self, user: Option<i64>, at: Generation) -> bool {
+        self.generation(user) == at
+    }
+
+    fn bump(&self, user: Option<i64>) {
+        match user {
+            Some(user) => {
+                if let Ok(mut generations) = self.user_generations.lock() {
+                    *generations.entry(user).or_default() += 1;
+                }
+            }
+            None => {
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
     }
 
     /// Forgets every cached principal; called after any change to principals.
@@ -276,7 +320,7 @@ impl Authenticator {
                 Ok(writer.principals().insert_project(&check, open_data)?)
             })
             .await?;
-        self.changed(caller).await?;
+        self.changed(caller, Rights::Nobody).await?;
         Ok(ProjectRecord { id, name, open_data })
     }
 
@@ -302,7 +346,7 @@ impl Authenticator {
         if !found {
             return Err(AppError::NotFound(format!("project {project} does not exist")));
         }
-        self.changed(caller).await
+        self.changed(caller, Rights::Everyone).await
     }
 
     /// A new user (with a password, or tokens only); hub administrators only.
@@ -332,7 +376,7 @@ impl Authenticator {
                 Ok(writer.principals().insert_user(&name, hash.as_deref(), hub_admin)?)
             })
             .await?;
-        self.changed(caller).await?;
+        self.changed(caller, Rights::Nobody).await?;
         Ok(id)
     }
 
@@ -358,7 +402,7 @@ impl Authenticator {
                 Ok(principals.set_membership(user, project, role)?)
             })
             .await?;
-        self.changed(caller).await
+        self.changed(caller, Rights::User(user)).await
     }
 
     /// A new token for `user` (the caller itself when `None`), shown once. A user may make
@@ -415,7 +459,7 @@ impl Authenticator {
                 Ok(principals.insert_token(&NewToken { user, hash: &hash.0, label: &label, scope, expires_at })?)
             })
             .await?;
-        self.changed(caller).await?;
+        self.changed(caller, Rights::Nobody).await?;
         Ok((id, secret))
     }
 
@@ -433,19 +477,40 @@ impl Authenticator {
         if !revoked {
             return Err(AppError::NotFound(format!("you have no live token {token}")));
         }
-        self.changed(caller).await
+        self.changed(caller, Rights::Everyone).await
     }
 
     /// After a change to principals: forget cached ones, reload the hub, and spend a one-time
     /// setup token that made the change.
-    async fn changed(&self, caller: &Caller) -> Result<(), AppError> {
+    async fn changed(&self, caller: &Caller, rights_of: Rights) -> Result<(), AppError> {
+        match rights_of {
+            Rights::Nobody => {}
+            Rights::User(user) => self.bump(Some(user)),
+            Rights::Everyone => self.bump(None),
+        }
         if let Identity::Token { id, one_time: true, .. } = caller.principal.identity {
+            self.bump(None);
             self.app
                 .write_job(&Caller::server(), None, move |writer| Ok(writer.principals().revoke_token(id, None)?))
                 .await?;
         }
         self.invalidate();
         self.app.refresh_hub().await
+    }
+}
+
+/// Whose rights a change to principals may have changed.
+enum Rights {
+    Nobody,
+    User(i64),
+    Everyone,
+}
+
+/// The user a principal acts for, if any.
+pub fn user_of(principal: &Principal) -> Option<i64> {
+    match &principal.identity {
+        Identity::User { id, .. } | Identity::Token { user: id, .. } => Some(*id),
+        _ => None,
     }
 }
 

@@ -106,6 +106,16 @@ impl App {
         self.paging
     }
 
+    /// Whether `principal` may read entities of `project` (for filtering notifications).
+    pub fn readable(&self, principal: &Principal, project: ProjectId) -> bool {
+        principal.decide(&self.hub(), access::Action::Read, EntityType::Thing, project) == access::Decision::Allow
+    }
+
+    /// The project of an entity, whoever asks; `None` if it does not exist.
+    pub async fn project_of(&self, entity: EntityType, id: Id) -> Result<Option<ProjectId>, AppError> {
+        self.read_job(&Caller::server(), move |reader| Ok(reader.project_of(entity, id)?)).await
+    }
+
     /// Whether anything at all is readable without signing in.
     pub fn has_open_data(&self) -> bool {
         !self.hub().open_data.is_empty()
@@ -173,9 +183,10 @@ impl App {
         self.store.write(
             visibility,
             Box::new(move |writer| {
-                let mut authorizing = authorize::Authorizing::new(writer, &principal, &hub, placement);
-                let mut recording = changes::Recording::new(&mut authorizing, keep_records);
-                let result = f(&mut recording);
+                // The recording sees what the authorizing writer let through, with each new
+                // entity already placed in its project.
+                let mut recording = changes::Recording::new(writer, keep_records);
+                let result = f(&mut authorize::Authorizing::new(&mut recording, &principal, &hub, placement));
                 let changes = std::mem::take(&mut recording.changes);
                 let failed = result.is_err();
                 if let Ok(mut r) = job_recorded.lock() {

@@ -600,7 +600,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             request.info.client_id.clone_from(&generated);
             assigned_client_id = Some(generated);
         }
-        let principal = match self.shared.hooks.authenticate(&request.info) {
+        let principal = match self.shared.hooks.authenticate(&request.info).await {
             Ok(principal) => principal,
             Err(reason) => {
                 tracing::info!(peer = %self.peer, client_id = %request.info.client_id, ?reason, "mqtt: refusing a connection");
@@ -735,6 +735,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                     qos: qos.min(QoS::AtLeastOnce),
                     retain,
                     publisher: Some(session.client_id.clone()),
+                    tag: None,
                 };
                 self.shared.state().route(Arc::new(message));
                 let acknowledgement = Acknowledgement { packet_id, qos, result: Ok(()) };
@@ -887,8 +888,14 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                 continue;
             };
             for (topic, payload) in messages {
-                let message =
-                    Message { topic, payload: crate::payload_of(&payload), qos, retain: true, publisher: None };
+                let message = Message {
+                    topic,
+                    payload: crate::payload_of(&payload),
+                    qos,
+                    retain: true,
+                    publisher: None,
+                    tag: None,
+                };
                 initial.push(Delivery { message: Arc::new(message), qos, retain: true, redelivery: false });
             }
         }
@@ -945,7 +952,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
 
     fn send_delivery(&mut self, delivery: Delivery) {
         let Some(session) = &mut self.session else { return };
-        if !self.shared.hooks.authorize_delivery(&session.principal, &delivery.message.topic) {
+        if !self.shared.hooks.authorize_delivery(&session.principal, &delivery.message.topic, delivery.message.tag) {
             metrics::dropped("not_authorized");
             return;
         }
@@ -1066,6 +1073,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                     qos: will.qos.min(QoS::AtLeastOnce),
                     retain: will.retain,
                     publisher: Some(session.client_id.clone()),
+                    tag: None,
                 };
                 self.shared.state().route(Arc::new(message));
             }

@@ -85,6 +85,9 @@ pub enum PublishRefusal {
 /// The future an intercepted publish is acknowledged after.
 pub type PublishFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'static>>;
 
+/// The future of a CONNECT's authentication ([`Hooks::authenticate`]).
+pub type AuthenticateFuture<P> = Pin<Box<dyn Future<Output = Result<P, RefuseReason>> + Send + 'static>>;
+
 /// The future of the current state a new subscription receives ([`Hooks::on_subscribed`]).
 pub type SubscribedFuture = Pin<Box<dyn Future<Output = Vec<(TopicName, Bytes)>> + Send + 'static>>;
 
@@ -115,8 +118,9 @@ pub trait Hooks: Send + Sync + 'static {
     /// with roles). Kept for the lifetime of the connection.
     type Principal: Send + Sync + 'static;
 
-    /// CONNECT: accept with a principal, or refuse with a reason.
-    fn authenticate(&self, connect: &ConnectInfo) -> Result<Self::Principal, RefuseReason>;
+    /// CONNECT: accept with a principal, or refuse with a reason. Asynchronous, since checking
+    /// credentials may need a database; the connection reads nothing else meanwhile.
+    fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<Self::Principal>;
 
     /// SUBSCRIBE, once per filter; a refused filter gets the "not authorized" SUBACK code.
     fn authorize_subscribe(&self, principal: &Self::Principal, filter: &TopicFilter) -> bool;
@@ -125,8 +129,10 @@ pub trait Hooks: Send + Sync + 'static {
     fn on_publish(&self, principal: &Self::Principal, publish: &InboundPublish) -> PublishDecision;
 
     /// Every delivery to a subscriber, checked per message because rights can change at any
-    /// time. A refused message is dropped silently (and counted).
-    fn authorize_delivery(&self, principal: &Self::Principal, topic: &TopicName) -> bool;
+    /// time. `tag` is what the application attached to a message it published itself
+    /// ([`crate::Broker::publish_tagged`]), `None` for client publishes. A refused message is
+    /// dropped silently (and counted).
+    fn authorize_delivery(&self, principal: &Self::Principal, topic: &TopicName, tag: Option<u64>) -> bool;
 
     /// The current state of what a granted subscription covers (the newest value of a
     /// sensor, say), sent right after the SUBACK as if it were the topics' retained messages:
@@ -148,8 +154,8 @@ pub struct AllowAll;
 impl Hooks for AllowAll {
     type Principal = ();
 
-    fn authenticate(&self, _connect: &ConnectInfo) -> Result<(), RefuseReason> {
-        Ok(())
+    fn authenticate(&self, _connect: &ConnectInfo) -> AuthenticateFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn authorize_subscribe(&self, _principal: &(), _filter: &TopicFilter) -> bool {
@@ -160,7 +166,7 @@ impl Hooks for AllowAll {
         PublishDecision::Route
     }
 
-    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
+    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName, _tag: Option<u64>) -> bool {
         true
     }
 }

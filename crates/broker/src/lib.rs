@@ -66,8 +66,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use hooks::{
-    AllowAll, ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError, PublishFuture,
-    PublishRefusal, RefuseReason, SubscribedFuture,
+    AllowAll, AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError,
+    PublishFuture, PublishRefusal, RefuseReason, SubscribedFuture,
 };
 pub use topic::{TopicError, TopicFilter, TopicName};
 
@@ -229,8 +229,18 @@ impl<H: Hooks> Broker<H> {
     /// consulting `on_publish` (each delivery is still checked by `authorize_delivery`). A
     /// retained message with an empty payload clears the topic's retained message.
     pub fn publish(&self, topic: TopicName, payload: Bytes, qos: QoS, retain: bool) {
-        let message =
-            Message { topic, payload: payload_of(&payload), qos: qos.min(QoS::AtLeastOnce), retain, publisher: None };
+        self.route_own(topic, payload, qos, retain, None);
+    }
+
+    /// [`Broker::publish`] with a tag for `Hooks::authorize_delivery` (the application's own
+    /// label of who may see the message).
+    pub fn publish_tagged(&self, topic: TopicName, payload: Bytes, qos: QoS, retain: bool, tag: u64) {
+        self.route_own(topic, payload, qos, retain, Some(tag));
+    }
+
+    fn route_own(&self, topic: TopicName, payload: Bytes, qos: QoS, retain: bool, tag: Option<u64>) {
+        let qos = qos.min(QoS::AtLeastOnce);
+        let message = Message { topic, payload: payload_of(&payload), qos, retain, publisher: None, tag };
         self.shared.state().route(Arc::new(message));
     }
 

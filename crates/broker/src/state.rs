@@ -28,6 +28,8 @@ pub(crate) struct Message {
     pub(crate) retain: bool,
     /// The client that published it, for the v5 No Local option; `None` for in-process publishes.
     pub(crate) publisher: Option<ClientId>,
+    /// The application's tag of an in-process publish, for `Hooks::authorize_delivery`.
+    pub(crate) tag: Option<u64>,
 }
 
 /// One message for one subscriber, with the QoS and retain flag it is sent with.

@@ -111,7 +111,14 @@ fn subscription_tree_counts_and_prunes() {
 }
 
 fn message(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Arc<Message> {
-    Arc::new(Message { topic: name(topic), payload: crate::payload_of(payload), qos, retain, publisher: None })
+    Arc::new(Message {
+        topic: name(topic),
+        payload: crate::payload_of(payload),
+        qos,
+        retain,
+        publisher: None,
+        tag: None,
+    })
 }
 
 /// A link for a connection that nobody drives; the receiver must be kept to keep it open.
@@ -423,8 +430,8 @@ struct InterceptEverything;
 impl crate::Hooks for InterceptEverything {
     type Principal = ();
 
-    fn authenticate(&self, _connect: &crate::ConnectInfo) -> Result<(), crate::RefuseReason> {
-        Ok(())
+    fn authenticate(&self, _connect: &crate::ConnectInfo) -> crate::AuthenticateFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn authorize_subscribe(&self, _principal: &(), _filter: &TopicFilter) -> bool {
@@ -435,7 +442,7 @@ impl crate::Hooks for InterceptEverything {
         crate::PublishDecision::Intercept(Box::pin(std::future::pending()))
     }
 
-    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
+    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName, _tag: Option<u64>) -> bool {
         true
     }
 }

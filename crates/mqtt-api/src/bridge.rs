@@ -23,7 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use app::App;
+use app::auth::Credentials;
+use app::{App, Caller};
 use broker::TopicName;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -34,6 +35,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 
 use crate::hooks::{create_request, publish_error};
+use crate::session::MqttAccess;
 use crate::topic;
 
 /// The user property every notification published to the external broker carries.
@@ -56,6 +58,9 @@ pub struct BridgeConfig {
     pub password: Option<String>,
     /// The shared-subscription group the nodes of one hub join.
     pub share_group: String,
+    /// The Thingbase API token the bridge acts with when access control is on: the devices'
+    /// publishes create as its principal, and only notifications it may read go out.
+    pub token: Option<String>,
 }
 
 impl std::fmt::Debug for BridgeConfig {
@@ -68,20 +73,46 @@ impl std::fmt::Debug for BridgeConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<secret>"))
             .field("share_group", &self.share_group)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .finish()
     }
 }
 
 /// The sending side the notifier pushes notifications into, and the task that runs the bridge.
-pub(crate) fn start(app: App, config: BridgeConfig) -> mpsc::Sender<(TopicName, Bytes)> {
+pub(crate) fn start(app: App, config: BridgeConfig, access: MqttAccess) -> mpsc::Sender<(TopicName, Bytes, i64)> {
     let (sender, receiver) = mpsc::channel(OUTBOUND_QUEUE);
-    tokio::spawn(run(app, config, receiver));
+    tokio::spawn(async move {
+        let caller = match (&access, &config.token) {
+            (MqttAccess::Open, _) => Caller::server(),
+            (MqttAccess::Required(authenticator), Some(token)) => {
+                match authenticator.authenticate(Credentials::Token(token.clone())).await {
+                    Ok(principal) => Caller::new(principal),
+                    Err(error) => {
+                        tracing::error!(%error, "mqtt bridge: its token does not work; the bridge is off");
+                        return;
+                    }
+                }
+            }
+            (MqttAccess::Required(_), None) => {
+                tracing::error!(
+                    "mqtt bridge: access control is on and the bridge has no token (--mqtt-bridge-token); the bridge is off"
+                );
+                return;
+            }
+        };
+        run(app, config, caller, receiver).await;
+    });
     sender
 }
 
 type Acknowledgement = Pin<Box<dyn Future<Output = (Publish, u64)> + Send>>;
 
-async fn run(app: App, config: BridgeConfig, mut notifications: mpsc::Receiver<(TopicName, Bytes)>) {
+async fn run(
+    app: App,
+    config: BridgeConfig,
+    caller: Caller,
+    mut notifications: mpsc::Receiver<(TopicName, Bytes, i64)>,
+) {
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -117,7 +148,7 @@ async fn run(app: App, config: BridgeConfig, mut notifications: mpsc::Receiver<(
                     }
                 }
                 Some(Ok(Packet::Publish(publish))) => {
-                    acknowledgements.push_back(receive(&app, publish, generation));
+                    acknowledgements.push_back(receive(&app, &caller, publish, generation));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
@@ -137,8 +168,11 @@ async fn run(app: App, config: BridgeConfig, mut notifications: mpsc::Receiver<(
                 }
             }
             notification = notifications.recv() => {
-                let Some((topic, payload)) = notification else { break };
-                publish_notification(&client, connected, topic, payload);
+                let Some((topic, payload, project)) = notification else { break };
+                // The external broker's subscribers see what the bridge's principal may read.
+                if app.readable(&caller.principal, project) {
+                    publish_notification(&client, connected, topic, payload);
+                }
             }
         }
     }
@@ -183,7 +217,7 @@ fn publish_notification(client: &AsyncClient, connected: bool, topic: TopicName,
 }
 
 /// Handles one publish from the external broker; resolves when it may be acknowledged.
-fn receive(app: &App, publish: Publish, generation: u64) -> Acknowledgement {
+fn receive(app: &App, caller: &Caller, publish: Publish, generation: u64) -> Acknowledgement {
     let is_notification = publish
         .properties
         .as_ref()
@@ -201,9 +235,9 @@ fn receive(app: &App, publish: Publish, generation: u64) -> Acknowledgement {
         Some(Err(error)) => return refuse(publish, generation, &error.message),
         Some(Ok(op)) => op,
     };
-    let app = app.clone();
+    let (app, caller) = (app.clone(), caller.clone());
     Box::pin(async move {
-        if let Err(error) = app.write(&app::Caller::server(), op).await {
+        if let Err(error) = app.write(&caller, op).await {
             let error = publish_error(error);
             metrics::counter!("thingbase_mqtt_bridge_refused_total").increment(1);
             tracing::info!(topic = %String::from_utf8_lossy(&publish.topic), reason = %error.message, "mqtt bridge: publish refused");

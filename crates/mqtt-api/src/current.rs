@@ -4,7 +4,8 @@
 //! (by phenomenonTime) of an Observation collection topic. Other collections have no single
 //! current state and get none. The payload is shaped exactly like the notifications on that
 //! topic, `$select` included, and is sent as the topic's retained message, so MQTT 5 clients
-//! can opt out per subscription with Retain Handling.
+//! can opt out per subscription with Retain Handling. It is read as the subscriber, so it shows
+//! only what the subscriber may see.
 
 use app::{App, ReadResult};
 use broker::{TopicFilter, TopicName};
@@ -21,7 +22,12 @@ const NEWEST_OBSERVATION: &str = "$top=1&$orderby=phenomenonTime desc,id desc";
 
 /// The current state of the topic `filter` names, or nothing when it has none (wildcards,
 /// collections of entities other than Observations, entities that do not exist).
-pub(crate) async fn current_state(app: App, base: String, filter: TopicFilter) -> Vec<(TopicName, Bytes)> {
+pub(crate) async fn current_state(
+    app: App,
+    caller: std::sync::Arc<app::Caller>,
+    base: String,
+    filter: TopicFilter,
+) -> Vec<(TopicName, Bytes)> {
     let text = filter.as_str();
     if text.contains(['+', '#']) {
         return Vec::new();
@@ -33,27 +39,25 @@ pub(crate) async fn current_state(app: App, base: String, filter: TopicFilter) -
     let mut query = parsed.query;
     query.expand.clear();
     let payload = match path.tail {
-        Tail::Property(_) => match app.read(&app::Caller::server(), path, odata::Query::default()).await {
+        Tail::Property(_) => match app.read(&caller, path, odata::Query::default()).await {
             Ok(ReadResult::Property { property, value }) => property_payload(property.name, &value),
             _ => return Vec::new(),
         },
-        Tail::None if !app::addresses_collection(&path) => {
-            match app.read(&app::Caller::server(), path, query.clone()).await {
-                Ok(ReadResult::Entity { entity, fields, row }) => {
-                    let mut payload = String::with_capacity(512);
-                    encoder.entity(&mut payload, entity, &fields, &row, &query);
-                    payload
-                }
-                _ => return Vec::new(),
+        Tail::None if !app::addresses_collection(&path) => match app.read(&caller, path, query.clone()).await {
+            Ok(ReadResult::Entity { entity, fields, row }) => {
+                let mut payload = String::with_capacity(512);
+                encoder.entity(&mut payload, entity, &fields, &row, &query);
+                payload
             }
-        }
+            _ => return Vec::new(),
+        },
         Tail::None if app::target_entity(&path) == EntityType::Observation => {
             let Ok(mut newest) = odata::parse_query(NEWEST_OBSERVATION, EntityType::Observation, &Limits::default())
             else {
                 return Vec::new();
             };
             newest.select = query.select.clone();
-            match app.read(&app::Caller::server(), path, newest).await {
+            match app.read(&caller, path, newest).await {
                 Ok(ReadResult::Collection { entity, rows }) => {
                     let Some(row) = rows.rows.first() else { return Vec::new() };
                     let mut payload = String::with_capacity(512);

@@ -3,20 +3,24 @@
 //! the commit; subscriptions to SensorThings topics are checked and their `$select` variants
 //! remembered for notifications. Topics outside `v1.1/` are ordinary broker topics.
 //!
-//! Access control arrives with its own issue; until then every client may connect, and the
-//! broker listens on loopback by default like the HTTP API.
+//! With access control on (see `session.rs`), CONNECT is authenticated, every publish creates
+//! as its connection's principal, and every delivery is checked per message: a notification
+//! carries its entity's project as the broker tag, and reaches only subscribers who may read
+//! that project now.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use app::{App, AppError, WriteOp};
 use broker::{
-    ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason, SubscribedFuture,
+    AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal,
+    SubscribedFuture,
 };
 use broker::{TopicFilter, TopicName};
 use odata::Tail;
 
 use crate::notify::Listening;
+use crate::session::{self, MqttAccess, Session};
 use crate::{current, topic};
 
 /// Subscribed topics that carry query options, by the topic without them: notifications for
@@ -43,6 +47,7 @@ impl Variants {
 
 pub struct SensorThingsHooks {
     app: App,
+    access: MqttAccess,
     latest_on_subscribe: bool,
     /// The service root URL self links start with.
     base: String,
@@ -53,12 +58,13 @@ pub struct SensorThingsHooks {
 impl SensorThingsHooks {
     pub(crate) fn new(
         app: App,
+        access: MqttAccess,
         latest_on_subscribe: bool,
         base: String,
         variants: Arc<Variants>,
         listening: Arc<Listening>,
     ) -> SensorThingsHooks {
-        SensorThingsHooks { app, latest_on_subscribe, base, variants, listening }
+        SensorThingsHooks { app, access, latest_on_subscribe, base, variants, listening }
     }
 }
 
@@ -115,15 +121,20 @@ pub(crate) fn publish_error(error: AppError) -> PublishError {
 }
 
 impl Hooks for SensorThingsHooks {
-    type Principal = ();
+    type Principal = Session;
 
-    fn authenticate(&self, _connect: &ConnectInfo) -> Result<(), RefuseReason> {
-        Ok(())
+    fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<Session> {
+        let credentials = session::credentials(connect);
+        Box::pin(session::authenticate(self.access.clone(), self.app.clone(), credentials))
     }
 
-    fn authorize_subscribe(&self, _principal: &(), filter: &TopicFilter) -> bool {
+    fn authorize_subscribe(&self, session: &Session, filter: &TopicFilter) -> bool {
         let text = filter.as_str();
         let wildcard = text.contains(['+', '#']);
+        // Anonymous connections read open data: SensorThings topics only.
+        if session.is_anonymous() && !topic::is_sensorthings(text) {
+            return false;
+        }
         // Wildcard filters whose first level is one (`#`, `+/...`) cover SensorThings topics
         // too; counting them only switches the notifier on.
         let first_level = text.split('/').next().unwrap_or_default();
@@ -132,7 +143,8 @@ impl Hooks for SensorThingsHooks {
         }
         if !topic::is_sensorthings(text) || wildcard {
             // Ordinary topics, and wildcards over SensorThings topics, which match the concrete
-            // topics notifications are published on.
+            // topics notifications are published on. What a subscriber receives is checked per
+            // message.
             return true;
         }
         match topic::parse(text) {
@@ -147,27 +159,42 @@ impl Hooks for SensorThingsHooks {
         }
     }
 
-    fn on_publish(&self, _principal: &(), publish: &InboundPublish) -> PublishDecision {
+    fn on_publish(&self, session: &Session, publish: &InboundPublish) -> PublishDecision {
         match create_request(publish.topic.as_str(), &publish.payload) {
+            None if session.is_anonymous() => PublishDecision::Reject(PublishError::new(
+                PublishRefusal::NotAuthorized,
+                "sign in to publish (user name `token`, an API token as the password)",
+            )),
             None => PublishDecision::Route,
             Some(Err(error)) => PublishDecision::Reject(error),
             Some(Ok(op)) => {
-                let app = self.app.clone();
+                let (app, access, session) = (self.app.clone(), self.access.clone(), session.clone());
                 PublishDecision::Intercept(Box::pin(async move {
-                    app.write(&app::Caller::server(), op).await.map(|_| ()).map_err(publish_error)
+                    let Some(caller) = session::current_or_refreshed(&access, &session).await else {
+                        return Err(PublishError::new(PublishRefusal::NotAuthorized, "the credentials no longer work"));
+                    };
+                    app.write(&caller, op).await.map(|_| ()).map_err(publish_error)
                 }))
             }
         }
     }
 
-    fn authorize_delivery(&self, _principal: &(), _topic: &TopicName) -> bool {
-        true
+    fn authorize_delivery(&self, session: &Session, _topic: &TopicName, tag: Option<u64>) -> bool {
+        let MqttAccess::Required(_) = &self.access else { return true };
+        let Some(caller) = session::current(&self.access, session) else { return false };
+        match tag.and_then(|t| i64::try_from(t).ok()) {
+            // A notification: the subscriber must be able to read its entity's project now.
+            Some(project) => self.app.readable(&caller.principal, project),
+            // A client's publish on an ordinary topic: for those who signed in.
+            None => !session.is_anonymous(),
+        }
     }
 
-    fn on_subscribed(&self, _principal: &(), filter: &TopicFilter) -> Option<SubscribedFuture> {
+    fn on_subscribed(&self, session: &Session, filter: &TopicFilter) -> Option<SubscribedFuture> {
         if !self.latest_on_subscribe || !topic::is_sensorthings(filter.as_str()) {
             return None;
         }
-        Some(Box::pin(current::current_state(self.app.clone(), self.base.clone(), filter.clone())))
+        let caller = session::current(&self.access, session)?;
+        Some(Box::pin(current::current_state(self.app.clone(), caller, self.base.clone(), filter.clone())))
     }
 }

@@ -11,6 +11,7 @@ mod bridge;
 mod current;
 mod hooks;
 mod notify;
+mod session;
 mod topic;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ use broker::{Broker, BrokerConfig};
 pub use bridge::{BridgeConfig, NOTIFICATION_PROPERTY};
 pub use hooks::SensorThingsHooks;
 pub use notify::{ChangeChannel, Notifications};
+pub use session::{MqttAccess, TOKEN_USER};
 
 /// The broker with the SensorThings hooks.
 pub type SensorThingsBroker = Broker<SensorThingsHooks>;
@@ -58,6 +60,7 @@ pub fn start(
     app: App,
     config: BrokerConfig,
     settings: MqttSettings,
+    access: MqttAccess,
     notifications: Notifications,
     base: String,
 ) -> MqttApi {
@@ -65,12 +68,13 @@ pub fn start(
     let listening = notifications.listening.clone();
     let hooks = SensorThingsHooks::new(
         app.clone(),
+        access.clone(),
         settings.latest_on_subscribe,
         base.clone(),
         variants.clone(),
         listening.clone(),
     );
-    let bridge = settings.bridge.map(|bridge| bridge::start(app.clone(), bridge));
+    let bridge = settings.bridge.map(|bridge| bridge::start(app.clone(), bridge, access.clone()));
     if bridge.is_some() {
         // Nobody here sees the external broker's subscriptions: always notify.
         listening.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

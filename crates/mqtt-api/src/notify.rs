@@ -118,7 +118,7 @@ async fn notify<H: Hooks>(
                 topics.push(format!("{}{set}({id})", topic::PREFIX));
                 for (field, value) in stored.fields.iter().zip(&stored.row.values) {
                     let payload = property_payload(field.name, value);
-                    send(outlet, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload);
+                    send(outlet, &format!("{}{set}({id})/{}", topic::PREFIX, field.name), payload, stored.project);
                 }
             }
             // The payload without `$select` is the same on every topic: rendered once.
@@ -146,6 +146,8 @@ struct Stored {
     fields: Vec<&'static model::Property>,
     row: Row,
     parents: Vec<(&'static model::Navigation, Id)>,
+    /// The entity's project: the broker tag that decides who receives the notification.
+    project: i64,
 }
 
 /// A created Observation from the record the write job kept: no read-back.
@@ -154,6 +156,7 @@ fn from_record(entity: EntityType, id: Id, record: &store::Record) -> Stored {
         fields: entity.properties().iter().collect(),
         row: Row { id, values: record.values.iter().map(|(_, value)| value.clone()).collect(), expanded: Vec::new() },
         parents: record.links.iter().filter_map(|(navigation, target)| Some((*navigation, (*target)?))).collect(),
+        project: record.project.unwrap_or(access::DEFAULT_PROJECT),
     }
 }
 
@@ -180,7 +183,8 @@ async fn read_with_parents(app: &App, entity: EntityType, id: Id) -> Result<Opti
                 })
                 .collect();
             row.expanded.clear();
-            Ok(Some(Stored { fields, row, parents }))
+            let project = app.project_of(entity, id).await?.unwrap_or(access::DEFAULT_PROJECT);
+            Ok(Some(Stored { fields, row, parents, project }))
         }
         Ok(_) | Err(app::AppError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
@@ -210,7 +214,7 @@ fn publish_entity<H: Hooks>(
                 encoder.entity(&mut payload, entity, &stored.fields, &stored.row, &Query::default());
                 payload
             });
-            send(outlet, &topic_text, payload.clone());
+            send(outlet, &topic_text, payload.clone(), stored.project);
             continue;
         }
         // The row holds every field; `$select` keeps the chosen ones.
@@ -228,7 +232,7 @@ fn publish_entity<H: Hooks>(
         let shaped = Row { id: stored.row.id, values, expanded: Vec::new() };
         let mut payload = String::with_capacity(512);
         encoder.entity(&mut payload, entity, &chosen, &shaped, &Query { expand: Vec::new(), ..query });
-        send(outlet, &topic_text, payload);
+        send(outlet, &topic_text, payload, stored.project);
     }
 }
 
@@ -246,23 +250,23 @@ pub(crate) fn property_payload(name: &str, value: &Value) -> String {
 pub(crate) struct Outlet<H: Hooks> {
     pub(crate) broker: Broker<H>,
     /// Topics without query options only: the subscriptions of the external broker's clients
-    /// are not seen here, so their `$select` variants are unknown.
-    pub(crate) bridge: Option<tokio::sync::mpsc::Sender<(TopicName, Bytes)>>,
+    /// are not seen here, so their `$select` variants are unknown. With the entity's project.
+    pub(crate) bridge: Option<tokio::sync::mpsc::Sender<(TopicName, Bytes, i64)>>,
 }
 
-fn send<H: Hooks>(outlet: &Outlet<H>, topic_text: &str, payload: String) {
+fn send<H: Hooks>(outlet: &Outlet<H>, topic_text: &str, payload: String, project: i64) {
     match TopicName::new(topic_text) {
         Ok(name) => {
             metrics::counter!("thingbase_mqtt_notifications_total").increment(1);
             let payload = Bytes::from(payload);
             if let Some(bridge) = &outlet.bridge
                 && !topic_text.contains('?')
-                && bridge.try_send((name.clone(), payload.clone())).is_err()
+                && bridge.try_send((name.clone(), payload.clone(), project)).is_err()
             {
                 metrics::counter!("thingbase_mqtt_notifications_dropped_total", "reason" => "bridge_queue_full")
                     .increment(1);
             }
-            outlet.broker.publish(name, payload, QoS::AtLeastOnce, false);
+            outlet.broker.publish_tagged(name, payload, QoS::AtLeastOnce, false, project.unsigned_abs());
         }
         Err(e) => tracing::debug!(topic = topic_text, error = %e, "mqtt: not a valid topic for a notification"),
     }

@@ -116,13 +116,6 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
         (None, None) => format!("http://localhost/{}", http_api::VERSION),
     };
-    let mqtt = mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), notifications, base);
-    let settings = http_api::ApiSettings {
-        public_url: config.public_url.clone(),
-        max_body_bytes: config.max_body_bytes,
-        mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
-    };
-    let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
     app.refresh_hub().await?;
     let auth = match &config.auth {
         Auth::Off => http_api::auth::AuthMode::Off,
@@ -138,6 +131,18 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             http_api::auth::AuthMode::Required(authenticator)
         }
     };
+    let mqtt_access = match &auth {
+        http_api::auth::AuthMode::Off => mqtt_api::MqttAccess::Open,
+        http_api::auth::AuthMode::Required(authenticator) => mqtt_api::MqttAccess::Required(authenticator.clone()),
+    };
+    let mqtt =
+        mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), mqtt_access, notifications, base);
+    let settings = http_api::ApiSettings {
+        public_url: config.public_url.clone(),
+        max_body_bytes: config.max_body_bytes,
+        mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
+    };
+    let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
     let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth })
         .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
     for listener in http_listeners {

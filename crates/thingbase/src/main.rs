@@ -97,6 +97,10 @@ struct Serve {
     /// The password at the external broker (prefer the environment variable to the flag).
     #[arg(long, env = "THINGBASE_MQTT_BRIDGE_PASSWORD", hide_env_values = true, requires = "mqtt_bridge_username")]
     mqtt_bridge_password: Option<String>,
+    /// The Thingbase API token the bridge acts with when access control is on (prefer the
+    /// environment variable to the flag).
+    #[arg(long, env = "THINGBASE_MQTT_BRIDGE_TOKEN", hide_env_values = true)]
+    mqtt_bridge_token: Option<String>,
     /// The shared-subscription group the Thingbase nodes of one hub join at the external broker.
     #[arg(long, env = "THINGBASE_MQTT_BRIDGE_SHARE_GROUP", default_value = "thingbase")]
     mqtt_bridge_share_group: String,
@@ -166,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                         username: serve.mqtt_bridge_username,
                         password: serve.mqtt_bridge_password,
                         share_group: serve.mqtt_bridge_share_group,
+                        token: serve.mqtt_bridge_token,
                     }),
                 },
                 auth: match serve.auth {

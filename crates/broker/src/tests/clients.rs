@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{
-    Broker, BrokerConfig, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, QoS,
-    RefuseReason, SubscribedFuture, TopicFilter, TopicName,
+    AuthenticateFuture, Broker, BrokerConfig, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError,
+    PublishRefusal, QoS, RefuseReason, SubscribedFuture, TopicFilter, TopicName,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,11 +46,16 @@ impl TestHooks {
 impl Hooks for TestHooks {
     type Principal = String;
 
-    fn authenticate(&self, connect: &ConnectInfo) -> Result<String, RefuseReason> {
-        match connect.username.as_deref() {
+    fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<String> {
+        let verdict = match connect.username.as_deref() {
             Some("bad") => Err(RefuseReason::BadUserNameOrPassword),
             _ => Ok(connect.client_id.clone()),
-        }
+        };
+        Box::pin(async move {
+            // As slow as a credential check against a database.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            verdict
+        })
     }
 
     fn authorize_subscribe(&self, _principal: &String, filter: &TopicFilter) -> bool {
@@ -73,8 +78,8 @@ impl Hooks for TestHooks {
         PublishDecision::Route
     }
 
-    fn authorize_delivery(&self, _principal: &String, topic: &TopicName) -> bool {
-        !topic.as_str().starts_with("hidden/")
+    fn authorize_delivery(&self, _principal: &String, topic: &TopicName, tag: Option<u64>) -> bool {
+        !topic.as_str().starts_with("hidden/") && tag != Some(13)
     }
 
     fn on_subscribed(&self, _principal: &String, filter: &TopicFilter) -> Option<SubscribedFuture> {
@@ -555,6 +560,13 @@ async fn delivery_is_authorized_per_message_and_on_subscribed_sends_the_current_
     assert_eq!((current.topic.as_str(), &current.payload[..], current.retain), ("latest/value", &b"42"[..], true));
     let routed = client.next_publish().await;
     assert_eq!((&routed.payload[..], routed.retain), (&b"43"[..], false));
+
+    // The application's tag decides too: 13 is refused, 12 delivered.
+    client.subscribe("tagged/#", Qos3::AtLeastOnce).await;
+    let tagged = TopicName::new("tagged/x").expect("valid");
+    server.broker.publish_tagged(tagged.clone(), Bytes::from_static(b"13"), QoS::AtLeastOnce, false, 13);
+    server.broker.publish_tagged(tagged, Bytes::from_static(b"12"), QoS::AtLeastOnce, false, 12);
+    assert_eq!(&client.next_publish().await.payload[..], b"12");
 
     // A v5 client that asks for no retained messages gets no current state either.
     let (mut quiet, _) = Client5::connect(server.options5("quiet")).await.expect("connect");

@@ -326,3 +326,141 @@ fn first_start_prints_a_one_time_setup_token() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A rumqttc v5 client with its event loop in a task, forwarding what arrives.
+struct Mqtt {
+    client: rumqttc::v5::AsyncClient,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>,
+}
+
+impl Mqtt {
+    async fn connect(server: &TestServer, id: &str, credentials: Option<(&str, &str)>) -> Result<Mqtt, String> {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        let addr = server.mqtt_addr();
+        let mut options = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 100);
+        let (sender, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(packet)) => {
+                        if sender.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = sender.send(Err(format!("{error:?}")));
+                        return;
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), incoming.recv()).await.expect("an answer to CONNECT") {
+            Some(Ok(Packet::ConnAck(_))) => Ok(Mqtt { client, incoming }),
+            Some(Ok(other)) => Err(format!("{other:?}")),
+            Some(Err(error)) => Err(error),
+            None => Err("closed".into()),
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        self.client.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await.expect("subscribe");
+        while !matches!(self.next(Duration::from_secs(10)).await, Some(Packet::SubAck(_))) {}
+    }
+
+    async fn next(&mut self, wait: Duration) -> Option<rumqttc::v5::mqttbytes::v5::Packet> {
+        match tokio::time::timeout(wait, self.incoming.recv()).await {
+            Ok(Some(Ok(packet))) => Some(packet),
+            _ => None,
+        }
+    }
+
+    /// The results of the Observations published to this client within `wait`.
+    async fn results(&mut self, wait: Duration) -> Vec<i64> {
+        let mut results = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(packet))) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+            if let rumqttc::v5::mqttbytes::v5::Packet::Publish(publish) = packet {
+                let body: Value = serde_json::from_slice(&publish.payload).expect("JSON");
+                results.extend(body["result"].as_i64());
+            }
+        }
+        results
+    }
+
+    /// Publishes at QoS 1 and returns the PUBACK's reason.
+    async fn publish(&mut self, topic: &str, payload: Value) -> rumqttc::v5::mqttbytes::v5::PubAckReason {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        self.client
+            .publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .expect("publish");
+        loop {
+            match self.next(Duration::from_secs(10)).await {
+                Some(Packet::PubAck(ack)) => return ack.reason,
+                Some(_) => {}
+                None => panic!("no PUBACK"),
+            }
+        }
+    }
+}
+
+#[test]
+fn mqtt_connections_act_as_their_principal_and_lose_rights_at_once() {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason;
+    let server = server("auth-mqtt");
+    let (mine, _, _, my_ds, _, their_ds) = two_projects(&server);
+    let token_of = |client: &As| client.authorization.as_deref().unwrap().trim_start_matches("Bearer ").to_owned();
+    let (_, contributor) = member(&server, "mqtt-contributor", mine, Some("contributor"));
+    let (viewer_id, viewer) = member(&server, "mqtt-viewer", mine, Some("viewer"));
+    let (_, outsider) = member(&server, "mqtt-outsider", mine, None);
+    let admin = As::token(&server, ADMIN);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let refused =
+            Mqtt::connect(&server, "nobody", None).await.err().expect("no anonymous access without open data");
+        assert!(refused.contains("NotAuthorized"), "{refused}");
+        let wrong = Mqtt::connect(&server, "wrong", Some(("token", "tbt_nope"))).await.err().expect("refused");
+        assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
+
+        let mut watching = Mqtt::connect(&server, "viewer", Some(("token", &token_of(&viewer)))).await.unwrap();
+        watching.subscribe("v1.1/Observations").await;
+        let mut outside = Mqtt::connect(&server, "outsider", Some(("token", &token_of(&outsider)))).await.unwrap();
+        outside.subscribe("v1.1/Observations").await;
+        let mut device = Mqtt::connect(&server, "device", Some(("token", &token_of(&contributor)))).await.unwrap();
+
+        // The contributor creates in its project; only those who may read it hear of it.
+        let mine_topic = format!("v1.1/Datastreams({my_ds})/Observations");
+        assert_eq!(device.publish(&mine_topic, json!({"result": 5})).await, PubAckReason::Success);
+        admin.create(&format!("/Datastreams({their_ds})/Observations"), json!({"result": 6}));
+        assert_eq!(watching.results(Duration::from_millis(500)).await, [5], "the other project's stays hidden");
+        assert!(outside.results(Duration::from_millis(100)).await.is_empty());
+        let theirs_topic = format!("v1.1/Datastreams({their_ds})/Observations");
+        let hidden = device.publish(&theirs_topic, json!({"result": 7})).await;
+        assert_eq!(hidden, PubAckReason::PayloadFormatInvalid, "another project's Datastream does not exist for it");
+
+        // A viewer may not create.
+        let mut viewer_device =
+            Mqtt::connect(&server, "viewer-device", Some(("token", &token_of(&viewer)))).await.unwrap();
+        assert_eq!(viewer_device.publish(&mine_topic, json!({"result": 8})).await, PubAckReason::NotAuthorized);
+
+        // Rights removed: no more notifications, at once.
+        let removed = admin.send("DELETE", &format!("/admin/users/{viewer_id}/roles/{mine}"), None);
+        assert_eq!(removed.status, 204);
+        assert_eq!(device.publish(&mine_topic, json!({"result": 9})).await, PubAckReason::Success);
+        assert!(watching.results(Duration::from_millis(500)).await.is_empty(), "the viewer lost its role");
+
+        // A revoked token publishes nothing more.
+        let whoami = contributor.get("/admin/whoami");
+        let token_id = whoami.json["identity"]["id"].as_i64().expect("a token id");
+        assert_eq!(admin.send("DELETE", &format!("/admin/tokens/{token_id}"), None).status, 204);
+        assert_eq!(device.publish(&mine_topic, json!({"result": 10})).await, PubAckReason::NotAuthorized);
+    });
+    let stored = admin.get(&format!("/Datastreams({my_ds})/Observations?$filter=result%20ge%205&$count=true"));
+    assert_eq!(stored.json["@iot.count"], 2, "5 and 9 only: {}", stored.text);
+}

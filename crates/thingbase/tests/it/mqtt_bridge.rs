@@ -103,6 +103,7 @@ fn a_bridge_to_mosquitto_takes_device_publishes_and_sends_notifications() {
             username: None,
             password: None,
             share_group: "thingbase".into(),
+            token: None,
         });
     });
     let ds = datastream(&server);

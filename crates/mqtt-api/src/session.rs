@@ -1,0 +1,148 @@
+//! Who an MQTT connection is, for as long as it lasts. A CONNECT's user name and password are
+//! its credentials: user name `token` with an API token as the password, or a user's name and
+//! password; none at all is anonymous, which may only read open data. The principal is checked
+//! again whenever the access rule reports a change to that user's rights (or to everyone's):
+//! until the new principal is known the connection receives and creates nothing, so a
+//! revoked token or role loses access at once, not at the next CONNECT.
+
+use std::sync::{Arc, Mutex};
+
+use app::Caller;
+use app::auth::{Authenticator, Credentials, Generation, user_of};
+use broker::{ConnectInfo, RefuseReason};
+
+/// The user name that says "the password is an API token".
+pub const TOKEN_USER: &str = "token";
+
+/// Whether MQTT clients must say who they are.
+#[derive(Clone)]
+pub enum MqttAccess {
+    /// Everyone acts as the server (with HTTP's `--auth off`).
+    Open,
+    /// Deny by default; the authenticator decides.
+    Required(Arc<Authenticator>),
+}
+
+impl std::fmt::Debug for MqttAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MqttAccess::Open => "Open",
+            MqttAccess::Required(_) => "Required",
+        })
+    }
+}
+
+/// The principal of one MQTT connection (clones share its state).
+#[derive(Clone)]
+pub struct Session {
+    credentials: Credentials,
+    user: Option<i64>,
+    /// Access control is on and the client gave no credentials.
+    anonymous: bool,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    caller: Arc<Caller>,
+    /// `None` with access control off: always current.
+    generation: Option<Generation>,
+    refreshing: bool,
+    /// The credentials stopped working.
+    revoked: bool,
+}
+
+impl Session {
+    fn new(credentials: Credentials, caller: Caller, generation: Option<Generation>) -> Session {
+        let user = user_of(&caller.principal);
+        let anonymous = caller.principal.identity == access::Identity::Anonymous;
+        let state = State { caller: Arc::new(caller), generation, refreshing: false, revoked: false };
+        Session { credentials, user, anonymous, state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Access control is on and the client did not sign in.
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+}
+
+/// The credentials of a CONNECT.
+pub fn credentials(connect: &ConnectInfo) -> Credentials {
+    let password = connect.password.as_ref().map(|p| String::from_utf8_lossy(p).into_owned());
+    match (connect.username.as_deref(), password) {
+        (Some(TOKEN_USER), Some(token)) => Credentials::Token(token),
+        (Some(user), Some(password)) => Credentials::Password { user: user.to_owned(), password },
+        (Some(user), None) => Credentials::Password { user: user.to_owned(), password: String::new() },
+        (None, _) => Credentials::None,
+    }
+}
+
+/// CONNECT: the session, or why not.
+pub async fn authenticate(
+    access: MqttAccess,
+    app: app::App,
+    credentials: Credentials,
+) -> Result<Session, RefuseReason> {
+    let MqttAccess::Required(authenticator) = access else {
+        return Ok(Session::new(credentials, Caller::server(), None));
+    };
+    if credentials == Credentials::None && !app.has_open_data() {
+        return Err(RefuseReason::NotAuthorized);
+    }
+    let generation_before = |user| authenticator.generation(user);
+    match authenticator.authenticate(credentials.clone()).await {
+        Ok(principal) => {
+            let generation = generation_before(user_of(&principal));
+            Ok(Session::new(credentials, Caller::new(principal), Some(generation)))
+        }
+        Err(_) => Err(RefuseReason::BadUserNameOrPassword),
+    }
+}
+
+/// The session's caller if it is current. When the rights of its user changed, `None` now and
+/// a new principal shortly (or none, if the credentials no longer work).
+pub fn current(access: &MqttAccess, session: &Session) -> Option<Arc<Caller>> {
+    let MqttAccess::Required(authenticator) = access else {
+        return session.state.lock().ok().map(|s| s.caller.clone());
+    };
+    let mut state = session.state.lock().ok()?;
+    if state.revoked {
+        return None;
+    }
+    if state.generation.is_some_and(|at| authenticator.is_current(session.user, at)) {
+        return Some(state.caller.clone());
+    }
+    if !state.refreshing {
+        state.refreshing = true;
+        let (authenticator, credentials, user, shared) =
+            (authenticator.clone(), session.credentials.clone(), session.user, session.state.clone());
+        tokio::spawn(async move {
+            let generation = authenticator.generation(user);
+            let principal = authenticator.authenticate(credentials).await;
+            if let Ok(mut state) = shared.lock() {
+                state.refreshing = false;
+                match principal {
+                    Ok(principal) if user_of(&principal) == user => {
+                        state.caller = Arc::new(Caller::new(principal));
+                        state.generation = Some(generation);
+                    }
+                    _ => state.revoked = true,
+                }
+            }
+        });
+    }
+    None
+}
+
+/// [`current`], waiting for a refresh if one is due (for publishes, which may wait).
+pub async fn current_or_refreshed(access: &MqttAccess, session: &Session) -> Option<Arc<Caller>> {
+    for _ in 0..50 {
+        if let Some(caller) = current(access, session) {
+            return Some(caller);
+        }
+        if session.state.lock().map(|s| s.revoked).unwrap_or(true) {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
+}
