@@ -114,6 +114,7 @@ pub fn serve_child(args: &[String]) -> anyhow::Result<()> {
             http_port: http_port.parse()?,
             mqtt_port: mqtt_port.parse()?,
             mqtt_limits: broker::BrokerConfig { max_connections: 20_000, ..Default::default() },
+            auth: thingbase::Auth::Off,
             ..Default::default()
         };
         let _server = thingbase::start(config, None).await?;

@@ -55,8 +55,14 @@ impl Drop for TempDir {
 }
 
 async fn start_server(dir: &Path, max_top: u64) -> anyhow::Result<(thingbase::Server, SocketAddr)> {
-    let config =
-        thingbase::Config { data_dir: dir.to_path_buf(), http_port: 0, mqtt_port: 0, max_top, ..Default::default() };
+    let config = thingbase::Config {
+        data_dir: dir.to_path_buf(),
+        http_port: 0,
+        mqtt_port: 0,
+        max_top,
+        auth: thingbase::Auth::Off,
+        ..Default::default()
+    };
     let server = thingbase::start(config, None).await?;
     let addr = server.http_addrs[0];
     Ok((server, addr))

@@ -39,7 +39,7 @@ impl Default for Config {
             mqtt_port: 1883,
             mqtt_limits: broker::BrokerConfig::default(),
             mqtt: mqtt_api::MqttSettings::default(),
-            auth: Auth::Off,
+            auth: Auth::Required { admin_token: None },
             default_top: 100,
             max_top: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -50,11 +50,10 @@ impl Default for Config {
     }
 }
 
-/// Access control of the HTTP API.
+/// Access control of HTTP and MQTT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
-    /// Everyone acts as the server: the loopback-only default until the MQTT side is
-    /// authorized too (issue 5).
+    /// Everyone acts as the server: for loopback use (a laptop, tests of other features).
     Off,
     /// Deny by default; `admin_token` (`THINGBASE_ADMIN_TOKEN`) is stored for the `admin` user,
     /// else a one-time setup token is printed on the first start.
@@ -113,6 +112,11 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     // Self links in notifications point where HTTP clients reach the server.
     let base = match (&config.public_url, http_addrs.first()) {
         (Some(url), _) => format!("{}/{}", url.trim_end_matches('/'), http_api::VERSION),
+        // Listening on every interface says nothing about the name clients use: say localhost
+        // (`--public-url` gives the real one).
+        (None, Some(addr)) if addr.ip().is_unspecified() => {
+            format!("http://localhost:{}/{}", addr.port(), http_api::VERSION)
+        }
         (None, Some(addr)) => format!("http://{addr}/{}", http_api::VERSION),
         (None, None) => format!("http://localhost/{}", http_api::VERSION),
     };

@@ -39,8 +39,7 @@ enum Durability {
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum AuthFlag {
-    /// No access control: everyone acts as the server. For loopback use until the MQTT side
-    /// is authorized too.
+    /// No access control: everyone acts as the server. For loopback use (a laptop, a test).
     Off,
     /// Deny by default: API tokens (Bearer) or users (Basic), roles per project.
     Required,
@@ -51,9 +50,10 @@ struct Serve {
     /// Where the database file lives; created if missing.
     #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
     data_dir: PathBuf,
-    /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). Loopback only by
-    /// default, because access control is not in place yet; pass 0.0.0.0 or :: to open up.
-    #[arg(long, env = "THINGBASE_BIND", value_delimiter = ',', default_value = "127.0.0.1")]
+    /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). By default every IPv4
+    /// interface (0.0.0.0) with access control on, and loopback only (127.0.0.1) with
+    /// `--auth off`.
+    #[arg(long, env = "THINGBASE_BIND", value_delimiter = ',')]
     bind: Vec<IpAddr>,
     /// The HTTP port (0 picks a free one).
     #[arg(long, env = "THINGBASE_HTTP_PORT", default_value_t = 8080)]
@@ -104,9 +104,10 @@ struct Serve {
     /// The shared-subscription group the Thingbase nodes of one hub join at the external broker.
     #[arg(long, env = "THINGBASE_MQTT_BRIDGE_SHARE_GROUP", default_value = "thingbase")]
     mqtt_bridge_share_group: String,
-    /// Access control of the HTTP API. With `required`, the first start prints a one-time setup
-    /// token unless THINGBASE_ADMIN_TOKEN provides the admin's token.
-    #[arg(long, env = "THINGBASE_AUTH", value_enum, default_value = "off")]
+    /// Access control of HTTP and MQTT: deny by default. The first start prints a one-time
+    /// setup token unless THINGBASE_ADMIN_TOKEN provides the admin's token. `off` lets everyone
+    /// act as the server and keeps the server on loopback.
+    #[arg(long, env = "THINGBASE_AUTH", value_enum, default_value = "required")]
     auth: AuthFlag,
     /// A token for the `admin` user (tbt_ and 64 hex digits), for automated set-ups; prefer the
     /// environment variable to the flag.
@@ -150,7 +151,11 @@ fn main() -> anyhow::Result<()> {
             let render: http_api::MetricsRender = std::sync::Arc::new(move || handle.render());
             let config = thingbase::Config {
                 data_dir: serve.data_dir,
-                bind: serve.bind,
+                bind: match (serve.bind.is_empty(), serve.auth) {
+                    (false, _) => serve.bind,
+                    (true, AuthFlag::Required) => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],
+                    (true, AuthFlag::Off) => vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+                },
                 http_port: serve.http_port,
                 mqtt_port: serve.mqtt_port,
                 mqtt_limits: broker::BrokerConfig {

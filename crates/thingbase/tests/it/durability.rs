@@ -22,7 +22,17 @@ fn spawn(dir: &TempDir, port: u16) -> Child {
 
 fn spawn_with_mqtt(dir: &TempDir, port: u16, mqtt_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", &mqtt_port.to_string(), "--log", "warn"])
+        .args([
+            "serve",
+            "--auth",
+            "off",
+            "--http-port",
+            &port.to_string(),
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+            "--log",
+            "warn",
+        ])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

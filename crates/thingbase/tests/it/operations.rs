@@ -14,9 +14,15 @@ fn binary() -> Command {
 fn help_lists_every_setting_and_unknown_flags_are_errors() {
     let help = binary().args(["serve", "--help"]).output().expect("runs");
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in
-        ["--data-dir", "--bind", "--http-port", "--default-top", "--max-top", "--log-format", "THINGBASE_HTTP_PORT"]
-    {
+    for flag in [
+        "--data-dir",
+        "--bind",
+        "--http-port",
+        "--auth",
+        "THINGBASE_ADMIN_TOKEN",
+        "--log-format",
+        "THINGBASE_HTTP_PORT",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
     let bad = binary().args(["serve", "--no-such-flag"]).output().expect("runs");
@@ -30,7 +36,7 @@ fn health_metrics_openapi_and_graceful_shutdown() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = binary()
-        .args(["serve", "--log-format", "json", "--mqtt-port", &mqtt_port.to_string()])
+        .args(["serve", "--auth", "off", "--log-format", "json", "--mqtt-port", &mqtt_port.to_string()])
         .env("THINGBASE_HTTP_PORT", port.to_string())
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())

@@ -39,8 +39,15 @@ impl TestServer {
         let dir = TempDir::new(name);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let mut config =
-            thingbase::Config { data_dir: dir.0.clone(), http_port: 0, mqtt_port: 0, readers: 2, ..Default::default() };
+        // Access control is off unless a test turns it on: `access_control.rs` tests it.
+        let mut config = thingbase::Config {
+            data_dir: dir.0.clone(),
+            http_port: 0,
+            mqtt_port: 0,
+            readers: 2,
+            auth: thingbase::Auth::Off,
+            ..Default::default()
+        };
         configure(&mut config);
         let server = runtime.block_on(thingbase::start(config, None)).expect("server starts");
         let base = format!("http://{}/v1.1", server.http_addrs[0]);
