@@ -111,7 +111,8 @@ impl<'w> Authorizing<'w> {
 
     /// The entity type whose navigation `navigation` is.
     fn source_of(navigation: &Navigation) -> Option<EntityType> {
-        EntityType::ALL.into_iter().find(|e| e.navigations().iter().any(|n| std::ptr::eq(n, navigation)))
+        // By value, not by address: the schema's tables may be copied where they are used.
+        EntityType::ALL.into_iter().find(|e| e.navigations().contains(navigation))
     }
 
     fn check_link_change(&mut self, navigation: &'static Navigation, from: Id) -> Result<(), StoreError> {

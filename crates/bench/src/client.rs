@@ -12,6 +12,8 @@ use hyper_util::rt::TokioIo;
 
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
+    /// The `Authorization` header every request carries, if any.
+    authorization: Option<String>,
 }
 
 impl Connection {
@@ -20,7 +22,13 @@ impl Connection {
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        Ok(Connection { sender })
+        Ok(Connection { sender, authorization: None })
+    }
+
+    /// The same connection, sending `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<&str>) -> Connection {
+        self.authorization = token.map(|t| format!("Bearer {t}"));
+        self
     }
 
     /// Sends one request and returns the status and body.
@@ -33,6 +41,9 @@ impl Connection {
             .header("content-type", "application/json");
         if minimal {
             request = request.header("prefer", "return=minimal");
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization.as_str());
         }
         let response = self.sender.send_request(request.body(Full::new(body))?).await?;
         let status = response.status().as_u16();
@@ -65,14 +76,30 @@ pub async fn load<F>(addr: SocketAddr, concurrency: usize, seconds: f64, expect:
 where
     F: Fn(usize, u64) -> (&'static str, String, Bytes, bool) + Send + Sync + 'static,
 {
+    load_as(addr, None, concurrency, seconds, expect, make).await
+}
+
+/// [`load`] with every request carrying `token`.
+pub async fn load_as<F>(
+    addr: SocketAddr,
+    token: Option<String>,
+    concurrency: usize,
+    seconds: f64,
+    expect: u16,
+    make: F,
+) -> anyhow::Result<Stats>
+where
+    F: Fn(usize, u64) -> (&'static str, String, Bytes, bool) + Send + Sync + 'static,
+{
     let make = std::sync::Arc::new(make);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
         let make = std::sync::Arc::clone(&make);
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(addr).await?;
+            let mut connection = Connection::open(addr).await?.with_token(token.as_deref());
             let mut latencies = Vec::new();
             let mut failures = 0u64;
             let mut n = 0u64;

@@ -15,11 +15,13 @@
 //! - `mqtt-idle`: the broker's memory with `--connections` idle connections (default 10,000),
 //!   beside Mosquitto's.
 //! - `mqtt`: all four.
+//! - `access`: POST and MQTT ingest with access control off and required, in the same run.
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
 //! the rounds.
 
+mod access;
 mod client;
 mod mqtt;
 mod workloads;
@@ -71,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         "post" => runtime.block_on(workloads::post(&settings)),
         "data-array" => runtime.block_on(workloads::data_array(&settings)),
         "query" => runtime.block_on(workloads::query(&settings)),
+        "access" => runtime.block_on(access::access(&settings)),
         "mqtt-ingest" => runtime.block_on(mqtt::ingest(&settings)),
         "mqtt-pubsub" => runtime.block_on(mqtt::pubsub(&settings)),
         "mqtt-latency" => runtime.block_on(mqtt::latency(&settings)),
@@ -88,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

@@ -23,12 +23,12 @@ use crate::Settings;
 use crate::workloads::{TempDir, create_datastreams, median};
 
 /// A broker under test, in its own process.
-struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     name: &'static str,
     child: Child,
-    mqtt: SocketAddr,
+    pub(crate) mqtt: SocketAddr,
     /// Thingbase's HTTP API (for setting up Datastreams and counting what was stored).
-    http: Option<SocketAddr>,
+    pub(crate) http: Option<SocketAddr>,
     _dir: TempDir,
 }
 
@@ -66,10 +66,18 @@ async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 async fn start_thingbase(name: &str) -> anyhow::Result<BrokerProcess> {
+    start_thingbase_as(name, None).await
+}
+
+/// A Thingbase child, with access control on when `admin_token` is given.
+pub(crate) async fn start_thingbase_as(name: &str, admin_token: Option<&str>) -> anyhow::Result<BrokerProcess> {
     let dir = TempDir::new(name)?;
     let (http_port, mqtt_port) = (free_port()?, free_port()?);
+    let mut args = vec![dir.0.display().to_string(), http_port.to_string(), mqtt_port.to_string()];
+    args.extend(admin_token.map(str::to_owned));
     let child = Command::new(std::env::current_exe()?)
-        .args(["serve-child", &dir.0.display().to_string(), &http_port.to_string(), &mqtt_port.to_string()])
+        .arg("serve-child")
+        .args(&args)
         .stdout(Stdio::null())
         .spawn()
         .context("starting the Thingbase child process")?;
@@ -106,7 +114,11 @@ async fn start_mosquitto(name: &str) -> anyhow::Result<BrokerProcess> {
 
 /// The serve-child mode: a Thingbase server in this process until it is killed.
 pub fn serve_child(args: &[String]) -> anyhow::Result<()> {
-    let [dir, http_port, mqtt_port] = args else { bail!("serve-child <dir> <http port> <mqtt port>") };
+    let (dir, http_port, mqtt_port, admin_token) = match args {
+        [dir, http, mqtt] => (dir, http, mqtt, None),
+        [dir, http, mqtt, token] => (dir, http, mqtt, Some(token.clone())),
+        _ => bail!("serve-child <dir> <http port> <mqtt port> [admin token]"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = thingbase::Config {
@@ -114,7 +126,10 @@ pub fn serve_child(args: &[String]) -> anyhow::Result<()> {
             http_port: http_port.parse()?,
             mqtt_port: mqtt_port.parse()?,
             mqtt_limits: broker::BrokerConfig { max_connections: 20_000, ..Default::default() },
-            auth: thingbase::Auth::Off,
+            auth: match admin_token {
+                Some(token) => thingbase::Auth::Required { admin_token: Some(token) },
+                None => thingbase::Auth::Off,
+            },
             ..Default::default()
         };
         let _server = thingbase::start(config, None).await?;
@@ -145,13 +160,18 @@ fn put_string(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
 }
 
-fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
+fn connect_packet(client_id: &str, keep_alive: u16, token: Option<&str>) -> Vec<u8> {
     let mut body = Vec::new();
     put_string(&mut body, b"MQTT");
     body.push(4);
-    body.push(0x02); // clean session
+    // Clean session, and a user name and password when signing in with a token.
+    body.push(if token.is_some() { 0xc2 } else { 0x02 });
     body.extend_from_slice(&keep_alive.to_be_bytes());
     put_string(&mut body, client_id.as_bytes());
+    if let Some(token) = token {
+        put_string(&mut body, b"token");
+        put_string(&mut body, token.as_bytes());
+    }
     let mut packet = vec![0x10];
     put_remaining_length(&mut packet, body.len());
     packet.extend(body);
@@ -230,10 +250,19 @@ impl PacketReader {
 }
 
 async fn connect(addr: SocketAddr, client_id: &str, keep_alive: u16) -> anyhow::Result<(PacketReader, OwnedWriteHalf)> {
+    connect_as(addr, client_id, keep_alive, None).await
+}
+
+async fn connect_as(
+    addr: SocketAddr,
+    client_id: &str,
+    keep_alive: u16,
+    token: Option<&str>,
+) -> anyhow::Result<(PacketReader, OwnedWriteHalf)> {
     let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    write.write_all(&connect_packet(client_id, keep_alive)).await?;
+    write.write_all(&connect_packet(client_id, keep_alive, token)).await?;
     let mut reader = PacketReader::new(read);
     match reader.next().await? {
         Some((0x20, body)) if body.get(1) == Some(&0) => Ok((reader, write)),
@@ -286,20 +315,26 @@ async fn ingest_topics(broker: &BrokerProcess, clients: usize) -> anyhow::Result
     Ok(ids.iter().map(|id| format!("v1.1/Datastreams({id})/Observations")).collect())
 }
 
-struct IngestResult {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    acknowledged: u64,
+pub(crate) struct IngestResult {
+    pub(crate) per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) acknowledged: u64,
 }
 
 /// `clients` connections, each keeping `window` QoS 1 publishes in flight to its topic, for
 /// `seconds`; counts PUBACKs and times each from its publish.
-async fn ingest_run(addr: SocketAddr, topics: &[String], window: u16, seconds: f64) -> anyhow::Result<IngestResult> {
+pub(crate) async fn ingest_run(
+    addr: SocketAddr,
+    token: Option<&str>,
+    topics: &[String],
+    window: u16,
+    seconds: f64,
+) -> anyhow::Result<IngestResult> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (c, topic) in topics.iter().enumerate() {
-        let (mut reader, mut writer) = connect(addr, &format!("ingest-{c}"), 60).await?;
+        let (mut reader, mut writer) = connect_as(addr, &format!("ingest-{c}"), 60, token).await?;
         let topic = topic.clone().into_bytes();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -373,7 +408,7 @@ pub async fn ingest(settings: &Settings) -> anyhow::Result<()> {
             [start_thingbase("mqtt-ingest").await?, start_mosquitto("mqtt-ingest").await?].into_iter().enumerate()
         {
             let topics = ingest_topics(&broker, clients).await?;
-            let result = ingest_run(broker.mqtt, &topics, 64, settings.seconds).await?;
+            let result = ingest_run(broker.mqtt, None, &topics, 64, settings.seconds).await?;
             let stored = match broker.http {
                 Some(http) => format!(", {} stored", stored_observations(http).await?),
                 None => String::new(),

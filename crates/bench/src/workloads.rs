@@ -70,7 +70,16 @@ async fn start_server(dir: &Path, max_top: u64) -> anyhow::Result<(thingbase::Se
 
 /// Creates a Thing with a Location and `count` Datastreams; returns their ids in order.
 pub(crate) async fn create_datastreams(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<i64>> {
-    let mut connection = Connection::open(addr).await?;
+    create_datastreams_as(addr, None, count).await
+}
+
+/// [`create_datastreams`] by the holder of `token`.
+pub(crate) async fn create_datastreams_as(
+    addr: SocketAddr,
+    token: Option<&str>,
+    count: usize,
+) -> anyhow::Result<Vec<i64>> {
+    let mut connection = Connection::open(addr).await?.with_token(token);
     let datastream = |i: usize| {
         json!({
             "name": format!("ds {i}"), "description": "bench", "unitOfMeasurement": {"name": "degree Celsius", "symbol": "°C"},

@@ -20,6 +20,8 @@ pub struct Access<'c> {
     pub conn: &'c Connection,
     /// What the job may see; every compiled statement applies it.
     pub visibility: &'c Visibility,
+    /// The writer's cache of entities' projects; `None` on readers.
+    pub projects: Option<&'c mut crate::ProjectCache>,
 }
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {
@@ -238,9 +240,16 @@ impl Reader for Access<'_> {
 
     fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<i64>, StoreError> {
         use rusqlite::OptionalExtension;
+        if let Some(project) = self.projects.as_ref().and_then(|cache| cache.get(&(entity, id.0))) {
+            return Ok(Some(*project));
+        }
         let sql_text = sql::fixed::project_of(&DIALECT, entity);
         let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
-        stmt.query_row([id.0], |row| row.get(0)).optional().map_err(db_error)
+        let project: Option<i64> = stmt.query_row([id.0], |row| row.get(0)).optional().map_err(db_error)?;
+        if let (Some(project), Some(cache)) = (project, self.projects.as_mut()) {
+            cache.insert((entity, id.0), project);
+        }
+        Ok(project)
     }
 }
 
@@ -311,6 +320,9 @@ impl Writer for Access<'_> {
     }
 
     fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        if let (Some(_), Some(cache)) = (record.project, self.projects.as_mut()) {
+            cache.remove(&(entity, id.0));
+        }
         let fields: Vec<&model::Property> = record.values.iter().map(|(p, _)| *p).collect();
         let (keys, key_values) = foreign_keys(record);
         if fields.is_empty() && keys.is_empty() {
@@ -326,6 +338,10 @@ impl Writer for Access<'_> {
     }
 
     fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
+        // Cascades delete more than this entity, and SQLite may give a deleted id again.
+        if let Some(cache) = self.projects.as_mut() {
+            cache.clear();
+        }
         if let Some(sql_text) = sql::fixed::delete_dependents(&DIALECT, entity) {
             self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0])).map_err(db_error)?;
         }

@@ -17,6 +17,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -182,6 +183,12 @@ impl Drop for SqliteStore {
     }
 }
 
+/// The writer's memory of entities' projects (`Reader::project_of`), which authorizing each
+/// Observation would otherwise read once per job. Entities never change project through the
+/// API; the cache is emptied by every delete (an id may be used again), every project change
+/// and every rollback, so it only ever holds projects of entities that exist.
+pub(crate) type ProjectCache = HashMap<(model::EntityType, i64), i64>;
+
 /// A write job waiting for the writer, with the visibility of whoever asked for it.
 struct Queued {
     visibility: Visibility,
@@ -199,7 +206,7 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>
             }
         };
         let (visibility, job) = job;
-        let mut access = Access { conn: &conn, visibility: &visibility };
+        let mut access = Access { conn: &conn, visibility: &visibility, projects: None };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
@@ -210,6 +217,7 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>
 /// each, commits, then reports.
 fn write_loop(conn: Connection, jobs: Receiver<Queued>, max_group: usize) {
     let mut group: Vec<Queued> = Vec::with_capacity(max_group);
+    let mut projects = ProjectCache::default();
     loop {
         match jobs.recv_timeout(Duration::from_secs(60)) {
             Ok(first) => group.push(first),
@@ -225,12 +233,12 @@ fn write_loop(conn: Connection, jobs: Receiver<Queued>, max_group: usize) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, &mut group);
+        commit_group(&conn, &mut group, &mut projects);
     }
     let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
-fn commit_group(conn: &Connection, group: &mut Vec<Queued>) {
+fn commit_group(conn: &Connection, group: &mut Vec<Queued>, projects: &mut ProjectCache) {
     let started = std::time::Instant::now();
     let size = group.len();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -245,7 +253,7 @@ fn commit_group(conn: &Connection, group: &mut Vec<Queued>) {
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
     for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, &visibility, job);
+        let outcome = run_in_savepoint(conn, &visibility, projects, job);
         outcomes.push((done, outcome));
     }
     match conn.execute_batch("COMMIT") {
@@ -263,6 +271,7 @@ fn commit_group(conn: &Connection, group: &mut Vec<Queued>) {
             tracing::error!(error = %e, "commit failed");
             metrics::counter!("thingbase_commit_failures_total").increment(1);
             let _ = conn.execute_batch("ROLLBACK");
+            projects.clear();
             for (done, _) in outcomes {
                 done(Err(StoreError::Database(format!("commit failed: {e}").into())));
             }
@@ -270,12 +279,21 @@ fn commit_group(conn: &Connection, group: &mut Vec<Queued>) {
     }
 }
 
-fn run_in_savepoint(conn: &Connection, visibility: &Visibility, job: WriteJob) -> Result<(), StoreError> {
+fn run_in_savepoint(
+    conn: &Connection,
+    visibility: &Visibility,
+    projects: &mut ProjectCache,
+    job: WriteJob,
+) -> Result<(), StoreError> {
     conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    let mut access = Access { conn, visibility };
+    let mut access = Access { conn, visibility, projects: Some(projects) };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {
+        // What the job read may describe entities that no longer exist.
+        if let Some(projects) = access.projects.as_mut() {
+            projects.clear();
+        }
         conn.execute_batch("ROLLBACK TO job").map_err(db_error)?;
     }
     conn.execute_batch("RELEASE job").map_err(db_error)?;
