@@ -137,11 +137,15 @@ impl Authenticator {
     /// The principal behind `credentials`; anonymous for none. Wrong, expired or revoked
     /// credentials are an error, never a fallback to anonymous.
     pub async fn authenticate(&self, credentials: Credentials) -> Result<Principal, AppError> {
-        match credentials {
-            Credentials::None => Ok(Principal::anonymous()),
-            Credentials::Token(text) => self.token(&text).await,
-            Credentials::Password { user, password } => self.password(user, password).await,
+        let (result, actor) = match credentials {
+            Credentials::None => return Ok(Principal::anonymous()),
+            Credentials::Token(text) => (self.token(&text).await, "token".to_owned()),
+            Credentials::Password { user, password } => (self.password(user.clone(), password).await, user),
+        };
+        if let Err(AppError::Unauthenticated(reason)) = &result {
+            self.app.audit_later(actor, "sign_in_refused", serde_json::json!({"reason": reason}));
         }
+        result
     }
 
     async fn token(&self, text: &str) -> Result<Principal, AppError> {
@@ -320,7 +324,8 @@ impl Authenticator {
                 Ok(writer.principals().insert_project(&check, open_data)?)
             })
             .await?;
-        self.changed(caller, Rights::Nobody).await?;
+        self.changed(caller, Rights::Nobody, "project_created", serde_json::json!({"project": id, "name": name}))
+            .await?;
         Ok(ProjectRecord { id, name, open_data })
     }
 
@@ -346,7 +351,8 @@ impl Authenticator {
         if !found {
             return Err(AppError::NotFound(format!("project {project} does not exist")));
         }
-        self.changed(caller, Rights::Everyone).await
+        let detail = serde_json::json!({"project": project, "openData": open_data});
+        self.changed(caller, Rights::Everyone, "open_data_changed", detail).await
     }
 
     /// A new user (with a password, or tokens only); hub administrators only.
@@ -370,13 +376,14 @@ impl Authenticator {
             ),
             None => None,
         };
+        let detail = serde_json::json!({"name": name, "hubAdmin": hub_admin});
         let id = self
             .app
             .write_job(&Caller::server(), None, move |writer| {
                 Ok(writer.principals().insert_user(&name, hash.as_deref(), hub_admin)?)
             })
             .await?;
-        self.changed(caller, Rights::Nobody).await?;
+        self.changed(caller, Rights::Nobody, "user_created", serde_json::json!({"user": id, "detail": detail})).await?;
         Ok(id)
     }
 
@@ -402,7 +409,8 @@ impl Authenticator {
                 Ok(principals.set_membership(user, project, role)?)
             })
             .await?;
-        self.changed(caller, Rights::User(user)).await
+        let detail = serde_json::json!({"user": user, "project": project, "role": role.map(Role::name)});
+        self.changed(caller, Rights::User(user), "role_changed", detail).await
     }
 
     /// A new token for `user` (the caller itself when `None`), shown once. A user may make
@@ -459,7 +467,7 @@ impl Authenticator {
                 Ok(principals.insert_token(&NewToken { user, hash: &hash.0, label: &label, scope, expires_at })?)
             })
             .await?;
-        self.changed(caller, Rights::Nobody).await?;
+        self.changed(caller, Rights::Nobody, "token_created", serde_json::json!({"token": id, "user": user})).await?;
         Ok((id, secret))
     }
 
@@ -477,12 +485,19 @@ impl Authenticator {
         if !revoked {
             return Err(AppError::NotFound(format!("you have no live token {token}")));
         }
-        self.changed(caller, Rights::Everyone).await
+        self.changed(caller, Rights::Everyone, "token_revoked", serde_json::json!({"token": token})).await
     }
 
     /// After a change to principals: forget cached ones, reload the hub, and spend a one-time
     /// setup token that made the change.
-    async fn changed(&self, caller: &Caller, rights_of: Rights) -> Result<(), AppError> {
+    async fn changed(
+        &self,
+        caller: &Caller,
+        rights_of: Rights,
+        event: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<(), AppError> {
+        self.app.audit(crate::audit::actor_of(caller), event, detail).await?;
         match rights_of {
             Rights::Nobody => {}
             Rights::User(user) => self.bump(Some(user)),

@@ -7,6 +7,7 @@
 //!
 //! Must not depend on a concrete backend, on axum or on the MQTT broker.
 
+pub mod audit;
 pub mod auth;
 mod authorize;
 mod changes;
@@ -243,7 +244,11 @@ impl App {
     /// Runs one change and returns what it did, once committed.
     pub async fn write(&self, caller: &Caller, op: WriteOp) -> Result<WriteOutcome, AppError> {
         let path = op.path().clone();
-        self.write_job(caller, Some(&path), move |writer| write::apply(writer, op)).await
+        let result = self.write_job(caller, Some(&path), move |writer| write::apply(writer, op)).await;
+        if let Err(AppError::Forbidden(message)) = &result {
+            self.audit_later(audit::actor_of(caller), "write_denied", serde_json::json!({"reason": message}));
+        }
+        result
     }
 
     /// Runs several changes as one transaction: all are committed, or none is and the error of

@@ -28,6 +28,43 @@ pub fn routes() -> Router<ApiState> {
         .route("/admin/users/{id}/roles/{project}", put(set_role).delete(remove_role))
         .route("/admin/tokens", post(create_token))
         .route("/admin/tokens/{id}", delete(revoke_token))
+        .route("/admin/audit", get(audit))
+}
+
+/// `GET /admin/audit?after=<id>&limit=<n>`: the audit log, oldest first.
+async fn audit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Reply {
+    answer(
+        async {
+            let (_, caller) = who(&state, &headers).await?;
+            let mut after = 0;
+            let mut limit = 1000;
+            for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let number = value
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::new(400, "invalid_parameter", format!("`{key}` must be a number")))?;
+                match key {
+                    "after" => after = number,
+                    "limit" => limit = number,
+                    _ => return Err(ApiError::new(400, "invalid_parameter", format!("unknown parameter `{key}`"))),
+                }
+            }
+            let entries = state.app.audit_entries(&caller, after, limit).await?;
+            let value: Vec<Json> = entries
+                .iter()
+                .map(|e| {
+                    json!({"id": e.id, "at": e.at.to_string(), "actor": e.actor, "event": e.event,
+                       "detail": serde_json::from_str::<Json>(&e.detail).unwrap_or(Json::Null), "hash": e.hash})
+                })
+                .collect();
+            Ok(reply(200, json!({"value": value})))
+        }
+        .await,
+    )
 }
 
 /// The authenticator and the caller, or 404 when access control is off.

@@ -104,3 +104,31 @@ pub fn insert_project(d: &dyn Dialect) -> String {
 pub fn set_open_data(d: &dyn Dialect) -> String {
     format!("UPDATE projects SET open_data = {} WHERE id = {}", p(d, 2), p(d, 1))
 }
+
+/// The hash of the newest audit entry (none for an empty log).
+pub fn last_audit_hash() -> &'static str {
+    "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1"
+}
+
+/// Appends an audit entry `(at ?1, actor ?2, event ?3, detail ?4, previous_hash ?5, hash ?6)`.
+pub fn insert_audit(d: &dyn Dialect) -> String {
+    format!(
+        "INSERT INTO audit_log (at, actor, event, detail, previous_hash, hash) VALUES ({}, {}, {}, {}, {}, {})",
+        p(d, 1),
+        p(d, 2),
+        p(d, 3),
+        p(d, 4),
+        p(d, 5),
+        p(d, 6)
+    )
+}
+
+/// Audit entries with an id above `?1`, oldest first, at most `?2`:
+/// `(id, at, actor, event, detail, previous_hash, hash)`.
+pub fn audit_entries(d: &dyn Dialect) -> String {
+    format!(
+        "SELECT id, at, actor, event, detail, previous_hash, hash FROM audit_log WHERE id > {} ORDER BY id LIMIT {}",
+        p(d, 1),
+        p(d, 2)
+    )
+}

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "ordered_observed_properties", include_str!("../migrations/0003_ordered_observed_properties.sql")),
     (4, "projects", include_str!("../migrations/0004_projects.sql")),
     (5, "principals", include_str!("../migrations/0005_principals.sql")),
+    (6, "audit", include_str!("../migrations/0006_audit.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

@@ -3,7 +3,7 @@
 use ::access::{Grant, ProjectId, Role};
 use model::Instant;
 use rusqlite::{OptionalExtension, Row, params};
-use store::{NewToken, Principals, ProjectRecord, StoreError, TokenRecord, TokenScope, UserRecord};
+use store::{AuditEntry, NewToken, Principals, ProjectRecord, StoreError, TokenRecord, TokenScope, UserRecord};
 
 use crate::access::{Access, db_error};
 
@@ -143,5 +143,42 @@ impl Principals for Access<'_> {
     fn set_open_data(&mut self, project: ProjectId, open_data: bool) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(&sql::principals::set_open_data(&DIALECT)).map_err(db_error)?;
         Ok(stmt.execute(params![project, open_data]).map_err(db_error)? > 0)
+    }
+
+    fn last_audit_hash(&mut self) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql::principals::last_audit_hash()).map_err(db_error)?;
+        stmt.query_row([], |row| row.get(0)).optional().map_err(db_error)
+    }
+
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(&sql::principals::insert_audit(&DIALECT)).map_err(db_error)?;
+        stmt.execute(params![
+            entry.at.micros(),
+            entry.actor,
+            entry.event,
+            entry.detail,
+            entry.previous_hash,
+            entry.hash
+        ])
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn audit_entries(&mut self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&sql::principals::audit_entries(&DIALECT)).map_err(db_error)?;
+        stmt.query_map([after, limit], |row| {
+            Ok(AuditEntry {
+                id: row.get(0)?,
+                at: Instant::from_micros(row.get(1)?),
+                actor: row.get(2)?,
+                event: row.get(3)?,
+                detail: row.get(4)?,
+                previous_hash: row.get(5)?,
+                hash: row.get(6)?,
+            })
+        })
+        .map_err(db_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)
     }
 }

@@ -12,7 +12,7 @@
 pub mod conformance;
 mod principals;
 
-pub use principals::{NewToken, Principals, ProjectRecord, TokenRecord, TokenScope, UserRecord};
+pub use principals::{AuditEntry, NewToken, Principals, ProjectRecord, TokenRecord, TokenScope, UserRecord};
 
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
 use odata::{Expr, Query, Visibility};

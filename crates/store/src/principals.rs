@@ -53,6 +53,19 @@ pub struct NewToken<'a> {
     pub expires_at: Option<Instant>,
 }
 
+/// One entry of the audit log, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Instant,
+    pub actor: String,
+    pub event: String,
+    /// JSON text.
+    pub detail: String,
+    pub previous_hash: String,
+    pub hash: String,
+}
+
 /// Access to the principal tables. Reached from any job through `Reader::principals`; the
 /// methods that change something work only inside a write job.
 pub trait Principals {
@@ -83,4 +96,13 @@ pub trait Principals {
 
     /// True if the project exists.
     fn set_open_data(&mut self, project: ProjectId, open_data: bool) -> Result<bool, StoreError>;
+
+    /// The hash of the newest audit entry, `None` for an empty log.
+    fn last_audit_hash(&mut self) -> Result<Option<String>, StoreError>;
+
+    /// Appends an audit entry (its `id` is ignored); `app` computes the chained hash.
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Up to `limit` audit entries after the id `after`, oldest first.
+    fn audit_entries(&mut self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -186,6 +186,20 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     Ok(Server { http_addrs, mqtt_addrs, app, shutdown, tasks })
 }
 
+/// Checks the audit log's hash chain in the database under `data_dir` (`thingbase audit
+/// verify`).
+pub async fn verify_audit(data_dir: &std::path::Path) -> anyhow::Result<app::audit::AuditCheck> {
+    let options = SqliteOptions::new(data_dir.join("thingbase.sqlite"));
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+        .await?
+        .context("cannot open the SQLite database")?;
+    let paging = store::Paging { default_top: 1, max_top: 1 };
+    let app = app::App::new(Arc::new(store), paging);
+    let check = app.verify_audit().await?;
+    app.shutdown();
+    Ok(check)
+}
+
 /// One listener per address in `bind` on `port` (0: a free port per address).
 async fn bind(bind: &[IpAddr], port: u16, what: &str) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(bind.len());

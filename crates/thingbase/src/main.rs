@@ -20,7 +20,21 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the server (SensorThings API at http://<bind>:<http-port>/v1.1).
-    Serve(Serve),
+    Serve(Box<Serve>),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Checks that no entry of the audit log was changed, removed or reordered; exits with 1
+    /// and names the first broken entry if one was.
+    Verify {
+        /// Where the database file lives.
+        #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -143,7 +157,22 @@ struct Serve {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit(AuditCommand::Verify { data_dir }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let check = runtime.block_on(thingbase::verify_audit(&data_dir))?;
+            match check.first_broken {
+                None => {
+                    println!("audit log intact: {} entries", check.entries);
+                    Ok(())
+                }
+                Some(id) => {
+                    println!("audit log broken at entry {id} ({} entries before it are intact)", check.entries);
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Serve(serve) => {
+            let serve = *serve;
             init_logging(serve.log_format, &serve.log)?;
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();

@@ -464,3 +464,85 @@ fn mqtt_connections_act_as_their_principal_and_lose_rights_at_once() {
     let stored = admin.get(&format!("/Datastreams({my_ds})/Observations?$filter=result%20ge%205&$count=true"));
     assert_eq!(stored.json["@iot.count"], 2, "5 and 9 only: {}", stored.text);
 }
+
+#[test]
+fn the_audit_log_records_security_events_and_shows_tampering() {
+    let dir = TempDir::new("auth-audit");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--bind", "127.0.0.1", "--log", "warn"])
+        .env("THINGBASE_DATA_DIR", &dir.0)
+        .env("THINGBASE_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = format!("http://127.0.0.1:{port}");
+    let admin = As { root: root.clone(), authorization: Some(format!("Bearer {ADMIN}")), project: None };
+    let project = admin.create("/admin/projects", json!({"name": "audited"}));
+    let user = admin.create("/admin/users", json!({"name": "vera", "password": "correct horse battery"}));
+    assert_eq!(
+        admin.send("PUT", &format!("/admin/users/{user}/roles/{project}"), Some(json!({"role": "viewer"}))).status,
+        204
+    );
+    let token = admin.post("/admin/tokens", json!({"label": "vera's", "user": user}));
+    let secret = token.json["token"].as_str().unwrap().to_owned();
+    let vera = As { root: root.clone(), authorization: Some(format!("Bearer {secret}")), project: None };
+    assert_eq!(vera.in_project(project).post("/Things", json!({"name": "x", "description": "d"})).status, 403);
+    let wrong = As {
+        authorization: Some("Bearer tbt_0000000000000000000000000000000000000000000000000000000000000000".into()),
+        ..admin.clone()
+    };
+    assert_eq!(wrong.get("/Things").status, 401);
+    assert_eq!(vera.get("/admin/audit").status, 403, "hub administrators only");
+
+    // The log is written after the events (some without waiting): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = admin.get("/admin/audit");
+        assert_eq!(log.status, 200, "{}", log.text);
+        let events: Vec<String> =
+            log.json["value"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+        if events.len() >= 6 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let events: Vec<&str> =
+        log.json["value"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for expected in
+        ["project_created", "user_created", "role_changed", "token_created", "write_denied", "sign_in_refused"]
+    {
+        assert!(events.contains(&expected), "{expected} missing from {events:?}");
+    }
+    assert!(!log.text.contains(&secret) && !log.text.contains("correct horse"), "no secret in the log");
+
+    // Stop, check the chain, change one entry behind the server's back, check again.
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let _ = child.wait();
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_thingbase"))
+            .args(["audit", "verify"])
+            .env("THINGBASE_DATA_DIR", &dir.0)
+            .output()
+            .expect("thingbase audit verify runs")
+    };
+    let intact = verify();
+    assert!(intact.status.success(), "{}", String::from_utf8_lossy(&intact.stdout));
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("intact"));
+    let db = rusqlite::Connection::open(dir.0.join("thingbase.sqlite")).unwrap();
+    db.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = 2", []).unwrap();
+    drop(db);
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("broken at entry 2"),
+        "{}",
+        String::from_utf8_lossy(&broken.stdout)
+    );
+}
