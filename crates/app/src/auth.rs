@@ -23,6 +23,21 @@ use crate::{App, AppError, Caller};
 /// How long a verified password is remembered.
 const PASSWORD_CACHE: Duration = Duration::from_secs(60);
 
+/// Failed password sign-ins for one user name before it is locked out.
+const LOCKOUT_AFTER: u32 = 5;
+
+/// The longest lock-out; each further failure doubles it up to this.
+const LOCKOUT_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// User names with failures remembered at most (the oldest unlocked ones go first).
+const LOCKOUT_NAMES: usize = 10_000;
+
+/// Failed sign-ins of one user name.
+struct Failures {
+    count: u32,
+    locked_until: Option<std::time::Instant>,
+}
+
 /// The user the bootstrap token belongs to.
 pub const ADMIN_USER: &str = "admin";
 
@@ -63,6 +78,8 @@ pub struct Authenticator {
     app: App,
     tokens: Mutex<HashMap<String, Cached>>,
     passwords: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Failed password sign-ins by user name, for the lock-out with back-off.
+    failures: Mutex<HashMap<String, Failures>>,
     /// Bumped by every change that may alter anyone's rights (a revoked token, a project's
     /// open data); long-lived sessions (MQTT) compare it to the one they authenticated at.
     generation: std::sync::atomic::AtomicU64,
@@ -93,6 +110,7 @@ impl Authenticator {
             app,
             tokens: Mutex::default(),
             passwords: Mutex::default(),
+            failures: Mutex::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
             user_generations: Mutex::default(),
         }
@@ -131,6 +149,34 @@ impl Authenticator {
         }
         if let Ok(mut passwords) = self.passwords.lock() {
             passwords.clear();
+        }
+    }
+
+    /// How long `user` is still locked out, if it is.
+    fn locked_out(&self, user: &str) -> Option<Duration> {
+        let failures = self.failures.lock().ok()?;
+        let until = failures.get(user)?.locked_until?;
+        until.checked_duration_since(std::time::Instant::now())
+    }
+
+    /// Counts a failed password sign-in; the fifth in a row locks the name out for a second,
+    /// each further one twice as long, up to a quarter of an hour.
+    fn failed(&self, user: &str) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if failures.len() >= LOCKOUT_NAMES && !failures.contains_key(user) {
+            let now = std::time::Instant::now();
+            failures.retain(|_, f| f.locked_until.is_some_and(|until| until > now));
+            if failures.len() >= LOCKOUT_NAMES {
+                return;
+            }
+        }
+        let entry = failures.entry(user.to_owned()).or_insert(Failures { count: 0, locked_until: None });
+        entry.count += 1;
+        if entry.count >= LOCKOUT_AFTER {
+            let doubling = (entry.count - LOCKOUT_AFTER).min(20);
+            let wait = Duration::from_secs(1_u64 << doubling).min(LOCKOUT_MAX);
+            entry.locked_until = std::time::Instant::now().checked_add(wait);
+            tracing::warn!(user = %user, failures = entry.count, wait_s = wait.as_secs(), "sign-ins locked out");
         }
     }
 
@@ -202,6 +248,12 @@ impl Authenticator {
         {
             return Ok(principal);
         }
+        if let Some(wait) = self.locked_out(&user) {
+            return Err(AppError::Throttled {
+                message: format!("too many failed sign-ins as {user}; try again in {} s", wait.as_secs().max(1)),
+                retry_after: wait.as_secs().max(1),
+            });
+        }
         let name = user.clone();
         let found = self
             .app
@@ -228,8 +280,12 @@ impl Authenticator {
         .unwrap_or(false);
         let (Some((record, memberships)), true) = (found, verified) else {
             tracing::info!(user = %user, "sign-in refused: wrong user name or password");
+            self.failed(&user);
             return Err(unauthenticated("wrong user name or password"));
         };
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&user);
+        }
         if record.disabled {
             return Err(unauthenticated("the user is disabled"));
         }

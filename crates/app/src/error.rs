@@ -24,6 +24,9 @@ pub enum AppError {
     /// The caller may not do this (HTTP 403).
     #[error("{0}")]
     Forbidden(String),
+    /// Too many attempts: try again after `retry_after` seconds (HTTP 429).
+    #[error("{message}")]
+    Throttled { message: String, retry_after: u64 },
     /// The server is shutting down or overloaded.
     #[error("the service is unavailable, try again")]
     Unavailable,

@@ -4,13 +4,14 @@
 //! tokens). A new token is in the answer once and never again. With access control off these
 //! routes answer 404: there is nobody to manage.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use access::{Grant, Identity, Role};
 use app::Caller;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{delete, get, patch, post, put};
 use serde_json::{Value as Json, json};
@@ -34,12 +35,13 @@ pub fn routes() -> Router<ApiState> {
 /// `GET /admin/audit?after=<id>&limit=<n>`: the audit log, oldest first.
 async fn audit(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Reply {
     answer(
         async {
-            let (_, caller) = who(&state, &headers).await?;
+            let (_, caller) = who(&state, &headers, peer).await?;
             let mut after = 0;
             let mut limit = 1000;
             for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
@@ -71,6 +73,7 @@ async fn audit(
 async fn who(
     state: &ApiState,
     headers: &HeaderMap,
+    peer: SocketAddr,
 ) -> Result<(std::sync::Arc<app::auth::Authenticator>, Caller), ApiError> {
     let AuthMode::Required(authenticator) = &state.auth else {
         return Err(ApiError::new(
@@ -79,7 +82,7 @@ async fn who(
             "access control is off (--auth off): there is nothing to manage",
         ));
     };
-    Ok((authenticator.clone(), caller(&state.auth, &state.app, headers).await?))
+    Ok((authenticator.clone(), caller(&state.auth, &state.app, &state.limits, Some(peer.ip()), headers).await?))
 }
 
 fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
@@ -121,10 +124,14 @@ fn answer(result: Result<Reply, ApiError>) -> Reply {
     result.unwrap_or_else(|e| e.reply())
 }
 
-async fn whoami(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
+async fn whoami(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Reply {
     answer(
         async {
-            let (_, caller) = who(&state, &headers).await?;
+            let (_, caller) = who(&state, &headers, peer).await?;
             let p = &caller.principal;
             let identity = match &p.identity {
                 Identity::Anonymous => json!({"kind": "anonymous"}),
@@ -145,10 +152,14 @@ fn project_json(p: &store::ProjectRecord) -> Json {
     json!({"id": p.id, "name": p.name, "openData": p.open_data})
 }
 
-async fn projects(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
+async fn projects(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let projects = auth.projects(&caller).await?;
             Ok(reply(200, json!({"value": projects.iter().map(project_json).collect::<Vec<_>>()})))
         }
@@ -156,10 +167,15 @@ async fn projects(State(state): State<ApiState>, headers: HeaderMap) -> Reply {
     )
 }
 
-async fn create_project(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+async fn create_project(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let map = body(&bytes)?;
             let name =
                 text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
@@ -170,10 +186,16 @@ async fn create_project(State(state): State<ApiState>, headers: HeaderMap, bytes
     )
 }
 
-async fn update_project(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<i64>, bytes: Bytes) -> Reply {
+async fn update_project(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    bytes: Bytes,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let map = body(&bytes)?;
             let open_data = match map.get("openData") {
                 Some(Json::Bool(b)) => *b,
@@ -192,10 +214,15 @@ async fn update_project(State(state): State<ApiState>, headers: HeaderMap, Path(
     )
 }
 
-async fn create_user(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+async fn create_user(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let map = body(&bytes)?;
             let name =
                 text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
@@ -208,13 +235,14 @@ async fn create_user(State(state): State<ApiState>, headers: HeaderMap, bytes: B
 
 async fn set_role(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((user, project)): Path<(i64, i64)>,
     bytes: Bytes,
 ) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let map = body(&bytes)?;
             auth.set_role(&caller, user, project, Some(role(map.get("role"))?)).await?;
             Ok(Reply::empty(204))
@@ -225,12 +253,13 @@ async fn set_role(
 
 async fn remove_role(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((user, project)): Path<(i64, i64)>,
 ) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             auth.set_role(&caller, user, project, None).await?;
             Ok(Reply::empty(204))
         }
@@ -238,10 +267,15 @@ async fn remove_role(
     )
 }
 
-async fn create_token(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> Reply {
+async fn create_token(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             let map = body(&bytes)?;
             let label =
                 text(&map, "label")?.ok_or_else(|| ApiError::new(400, "missing_property", "`label` is required"))?;
@@ -279,10 +313,15 @@ async fn create_token(State(state): State<ApiState>, headers: HeaderMap, bytes: 
     )
 }
 
-async fn revoke_token(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<i64>) -> Reply {
+async fn revoke_token(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers).await?;
+            let (auth, caller) = who(&state, &headers, peer).await?;
             auth.revoke_token(&caller, id).await?;
             Ok(Reply::empty(204))
         }

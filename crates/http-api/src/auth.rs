@@ -2,6 +2,7 @@
 //! and password), and the project a request names for its new entities
 //! (`Thingbase-Project: <id>`). With access control off every request runs as the server.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use app::Caller;
@@ -10,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 
 use crate::error::ApiError;
+use crate::limits::RateLimits;
 
 /// The header that names the project of a request's new entities.
 pub const PROJECT_HEADER: &str = "thingbase-project";
@@ -53,12 +55,41 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
 }
 
 /// The caller of a request. Without credentials on a hub that has no open data, nothing could
-/// be answered: that is a 401 asking for credentials, not an empty answer.
-pub async fn caller(mode: &AuthMode, app: &app::App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// be answered: that is a 401 asking for credentials, not an empty answer. Requests without
+/// working credentials count against their address's rate limit, a principal's against its
+/// own.
+pub async fn caller(
+    mode: &AuthMode,
+    app: &app::App,
+    limits: &RateLimits,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let AuthMode::Required(authenticator) = mode else { return Ok(Caller::server()) };
-    let principal = authenticator.authenticate(credentials(headers)?).await?;
-    if principal.identity == access::Identity::Anonymous && !app.has_open_data() {
-        return Err(ApiError::new(401, "unauthenticated", "sign in: send an API token (Bearer) or a user (Basic)"));
+    let unauthenticated = |error: ApiError| match peer.map(|ip| limits.unauthenticated.take(&ip)) {
+        Some(Err(wait)) => ApiError::throttled("too many requests without working credentials from this address", wait),
+        _ => error,
+    };
+    let credentials = credentials(headers).map_err(unauthenticated)?;
+    let principal = authenticator.authenticate(credentials).await.map_err(|e| unauthenticated(e.into()))?;
+    match crate::audit_actor(&principal) {
+        None => {
+            if let Some(Err(wait)) = peer.map(|ip| limits.unauthenticated.take(&ip)) {
+                return Err(ApiError::throttled("too many requests without credentials from this address", wait));
+            }
+            if !app.has_open_data() {
+                return Err(ApiError::new(
+                    401,
+                    "unauthenticated",
+                    "sign in: send an API token (Bearer) or a user (Basic)",
+                ));
+            }
+        }
+        Some(actor) => {
+            if let Err(wait) = limits.principal.take(&actor) {
+                return Err(ApiError::throttled("too many requests; slow down", wait));
+            }
+        }
     }
     let project = match headers.get(PROJECT_HEADER) {
         None => None,

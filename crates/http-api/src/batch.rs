@@ -227,6 +227,7 @@ fn render_multipart(parts: &[Part], replies: &[Reply]) -> Reply {
         status: 200,
         content_type: Some("multipart/mixed; boundary=batch_thingbase"),
         location: None,
+        retry_after: None,
         body: out.into_bytes(),
     }
 }

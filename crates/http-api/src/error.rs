@@ -15,11 +15,18 @@ pub struct ApiError {
     pub message: String,
     pub option: Option<String>,
     pub position: Option<usize>,
+    /// Seconds for `Retry-After` (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), option: None, position: None }
+        ApiError { status, code, message: message.into(), option: None, position: None, retry_after: None }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn throttled(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(429, "too_many_requests", message) }
     }
 
     pub fn reply(&self) -> Reply {
@@ -35,7 +42,7 @@ impl ApiError {
         if let Some(position) = self.position {
             body["position"] = json!(position);
         }
-        Reply::json(self.status, body.to_string().into_bytes())
+        Reply { retry_after: self.retry_after, ..Reply::json(self.status, body.to_string().into_bytes()) }
     }
 }
 
@@ -50,7 +57,14 @@ impl From<ODataError> for ApiError {
             ErrorKind::Unsupported => (400, "unsupported_query"),
             ErrorKind::Limit => (400, "query_too_complex"),
         };
-        ApiError { status, code, message: e.to_string(), option: e.option.clone(), position: e.position }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            option: e.option.clone(),
+            position: e.position,
+            retry_after: None,
+        }
     }
 }
 
@@ -64,6 +78,7 @@ impl From<AppError> for ApiError {
             AppError::MethodNotAllowed(m) => ApiError::new(405, "method_not_allowed", m),
             AppError::Unauthenticated(m) => ApiError::new(401, "unauthenticated", m),
             AppError::Forbidden(m) => ApiError::new(403, "forbidden", m),
+            AppError::Throttled { message, retry_after } => ApiError::throttled(message, retry_after),
             AppError::Unavailable => {
                 ApiError::new(503, "unavailable", "the service is shutting down or overloaded; try again")
             }

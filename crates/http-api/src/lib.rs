@@ -11,6 +11,7 @@ mod batch;
 mod data_array;
 mod error;
 mod handler;
+pub mod limits;
 mod openapi;
 mod root;
 mod stream;
@@ -57,6 +58,18 @@ pub struct ApiState {
     pub settings: Arc<ApiSettings>,
     pub metrics: Option<MetricsRender>,
     pub auth: auth::AuthMode,
+    pub limits: Arc<limits::RateLimits>,
+}
+
+/// Who a principal is for rate limits: `None` for anonymous callers.
+fn audit_actor(principal: &access::Principal) -> Option<String> {
+    match &principal.identity {
+        access::Identity::Anonymous => None,
+        access::Identity::User { id, .. } => Some(format!("user:{id}")),
+        access::Identity::Token { id, .. } => Some(format!("token:{id}")),
+        access::Identity::Device { urn } => Some(format!("device:{urn}")),
+        access::Identity::Server => Some("server".to_owned()),
+    }
 }
 
 /// The version path of the service root.
@@ -69,20 +82,22 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
     pub location: Option<String>,
+    /// Seconds for a 429's `Retry-After`.
+    pub retry_after: Option<u64>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
     pub fn json(status: u16, body: Vec<u8>) -> Reply {
-        Reply { status, content_type: Some("application/json"), location: None, body }
+        Reply { status, content_type: Some("application/json"), location: None, retry_after: None, body }
     }
 
     pub fn text(status: u16, body: Vec<u8>) -> Reply {
-        Reply { status, content_type: Some("text/plain; charset=utf-8"), location: None, body }
+        Reply { status, content_type: Some("text/plain; charset=utf-8"), location: None, retry_after: None, body }
     }
 
     pub fn empty(status: u16) -> Reply {
-        Reply { status, content_type: None, location: None, body: Vec::new() }
+        Reply { status, content_type: None, location: None, retry_after: None, body: Vec::new() }
     }
 }
 
@@ -95,6 +110,9 @@ impl IntoResponse for Reply {
         }
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
+        }
+        if let Some(seconds) = self.retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         if self.status == 401 {
             // RFC 9110 §11.6.1: a 401 says how to authenticate.
@@ -164,7 +182,8 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
         metrics::histogram!("thingbase_http_request_duration_seconds", "method" => method_label.clone())
             .record(started.elapsed().as_secs_f64());
     };
-    let caller = match auth::caller(&state.auth, &state.app, &parts.headers).await {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let caller = match auth::caller(&state.auth, &state.app, &state.limits, peer, &parts.headers).await {
         Ok(caller) => caller,
         Err(error) => {
             let reply = error.reply();

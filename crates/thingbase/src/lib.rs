@@ -22,6 +22,10 @@ pub struct Config {
     pub mqtt_limits: broker::BrokerConfig,
     pub mqtt: mqtt_api::MqttSettings,
     pub auth: Auth,
+    /// Requests per second from one address without working credentials (0: unlimited).
+    pub unauthenticated_rate: f64,
+    /// Requests per second of one principal (0: unlimited).
+    pub principal_rate: f64,
     pub default_top: u64,
     pub max_top: u64,
     pub max_body_bytes: usize,
@@ -40,6 +44,8 @@ impl Default for Config {
             mqtt_limits: broker::BrokerConfig::default(),
             mqtt: mqtt_api::MqttSettings::default(),
             auth: Auth::Required { admin_token: None },
+            unauthenticated_rate: 20.0,
+            principal_rate: 0.0,
             default_top: 100,
             max_top: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -147,8 +153,14 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
     };
     let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
-    let router = http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth })
-        .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
+    let rate = |per_second: f64| {
+        if per_second > 0.0 { http_api::limits::Rate::per_second(per_second) } else { http_api::limits::Rate::NONE }
+    };
+    let limits =
+        Arc::new(http_api::limits::RateLimits::new(rate(config.unauthenticated_rate), rate(config.principal_rate)));
+    let router =
+        http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth, limits })
+            .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
     for listener in http_listeners {
         let local = listener.local_addr()?;
         tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1, MQTT over WebSocket at /mqtt");

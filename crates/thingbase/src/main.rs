@@ -127,6 +127,14 @@ struct Serve {
     /// environment variable to the flag.
     #[arg(long, env = "THINGBASE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Requests per second one address may send without working credentials (anonymous reads
+    /// of open data, failed sign-ins), twice as many at once; more get 429. 0: unlimited.
+    #[arg(long, env = "THINGBASE_UNAUTHENTICATED_RATE", default_value_t = 20.0)]
+    unauthenticated_rate: f64,
+    /// Requests per second one user or token may send, twice as many at once; more get 429.
+    /// 0: unlimited.
+    #[arg(long, env = "THINGBASE_PRINCIPAL_RATE", default_value_t = 0.0)]
+    principal_rate: f64,
     /// Entities per page when a request gives no $top.
     #[arg(long, env = "THINGBASE_DEFAULT_TOP", default_value_t = 100)]
     default_top: u64,
@@ -211,6 +219,8 @@ fn main() -> anyhow::Result<()> {
                     AuthFlag::Off => thingbase::Auth::Off,
                     AuthFlag::Required => thingbase::Auth::Required { admin_token: serve.admin_token },
                 },
+                unauthenticated_rate: serve.unauthenticated_rate,
+                principal_rate: serve.principal_rate,
                 default_top: serve.default_top,
                 max_top: serve.max_top,
                 max_body_bytes: serve.max_body_bytes,

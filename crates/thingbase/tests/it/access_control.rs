@@ -546,3 +546,49 @@ fn the_audit_log_records_security_events_and_shows_tampering() {
         String::from_utf8_lossy(&broken.stdout)
     );
 }
+
+#[test]
+fn repeated_failed_sign_ins_lock_the_name_out_and_floods_get_429() {
+    let server = TestServer::start_with("auth-limits", |c| {
+        c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+        // Generous for this address, so that only the lock-out speaks first.
+        c.unauthenticated_rate = 1000.0;
+        c.principal_rate = 5.0;
+    });
+    let admin = As::token(&server, ADMIN);
+    admin.create("/admin/users", json!({"name": "ada", "password": "correct horse battery"}));
+    let basic = |password: &str| {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("ada:{password}"));
+        As { authorization: Some(format!("Basic {encoded}")), ..As::anonymous(&server) }
+    };
+    for _ in 0..5 {
+        assert_eq!(basic("not the password").get("/Things").status, 401);
+    }
+    // Locked now, even with the right password, and told for how long.
+    let locked = basic("correct horse battery").get("/Things");
+    assert_eq!(locked.status, 429, "{}", locked.text);
+    assert!(locked.json["message"].as_str().unwrap().contains("too many failed sign-ins"));
+    assert_eq!(locked.retry_after, Some(1), "the first lock-out lasts a second");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(basic("correct horse battery").get("/Things").status, 200, "the lock-out is over");
+
+    // A principal over its rate (5 a second, 10 at once) gets 429 with Retry-After.
+    let statuses: Vec<u16> = (0..15).map(|_| admin.get("/Things").status).collect();
+    assert!(statuses.iter().take(10).all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn unauthenticated_floods_from_one_address_get_429() {
+    let server = TestServer::start_with("auth-flood", |c| {
+        c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+        c.unauthenticated_rate = 5.0;
+    });
+    let guesser = As::token(&server, "tbt_1111111111111111111111111111111111111111111111111111111111111111");
+    let statuses: Vec<u16> = (0..15).map(|_| guesser.get("/Things").status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "a burst of 10, then throttled: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&429));
+    // Signed-in callers from the same address are not held back by it.
+    assert_eq!(As::token(&server, ADMIN).get("/Things").status, 200);
+}

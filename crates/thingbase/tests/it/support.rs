@@ -116,6 +116,8 @@ pub struct Response {
     pub location: Option<String>,
     /// The `WWW-Authenticate` header of a 401.
     pub authenticate: Option<String>,
+    /// The `Retry-After` header of a 429, in seconds.
+    pub retry_after: Option<u64>,
     pub text: String,
     pub json: Value,
 }
@@ -140,7 +142,8 @@ pub fn request_with(method: &str, url: &str, body: Option<String>, headers: &[(&
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (location, authenticate) = (header("location"), header("www-authenticate"));
+    let retry_after = header("retry-after").and_then(|s| s.parse().ok());
     let text = response.body_mut().read_to_string().unwrap_or_default();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response { status, location, authenticate, text, json }
+    Response { status, location, authenticate, retry_after, text, json }
 }
