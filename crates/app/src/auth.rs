@@ -23,6 +23,11 @@ use crate::{App, AppError, Caller};
 /// How long a verified password is remembered.
 const PASSWORD_CACHE: Duration = Duration::from_secs(60);
 
+/// How long a checked token is trusted without asking the database again: changes made through
+/// this server take effect at once; this bounds changes made elsewhere (the `thingbase token`
+/// command, another node).
+const TOKEN_CACHE: Duration = Duration::from_secs(10);
+
 /// Failed password sign-ins for one user name before it is locked out.
 const LOCKOUT_AFTER: u32 = 5;
 
@@ -69,7 +74,7 @@ impl std::fmt::Debug for Credentials {
 struct Cached {
     principal: Principal,
     expires_at: Option<Instant>,
-    /// For cached passwords: when to check again.
+    /// When to check the credentials against the database again.
     recheck_at: Option<std::time::Instant>,
 }
 
@@ -198,7 +203,12 @@ impl Authenticator {
         let hash = credentials::token_hash(text).ok_or_else(|| unauthenticated("that is not a Thingbase token"))?;
         let now = Instant::now();
         if let Some(principal) = self.tokens.lock().ok().and_then(|cache| {
-            cache.get(&hash.0).filter(|c| c.expires_at.is_none_or(|at| at > now)).map(|c| c.principal.clone())
+            let fresh = |c: &&Cached| c.recheck_at.is_some_and(|at| at > std::time::Instant::now());
+            cache
+                .get(&hash.0)
+                .filter(|c| c.expires_at.is_none_or(|at| at > now))
+                .filter(fresh)
+                .map(|c| c.principal.clone())
         }) {
             return Ok(principal);
         }
@@ -227,7 +237,11 @@ impl Authenticator {
         if let Ok(mut cache) = self.tokens.lock() {
             cache.insert(
                 hash.0,
-                Cached { principal: principal.clone(), expires_at: token.expires_at, recheck_at: None },
+                Cached {
+                    principal: principal.clone(),
+                    expires_at: token.expires_at,
+                    recheck_at: std::time::Instant::now().checked_add(TOKEN_CACHE),
+                },
             );
         }
         Ok(principal)

@@ -42,8 +42,13 @@ pub struct Session {
     state: Arc<Mutex<State>>,
 }
 
+/// How often a session's credentials are checked again even when nothing here changed them
+/// (the `thingbase token` command or another node may have).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct State {
     caller: Arc<Caller>,
+    checked_at: std::time::Instant,
     /// `None` with access control off: always current.
     generation: Option<Generation>,
     refreshing: bool,
@@ -55,7 +60,13 @@ impl Session {
     fn new(credentials: Credentials, caller: Caller, generation: Option<Generation>) -> Session {
         let user = user_of(&caller.principal);
         let anonymous = caller.principal.identity == access::Identity::Anonymous;
-        let state = State { caller: Arc::new(caller), generation, refreshing: false, revoked: false };
+        let state = State {
+            caller: Arc::new(caller),
+            checked_at: std::time::Instant::now(),
+            generation,
+            refreshing: false,
+            revoked: false,
+        };
         Session { credentials, user, anonymous, state: Arc::new(Mutex::new(state)) }
     }
 
@@ -108,10 +119,11 @@ pub fn current(access: &MqttAccess, session: &Session) -> Option<Arc<Caller>> {
     if state.revoked {
         return None;
     }
-    if state.generation.is_some_and(|at| authenticator.is_current(session.user, at)) {
-        return Some(state.caller.clone());
-    }
-    if !state.refreshing {
+    let current = state.generation.is_some_and(|at| authenticator.is_current(session.user, at));
+    // Nothing here changed the user's rights; check now and then all the same, serving the
+    // known principal meanwhile.
+    let due = state.checked_at.elapsed() >= RECHECK;
+    if (!current || due) && !state.refreshing {
         state.refreshing = true;
         let (authenticator, credentials, user, shared) =
             (authenticator.clone(), session.credentials.clone(), session.user, session.state.clone());
@@ -120,15 +132,24 @@ pub fn current(access: &MqttAccess, session: &Session) -> Option<Arc<Caller>> {
             let principal = authenticator.authenticate(credentials).await;
             if let Ok(mut state) = shared.lock() {
                 state.refreshing = false;
+                state.checked_at = std::time::Instant::now();
                 match principal {
                     Ok(principal) if user_of(&principal) == user => {
                         state.caller = Arc::new(Caller::new(principal));
+                        state.generation = Some(generation);
+                    }
+                    // Somebody else's failed sign-ins lock the name out; that says nothing
+                    // about this session's credentials; nor does a store shutting down.
+                    Err(app::AppError::Throttled { .. } | app::AppError::Unavailable) => {
                         state.generation = Some(generation);
                     }
                     _ => state.revoked = true,
                 }
             }
         });
+    }
+    if current {
+        return Some(state.caller.clone());
     }
     None
 }

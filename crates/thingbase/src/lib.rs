@@ -198,6 +198,55 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     Ok(Server { http_addrs, mqtt_addrs, app, shutdown, tasks })
 }
 
+/// A management command of the `thingbase project|user|token` subcommands.
+#[derive(Debug)]
+pub enum AdminCommand {
+    CreateProject { name: String, open_data: bool },
+    CreateUser { name: String, password: Option<String>, hub_admin: bool },
+    SetRole { user: i64, project: i64, role: Option<access::Role> },
+    CreateToken { user: i64, label: String, expires_in: Option<u64> },
+    RevokeToken { id: i64 },
+}
+
+/// Runs a management command directly on the database under `data_dir`, as the server would
+/// for a hub administrator (and written to the audit log as the server's). Returns what to
+/// print.
+pub async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)?;
+    let options = SqliteOptions::new(data_dir.join("thingbase.sqlite"));
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+        .await?
+        .context("cannot open the SQLite database")?;
+    let app = app::App::new(Arc::new(store), store::Paging { default_top: 1, max_top: 1 });
+    app.refresh_hub().await?;
+    let authenticator = app::auth::Authenticator::new(app.clone());
+    let server = app::Caller::server();
+    let answer = match command {
+        AdminCommand::CreateProject { name, open_data } => {
+            let project = authenticator.create_project(&server, name, open_data).await?;
+            format!("project {}", project.id)
+        }
+        AdminCommand::CreateUser { name, password, hub_admin } => {
+            format!("user {}", authenticator.create_user(&server, name, password, hub_admin).await?)
+        }
+        AdminCommand::SetRole { user, project, role } => {
+            authenticator.set_role(&server, user, project, role).await?;
+            "done".to_owned()
+        }
+        AdminCommand::CreateToken { user, label, expires_in } => {
+            let valid_for = expires_in.map(std::time::Duration::from_secs);
+            let (id, secret) = authenticator.create_token(&server, Some(user), label, None, valid_for).await?;
+            format!("token {id}: {}", secret.as_str())
+        }
+        AdminCommand::RevokeToken { id } => {
+            authenticator.revoke_token(&server, id).await?;
+            "revoked".to_owned()
+        }
+    };
+    app.shutdown();
+    Ok(answer)
+}
+
 /// Checks the audit log's hash chain in the database under `data_dir` (`thingbase audit
 /// verify`).
 pub async fn verify_audit(data_dir: &std::path::Path) -> anyhow::Result<app::audit::AuditCheck> {

@@ -24,6 +24,79 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Projects, on the database under --data-dir (also while the server runs).
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Users and their roles, on the database under --data-dir.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens, on the database under --data-dir.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct DataDir {
+    /// Where the database file lives.
+    #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectCommand {
+    /// Creates a project and prints its id.
+    Create {
+        name: String,
+        /// Make its reads public.
+        #[arg(long)]
+        open_data: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Creates a user and prints its id; the password, if any, comes from THINGBASE_PASSWORD.
+    Create {
+        name: String,
+        /// May do everything in every project.
+        #[arg(long)]
+        hub_admin: bool,
+        #[arg(long, env = "THINGBASE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Gives a user a role in a project (viewer, contributor, editor, admin), or `none`.
+    Role {
+        user: i64,
+        project: i64,
+        role: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Makes an API token for a user and prints it (once).
+    Create {
+        user: i64,
+        #[arg(long, default_value = "made with thingbase token create")]
+        label: String,
+        /// Seconds until it expires; never by default.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Revokes a token (a running server notices within seconds).
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,6 +238,25 @@ struct Serve {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Project(ProjectCommand::Create { name, open_data, dir }) => {
+            admin(dir, thingbase::AdminCommand::CreateProject { name, open_data })
+        }
+        Command::User(UserCommand::Create { name, hub_admin, password, dir }) => {
+            admin(dir, thingbase::AdminCommand::CreateUser { name, password, hub_admin })
+        }
+        Command::User(UserCommand::Role { user, project, role, dir }) => {
+            let role = match role.as_str() {
+                "none" => None,
+                other => Some(access::Role::parse(other).ok_or_else(|| {
+                    anyhow::anyhow!("`{other}` is not a role: viewer, contributor, editor, admin or none")
+                })?),
+            };
+            admin(dir, thingbase::AdminCommand::SetRole { user, project, role })
+        }
+        Command::Token(TokenCommand::Create { user, label, expires_in, dir }) => {
+            admin(dir, thingbase::AdminCommand::CreateToken { user, label, expires_in })
+        }
+        Command::Token(TokenCommand::Revoke { id, dir }) => admin(dir, thingbase::AdminCommand::RevokeToken { id }),
         Command::Audit(AuditCommand::Verify { data_dir }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let check = runtime.block_on(thingbase::verify_audit(&data_dir))?;
@@ -257,6 +349,14 @@ fn parse_broker_address(text: &str) -> Result<(String, u16), String> {
         None => 1883,
     };
     Ok((host.to_owned(), port))
+}
+
+/// Runs one management command on the database and prints its answer.
+fn admin(dir: DataDir, command: thingbase::AdminCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let answer = runtime.block_on(thingbase::admin(&dir.data_dir, command))?;
+    println!("{answer}");
+    Ok(())
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

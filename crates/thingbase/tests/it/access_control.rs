@@ -592,3 +592,57 @@ fn unauthenticated_floods_from_one_address_get_429() {
     // Signed-in callers from the same address are not held back by it.
     assert_eq!(As::token(&server, ADMIN).get("/Things").status, 200);
 }
+
+/// `thingbase project|user|token` on the data directory, before and while the server runs.
+#[test]
+fn the_command_line_manages_projects_users_and_tokens() {
+    let dir = TempDir::new("auth-cli");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+            .args(args)
+            .env("THINGBASE_DATA_DIR", &dir.0)
+            .env("THINGBASE_PASSWORD", "correct horse battery")
+            .output()
+            .expect("the binary runs");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let project = run(&["project", "create", "roof"]);
+    let project: i64 = project.strip_prefix("project ").unwrap().parse().unwrap();
+    let user = run(&["user", "create", "ada"]);
+    let user: i64 = user.strip_prefix("user ").unwrap().parse().unwrap();
+    assert_eq!(run(&["user", "role", &user.to_string(), &project.to_string(), "editor"]), "done");
+    let token = run(&["token", "create", &user.to_string(), "--label", "laptop"]);
+    let (id, secret) = token.strip_prefix("token ").unwrap().split_once(": ").unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--bind", "127.0.0.1", "--log", "warn"])
+        .env("THINGBASE_DATA_DIR", &dir.0)
+        .env("THINGBASE_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ada =
+        As { root: format!("http://127.0.0.1:{port}"), authorization: Some(format!("Bearer {secret}")), project: None };
+    assert_eq!(ada.post("/Things", json!({"name": "t", "description": "d"})).status, 201, "an editor of roof");
+    // Revoked from the command line while the server runs: refused within seconds.
+    assert_eq!(run(&["token", "revoke", id]), "revoked");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ada.get("/Things").status != 401 {
+        assert!(Instant::now() < deadline, "the revoked token still works");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+        .args(["user", "role", &user.to_string(), &project.to_string(), "owner"])
+        .env("THINGBASE_DATA_DIR", &dir.0)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("is not a role"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
