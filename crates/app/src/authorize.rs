@@ -59,7 +59,15 @@ impl<'w> Authorizing<'w> {
     fn request_project(&mut self) -> Result<ProjectId, StoreError> {
         let project = match &self.placement {
             Placement::Known(project) => return Ok(*project),
-            Placement::Default(Ok(project)) => *project,
+            Placement::Default(Ok(project)) => {
+                // Named by the caller (or its default): it must exist, or the entity would
+                // belong to no project anyone can be given.
+                let project = *project;
+                if !self.inner.principals().projects()?.iter().any(|p| p.id == project) {
+                    return Err(StoreError::Rejected(format!("project {project} does not exist")));
+                }
+                project
+            }
             Placement::Default(Err(message)) => return Err(StoreError::Rejected(message.clone())),
             Placement::Segment(path, j) => {
                 let (path, j) = (path.clone(), *j);

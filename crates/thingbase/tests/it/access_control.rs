@@ -233,7 +233,14 @@ fn users_without_a_role_see_nothing_and_open_data_is_public() {
     let write = anonymous.post(&format!("/Things({my_thing})/Locations"), json!({"name": "x"}));
     assert_eq!(write.status, 401, "writes stay authenticated: {}", write.text);
     assert_eq!(outsider.post("/Things", json!({"name": "x", "description": "d"})).status, 403);
-    let _ = theirs;
+    // The project a request names must exist, and be one the caller may write to.
+    let admin = As::token(&server, ADMIN);
+    let ghost = admin.in_project(999).post("/Things", json!({"name": "x", "description": "d"}));
+    assert_eq!(ghost.status, 400, "{}", ghost.text);
+    assert!(ghost.json["message"].as_str().unwrap().contains("project 999 does not exist"));
+    let (_, editor) = member(&server, "editor-of-mine", mine, Some("editor"));
+    let elsewhere = editor.in_project(theirs).post("/Things", json!({"name": "x", "description": "d"}));
+    assert_eq!(elsewhere.status, 403, "{}", elsewhere.text);
 }
 
 #[test]
