@@ -653,3 +653,85 @@ fn the_command_line_manages_projects_users_and_tokens() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Every entity set × every role × read, create, update, delete: what each role may do in its
+/// own project, and that another project's entity of the set is not found.
+#[test]
+fn every_entity_set_obeys_every_role() {
+    let server = server("auth-matrix");
+    let (mine, theirs, my_thing, my_ds, _, _) = two_projects(&server);
+    let admin = As::token(&server, ADMIN);
+    let sensor = admin.get(&format!("/Datastreams({my_ds})/Sensor")).json["@iot.id"].as_i64().unwrap();
+    let property = admin.get(&format!("/Datastreams({my_ds})/ObservedProperty")).json["@iot.id"].as_i64().unwrap();
+    let point = json!({"type": "Point", "coordinates": [1, 2]});
+    let bodies: Vec<(&str, Value)> = vec![
+        ("Things", json!({"name": "n", "description": "d"})),
+        (
+            "Locations",
+            json!({"name": "n", "description": "d", "encodingType": "application/geo+json", "location": point}),
+        ),
+        ("Sensors", json!({"name": "n", "description": "d", "encodingType": "text/plain", "metadata": "m"})),
+        ("ObservedProperties", json!({"name": "n", "definition": "d", "description": "d"})),
+        (
+            "FeaturesOfInterest",
+            json!({"name": "n", "description": "d", "encodingType": "application/geo+json", "feature": point}),
+        ),
+        (
+            "Datastreams",
+            json!({"name": "n", "description": "d", "unitOfMeasurement": {},
+            "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
+            "Thing": {"@iot.id": my_thing}, "Sensor": {"@iot.id": sensor}, "ObservedProperty": {"@iot.id": property}}),
+        ),
+        (
+            "MultiDatastreams",
+            json!({"name": "n", "description": "d", "unitOfMeasurements": [{}],
+            "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_ComplexObservation",
+            "multiObservationDataTypes": ["http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"],
+            "Thing": {"@iot.id": my_thing}, "Sensor": {"@iot.id": sensor}, "ObservedProperties": [{"@iot.id": property}]}),
+        ),
+        ("Observations", json!({"result": 1, "Datastream": {"@iot.id": my_ds}})),
+    ];
+    // One entity of each set in the other project, made by the admin there.
+    let mut theirs_ids = Vec::new();
+    for (set, body) in &bodies {
+        let body = match *set {
+            "Datastreams" | "MultiDatastreams" | "Observations" => continue,
+            _ => body.clone(),
+        };
+        theirs_ids.push((*set, admin.in_project(theirs).create(&format!("/{set}"), body)));
+    }
+    let patch_of =
+        |set: &str| if set == "Observations" { json!({"result": 2}) } else { json!({"description": "changed"}) };
+    for role in ["viewer", "contributor", "editor", "admin"] {
+        let (_, client) = member(&server, &format!("matrix-{role}"), mine, Some(role));
+        for (set, body) in &bodies {
+            let contributes = matches!(*set, "Observations" | "FeaturesOfInterest");
+            let may_create = match role {
+                "viewer" => false,
+                "contributor" => contributes,
+                _ => true,
+            };
+            let may_edit = matches!(role, "editor" | "admin");
+            let created = client.post(&format!("/{set}"), body.clone());
+            assert_eq!(created.status, if may_create { 201 } else { 403 }, "{role} creating {set}: {}", created.text);
+            // Read, update and delete an entity of the set in its own project.
+            let target = match created.json["@iot.id"].as_i64() {
+                Some(id) => id,
+                None => admin.in_project(mine).create(&format!("/{set}"), body.clone()),
+            };
+            let path = format!("/{set}({target})");
+            assert_eq!(client.get(&path).status, 200, "{role} reading {path}");
+            let patched = client.send("PATCH", &path, Some(patch_of(set)));
+            assert_eq!(patched.status, if may_edit { 200 } else { 403 }, "{role} patching {path}: {}", patched.text);
+            let deleted = client.send("DELETE", &path, None);
+            assert_eq!(deleted.status, if may_edit { 200 } else { 403 }, "{role} deleting {path}: {}", deleted.text);
+        }
+        for (set, id) in &theirs_ids {
+            let path = format!("/{set}({id})");
+            assert_eq!(client.get(&path).status, 404, "{role} reading another project's {path}");
+            assert_eq!(client.send("PATCH", &path, Some(patch_of(set))).status, 404, "{role} patching {path}");
+            assert_eq!(client.send("DELETE", &path, None).status, 404, "{role} deleting {path}");
+            assert!(!client.ids(&format!("/{set}")).0.contains(id), "{role} listing {set}");
+        }
+    }
+}
