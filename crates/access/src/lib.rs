@@ -135,6 +135,18 @@ impl Principal {
         Principal { identity: Identity::Server, hub_admin: true, grants: Vec::new() }
     }
 
+    /// Who this is, as the audit log and the rate limits name it: `user:<id>`, `token:<id>`,
+    /// `device:<urn>`, `server` or `anonymous`.
+    pub fn label(&self) -> String {
+        match &self.identity {
+            Identity::Anonymous => "anonymous".to_owned(),
+            Identity::User { id, .. } => format!("user:{id}"),
+            Identity::Token { id, .. } => format!("token:{id}"),
+            Identity::Device { urn } => format!("device:{urn}"),
+            Identity::Server => "server".to_owned(),
+        }
+    }
+
     /// The highest role the principal holds in `project`.
     pub fn role_in(&self, project: ProjectId) -> Option<Role> {
         self.grants.iter().filter(|g| g.project == project).map(|g| g.role).max()

@@ -33,13 +33,7 @@ pub struct AuditCheck {
 
 /// Who a caller is, for the log.
 pub fn actor_of(caller: &Caller) -> String {
-    match &caller.principal.identity {
-        access::Identity::Anonymous => "anonymous".to_owned(),
-        access::Identity::User { id, .. } => format!("user:{id}"),
-        access::Identity::Token { id, .. } => format!("token:{id}"),
-        access::Identity::Device { urn } => format!("device:{urn}"),
-        access::Identity::Server => "server".to_owned(),
-    }
+    caller.principal.label()
 }
 
 impl App {

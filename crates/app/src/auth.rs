@@ -129,6 +129,19 @@ impl Authenticator {
         Generation { hub, user }
     }
 
+    /// [`Authenticator::authenticate`] with the generation the principal is current at. The hub's
+    /// is read before the credentials are checked, so a change made meanwhile makes the
+    /// principal stale at once; the user's can only be read once the user is known.
+    pub async fn authenticate_with_generation(
+        &self,
+        credentials: Credentials,
+    ) -> Result<(Principal, Generation), AppError> {
+        let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let principal = self.authenticate(credentials).await?;
+        let generation = Generation { hub, ..self.generation(user_of(&principal)) };
+        Ok((principal, generation))
+    }
+
     /// Whether nothing changed the rights of `user` since `at`.
     pub fn is_current(&self, user: Option<i64>, at: Generation) -> bool {
         self.generation(user) == at

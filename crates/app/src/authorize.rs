@@ -38,8 +38,8 @@ pub enum Placement {
     /// The project of the entity at this segment of the resource path (the parent of the
     /// collection posted to, or the entity updated).
     Segment(ResourcePath, usize),
-    /// The caller's default project, or why it has none.
-    Default(Result<ProjectId, String>),
+    /// The caller's default project (see `crate::default_project`), with the one it named.
+    Default(Option<ProjectId>),
     Known(ProjectId),
 }
 
@@ -59,16 +59,15 @@ impl<'w> Authorizing<'w> {
     fn request_project(&mut self) -> Result<ProjectId, StoreError> {
         let project = match &self.placement {
             Placement::Known(project) => return Ok(*project),
-            Placement::Default(Ok(project)) => {
+            Placement::Default(named) => {
+                let project = crate::default_project(self.principal, *named).map_err(StoreError::Rejected)?;
                 // Named by the caller (or its default): it must exist, or the entity would
                 // belong to no project anyone can be given.
-                let project = *project;
                 if !self.inner.principals().projects()?.iter().any(|p| p.id == project) {
                     return Err(StoreError::Rejected(format!("project {project} does not exist")));
                 }
                 project
             }
-            Placement::Default(Err(message)) => return Err(StoreError::Rejected(message.clone())),
             Placement::Segment(path, j) => {
                 let (path, j) = (path.clone(), *j);
                 let (entity, id) = crate::write::entity_of_segment(self.inner, &path, j).map_err(|e| match e {

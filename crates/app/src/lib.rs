@@ -49,30 +49,27 @@ impl Caller {
     pub fn server() -> Caller {
         Caller::new(Principal::server())
     }
+}
 
-    /// Where a new entity goes when nothing in the request decides: the named project, else
-    /// the only project the principal may create in, else the default project if it may create
-    /// there (or is a hub administrator).
-    fn default_project(&self) -> Result<ProjectId, AppError> {
-        if let Some(project) = self.project {
-            return Ok(project);
-        }
-        if self.principal.hub_admin {
-            return Ok(access::DEFAULT_PROJECT);
-        }
-        let mut writable: Vec<ProjectId> =
-            self.principal.grants.iter().filter(|g| g.role >= Role::Contributor).map(|g| g.project).collect();
-        writable.sort_unstable();
-        writable.dedup();
-        match writable.as_slice() {
-            [only] => Ok(*only),
-            many if many.contains(&access::DEFAULT_PROJECT) => Ok(access::DEFAULT_PROJECT),
-            [] => Ok(access::DEFAULT_PROJECT),
-            _ => Err(AppError::bad(
-                "project_required",
-                "you may write to several projects: name one with the Thingbase-Project header",
-            )),
-        }
+/// Where a new entity goes when nothing in the request decides: the `named` project, else the
+/// only project `principal` may create in, else the default project if it may create there (or
+/// is a hub administrator). Worked out only when a request creates such an entity.
+pub(crate) fn default_project(principal: &Principal, named: Option<ProjectId>) -> Result<ProjectId, String> {
+    if let Some(project) = named {
+        return Ok(project);
+    }
+    if principal.hub_admin {
+        return Ok(access::DEFAULT_PROJECT);
+    }
+    let mut writable: Vec<ProjectId> =
+        principal.grants.iter().filter(|g| g.role >= Role::Contributor).map(|g| g.project).collect();
+    writable.sort_unstable();
+    writable.dedup();
+    match writable.as_slice() {
+        [only] => Ok(*only),
+        many if many.contains(&access::DEFAULT_PROJECT) => Ok(access::DEFAULT_PROJECT),
+        [] => Ok(access::DEFAULT_PROJECT),
+        _ => Err("you may write to several projects: name one with the Thingbase-Project header".to_owned()),
     }
 }
 
@@ -171,7 +168,7 @@ impl App {
         let principal = caller.principal.clone();
         let placement = match path.and_then(|p| write::placing_segment(p).map(|j| (p.clone(), j))) {
             Some((path, j)) => authorize::Placement::Segment(path, j),
-            None => authorize::Placement::Default(caller.default_project().map_err(|e| e.to_string())),
+            None => authorize::Placement::Default(caller.project),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, AppError>>();
         let slot: Arc<std::sync::Mutex<Option<Result<T, AppError>>>> = Arc::new(std::sync::Mutex::new(None));

@@ -72,24 +72,15 @@ pub async fn caller(
     };
     let credentials = credentials(headers).map_err(unauthenticated)?;
     let principal = authenticator.authenticate(credentials).await.map_err(|e| unauthenticated(e.into()))?;
-    match crate::audit_actor(&principal) {
-        None => {
-            if let Some(Err(wait)) = peer.map(|ip| limits.unauthenticated.take(&ip)) {
-                return Err(ApiError::throttled("too many requests without credentials from this address", wait));
-            }
-            if !app.has_open_data() {
-                return Err(ApiError::new(
-                    401,
-                    "unauthenticated",
-                    "sign in: send an API token (Bearer) or a user (Basic)",
-                ));
-            }
+    if principal.identity == access::Identity::Anonymous {
+        if let Some(Err(wait)) = peer.map(|ip| limits.unauthenticated.take(&ip)) {
+            return Err(ApiError::throttled("too many requests without credentials from this address", wait));
         }
-        Some(actor) => {
-            if let Err(wait) = limits.principal.take(&actor) {
-                return Err(ApiError::throttled("too many requests; slow down", wait));
-            }
+        if !app.has_open_data() {
+            return Err(ApiError::new(401, "unauthenticated", "sign in: send an API token (Bearer) or a user (Basic)"));
         }
+    } else if let Err(wait) = limits.principal.take(&principal.label()) {
+        return Err(ApiError::throttled("too many requests; slow down", wait));
     }
     let project = match headers.get(PROJECT_HEADER) {
         None => None,

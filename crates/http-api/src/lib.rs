@@ -61,17 +61,6 @@ pub struct ApiState {
     pub limits: Arc<limits::RateLimits>,
 }
 
-/// Who a principal is for rate limits: `None` for anonymous callers.
-fn audit_actor(principal: &access::Principal) -> Option<String> {
-    match &principal.identity {
-        access::Identity::Anonymous => None,
-        access::Identity::User { id, .. } => Some(format!("user:{id}")),
-        access::Identity::Token { id, .. } => Some(format!("token:{id}")),
-        access::Identity::Device { urn } => Some(format!("device:{urn}")),
-        access::Identity::Server => Some("server".to_owned()),
-    }
-}
-
 /// The version path of the service root.
 pub const VERSION: &str = "v1.1";
 

@@ -99,12 +99,8 @@ pub async fn authenticate(
     if credentials == Credentials::None && !app.has_open_data() {
         return Err(RefuseReason::NotAuthorized);
     }
-    let generation_before = |user| authenticator.generation(user);
-    match authenticator.authenticate(credentials.clone()).await {
-        Ok(principal) => {
-            let generation = generation_before(user_of(&principal));
-            Ok(Session::new(credentials, Caller::new(principal), Some(generation)))
-        }
+    match authenticator.authenticate_with_generation(credentials.clone()).await {
+        Ok((principal, generation)) => Ok(Session::new(credentials, Caller::new(principal), Some(generation))),
         Err(_) => Err(RefuseReason::BadUserNameOrPassword),
     }
 }

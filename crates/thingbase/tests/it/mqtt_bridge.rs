@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
+use crate::mqtt_sensorthings::datastream;
 use crate::support::{TempDir, TestServer};
 
 /// A Mosquitto broker on a free loopback port, stopped when dropped.
@@ -56,22 +57,6 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn datastream(server: &TestServer) -> i64 {
-    let thing = server.create(
-        "/Things",
-        json!({
-            "name": "buoy", "description": "d",
-            "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-                           "location": {"type": "Point", "coordinates": [1, 2]}}],
-            "Datastreams": [{"name": "temperature", "description": "d", "unitOfMeasurement": {},
-                "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
-                "Sensor": {"name": "s", "description": "d", "encodingType": "text/plain", "metadata": "m"},
-                "ObservedProperty": {"name": "p", "definition": "d", "description": "d"}}]
-        }),
-    );
-    server.get(&format!("/Things({thing})/Datastreams")).json["value"][0]["@iot.id"].as_i64().unwrap()
 }
 
 /// The next publish within `wait`, as (topic, JSON payload).

@@ -39,7 +39,8 @@ async fn subscribed(events: &mut EventLoop) {
     }
 }
 
-fn datastream(server: &TestServer) -> i64 {
+/// A Thing with a Location and one Datastream; returns the Datastream's id.
+pub(crate) fn datastream(server: &TestServer) -> i64 {
     let thing = server.create(
         "/Things",
         json!({
