@@ -9,6 +9,7 @@
 //! of user name and password for a minute, so HTTP Basic clients do not pay Argon2 per request.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use model::Instant;
 use sha2::{Digest, Sha256};
 use store::{NewToken, ProjectRecord, TokenRecord, TokenScope};
 
+use crate::limits::{Limiter, Rate};
 use crate::{App, AppError, Caller};
 
 /// How long a verified password is remembered.
@@ -90,6 +92,9 @@ pub struct Authenticator {
     generation: std::sync::atomic::AtomicU64,
     /// Bumped per user by changes to that user's rights (roles).
     user_generations: Mutex<HashMap<i64, u64>>,
+    /// Requests and connections without working credentials, per client address, over every
+    /// interface: one bucket, so guessing over HTTP and MQTT at once gains nothing.
+    addresses: Limiter<IpAddr>,
 }
 
 /// The generations a principal was authenticated at; see [`Authenticator::is_current`].
@@ -118,7 +123,27 @@ impl Authenticator {
             failures: Mutex::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
             user_generations: Mutex::default(),
+            addresses: Limiter::new(Rate::per_second(20.0)),
         }
+    }
+
+    /// The rate of requests and connections without working credentials per client address
+    /// (20 a second, 40 at once, unless set here; [`Rate::NONE`] for no limit).
+    pub fn with_address_rate(mut self, rate: Rate) -> Authenticator {
+        self.addresses = Limiter::new(rate);
+        self
+    }
+
+    /// Counts a request or connection from `address` without working credentials (anonymous,
+    /// or failed); `Err(seconds)` to wait when the address has used up its allowance.
+    pub fn charge_address(&self, address: IpAddr) -> Result<(), u64> {
+        self.addresses.take(&address)
+    }
+
+    /// Whether `address` may still try credentials; `Err(seconds)` to wait when not. Checked
+    /// before a password is verified, so a throttled address costs no Argon2 work.
+    pub fn address_allowed(&self, address: IpAddr) -> Result<(), u64> {
+        self.addresses.available(&address)
     }
 
     /// The generation a principal of `user` authenticated now is current at.

@@ -13,6 +13,7 @@ mod authorize;
 mod changes;
 mod convert;
 mod error;
+pub mod limits;
 mod patch;
 mod read;
 mod write;

@@ -61,3 +61,19 @@ async fn committed_writes_publish_their_changes_in_order_and_failed_ones_nothing
     app.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_limiter_tells_whether_a_token_is_left_without_taking_it() {
+    use crate::limits::{Limiter, Rate};
+    let limiter = Limiter::new(Rate { per_second: 0.001, burst: 2.0 });
+    assert_eq!(limiter.available(&"a"), Ok(()), "a new key has its burst");
+    assert_eq!(limiter.take(&"a"), Ok(()));
+    assert_eq!(limiter.available(&"a"), Ok(()), "looking took nothing");
+    assert_eq!(limiter.take(&"a"), Ok(()));
+    let wait = limiter.available(&"a").expect_err("the burst is used up");
+    assert!(wait >= 999, "a token every 1000 s: {wait}");
+    assert!(limiter.take(&"a").is_err());
+    assert_eq!(limiter.available(&"b"), Ok(()), "keys are apart");
+    let unlimited = Limiter::new(Rate::NONE);
+    assert!((0..100).all(|_| unlimited.take(&"a").is_ok()));
+}

@@ -1,8 +1,10 @@
 //! The cost of access control on the hot paths: single-Observation POST and QoS 1 MQTT ingest,
 //! each run against a server with `--auth off` and one with `--auth required` in the same
-//! invocation, alternating per round. With access control on, the load comes from a
-//! contributor of the default project (a restricted principal, so every statement carries the
-//! visibility condition and every insert is authorized), with an API token.
+//! invocation, alternating per round. Besides the rates it reports the server's CPU time per
+//! request (from `/proc`), which the other tenants of a shared machine disturb less. With
+//! access control on, the load comes from a contributor of the default project (a restricted
+//! principal, so every statement carries the visibility condition and every insert is
+//! authorized), with an API token.
 
 use std::net::SocketAddr;
 
@@ -54,6 +56,7 @@ pub async fn access(settings: &Settings) -> anyhow::Result<()> {
         settings.concurrency, settings.clients, settings.seconds
     );
     let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut cpu: [Vec<f64>; 4] = Default::default();
     for round in 0..settings.rounds {
         for (slot, admin) in [(0, None), (1, Some(ADMIN))] {
             let server = start_thingbase_as("access", admin).await?;
@@ -63,22 +66,34 @@ pub async fn access(settings: &Settings) -> anyhow::Result<()> {
                 None => None,
             };
             let datastreams = create_datastreams_as(http, admin, settings.clients).await?;
+            let cpu_before = server.cpu_seconds();
             let post = post_run(http, token.clone(), datastreams[0], settings).await?;
+            let post_us = (server.cpu_seconds() - cpu_before) * 1e6 / (post * settings.seconds).max(1.0);
             let topics: Vec<String> =
                 datastreams.iter().map(|id| format!("v1.1/Datastreams({id})/Observations")).collect();
+            let cpu_before = server.cpu_seconds();
             let ingest = ingest_run(server.mqtt, token.as_deref(), &topics, 64, settings.seconds).await?;
+            let cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / ingest.acknowledged.max(1) as f64;
             let label = if admin.is_some() { "required" } else { "off" };
             println!(
-                "  round {round} auth {label:<8} POST {post:>8.0}/s   MQTT ingest {:>8.0}/s (p99 {:.1} ms)",
+                "  round {round} auth {label:<8} POST {post:>8.0}/s ({post_us:.1} µs)   MQTT ingest {:>8.0}/s (p99 {:.1} ms, {cpu_us:.1} µs)",
                 ingest.per_second, ingest.p99_ms
             );
             rates[slot].push(post);
             rates[slot + 2].push(ingest.per_second);
+            cpu[slot].push(post_us);
+            cpu[slot + 2].push(cpu_us);
         }
     }
     let [off_post, on_post, off_mqtt, on_mqtt] = rates.each_mut().map(|r| median(r));
     println!(
         "access control, median: POST {on_post:.0}/s on vs {off_post:.0}/s off (ratio {:.2}); MQTT ingest {on_mqtt:.0}/s on vs {off_mqtt:.0}/s off (ratio {:.2})",
+        on_post / off_post,
+        on_mqtt / off_mqtt
+    );
+    let [off_post, on_post, off_mqtt, on_mqtt] = cpu.each_mut().map(|c| median(c));
+    println!(
+        "server CPU per request, median: POST {on_post:.1} µs on vs {off_post:.1} µs off (ratio {:.2}); MQTT message {on_mqtt:.1} µs on vs {off_mqtt:.1} µs off (ratio {:.2})",
         on_post / off_post,
         on_mqtt / off_mqtt
     );

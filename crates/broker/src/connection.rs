@@ -1144,6 +1144,7 @@ fn connect_reason_code(reason: RefuseReason) -> ConnectReasonCode {
         RefuseReason::ClientIdentifierNotValid => ConnectReasonCode::ClientIdentifierNotValid,
         RefuseReason::Banned => ConnectReasonCode::Banned,
         RefuseReason::ServerUnavailable => ConnectReasonCode::ServerUnavailable,
+        RefuseReason::ConnectionRateExceeded => ConnectReasonCode::ConnectionRateExceeded,
     }
 }
 
@@ -1152,7 +1153,7 @@ fn connect_return_code(reason: RefuseReason) -> ConnectReturnCode {
         RefuseReason::BadUserNameOrPassword => ConnectReturnCode::BadUserNameOrPassword,
         RefuseReason::NotAuthorized | RefuseReason::Banned => ConnectReturnCode::NotAuthorized,
         RefuseReason::ClientIdentifierNotValid => ConnectReturnCode::IdentifierRejected,
-        RefuseReason::ServerUnavailable => ConnectReturnCode::ServerUnavailable,
+        RefuseReason::ServerUnavailable | RefuseReason::ConnectionRateExceeded => ConnectReturnCode::ServerUnavailable,
     }
 }
 

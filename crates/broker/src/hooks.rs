@@ -42,6 +42,9 @@ pub enum RefuseReason {
     ClientIdentifierNotValid,
     Banned,
     ServerUnavailable,
+    /// Too many attempts from this client (v5: Connection rate exceeded; v3.1.1: server
+    /// unavailable).
+    ConnectionRateExceeded,
 }
 
 /// A PUBLISH as a client sent it.

@@ -66,14 +66,21 @@ pub async fn caller(
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
     let AuthMode::Required(authenticator) = mode else { return Ok(Caller::server()) };
-    let unauthenticated = |error: ApiError| match peer.map(|ip| limits.unauthenticated.take(&ip)) {
+    let unauthenticated = |error: ApiError| match peer.map(|ip| authenticator.charge_address(ip)) {
         Some(Err(wait)) => ApiError::throttled("too many requests without working credentials from this address", wait),
         _ => error,
     };
     let credentials = credentials(headers).map_err(unauthenticated)?;
+    // A password from an address over its allowance is not checked (Argon2 work, and passwords
+    // can be guessed); tokens cannot be guessed, so signed-in neighbours are not held back.
+    if matches!(credentials, Credentials::Password { .. })
+        && let Some(Err(wait)) = peer.map(|ip| authenticator.address_allowed(ip))
+    {
+        return Err(ApiError::throttled("too many requests without working credentials from this address", wait));
+    }
     let principal = authenticator.authenticate(credentials).await.map_err(|e| unauthenticated(e.into()))?;
     if principal.identity == access::Identity::Anonymous {
-        if let Some(Err(wait)) = peer.map(|ip| limits.unauthenticated.take(&ip)) {
+        if let Some(Err(wait)) = peer.map(|ip| authenticator.charge_address(ip)) {
             return Err(ApiError::throttled("too many requests without credentials from this address", wait));
         }
         if !app.has_open_data() {

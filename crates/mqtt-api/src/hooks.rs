@@ -125,7 +125,7 @@ impl Hooks for SensorThingsHooks {
 
     fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<Session> {
         let credentials = session::credentials(connect);
-        Box::pin(session::authenticate(self.access.clone(), self.app.clone(), credentials))
+        Box::pin(session::authenticate(self.access.clone(), self.app.clone(), credentials, connect.peer.ip()))
     }
 
     fn authorize_subscribe(&self, session: &Session, filter: &TopicFilter) -> bool {

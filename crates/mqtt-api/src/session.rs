@@ -87,20 +87,38 @@ pub fn credentials(connect: &ConnectInfo) -> Credentials {
     }
 }
 
-/// CONNECT: the session, or why not.
+/// CONNECT: the session, or why not. A CONNECT without working credentials counts against its
+/// address's allowance (shared with HTTP) and, once that is used up, is refused as over the
+/// connection rate. A password from such an address is refused before it is checked (each
+/// check costs Argon2 work, and passwords can be guessed); API tokens cannot be guessed and
+/// are cheap to check, so devices signing in with theirs are not held back by a neighbour.
 pub async fn authenticate(
     access: MqttAccess,
     app: app::App,
     credentials: Credentials,
+    peer: std::net::IpAddr,
 ) -> Result<Session, RefuseReason> {
     let MqttAccess::Required(authenticator) = access else {
         return Ok(Session::new(credentials, Caller::server(), None));
     };
-    if credentials == Credentials::None && !app.has_open_data() {
-        return Err(RefuseReason::NotAuthorized);
+    let over = || {
+        tracing::info!(%peer, "mqtt: too many CONNECTs without working credentials from this address");
+        RefuseReason::ConnectionRateExceeded
+    };
+    if matches!(credentials, Credentials::Password { .. }) && authenticator.address_allowed(peer).is_err() {
+        return Err(over());
+    }
+    if credentials == Credentials::None {
+        if authenticator.charge_address(peer).is_err() {
+            return Err(over());
+        }
+        if !app.has_open_data() {
+            return Err(RefuseReason::NotAuthorized);
+        }
     }
     match authenticator.authenticate_with_generation(credentials.clone()).await {
         Ok((principal, generation)) => Ok(Session::new(credentials, Caller::new(principal), Some(generation))),
+        Err(_) if authenticator.charge_address(peer).is_err() => Err(over()),
         Err(_) => Err(RefuseReason::BadUserNameOrPassword),
     }
 }

@@ -127,10 +127,15 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         (None, None) => format!("http://localhost/{}", http_api::VERSION),
     };
     app.refresh_hub().await?;
+    let rate = |per_second: f64| {
+        if per_second > 0.0 { app::limits::Rate::per_second(per_second) } else { app::limits::Rate::NONE }
+    };
     let auth = match &config.auth {
         Auth::Off => http_api::auth::AuthMode::Off,
         Auth::Required { admin_token } => {
-            let authenticator = Arc::new(app::auth::Authenticator::new(app.clone()));
+            let authenticator = Arc::new(
+                app::auth::Authenticator::new(app.clone()).with_address_rate(rate(config.unauthenticated_rate)),
+            );
             if let Some(setup) = authenticator.bootstrap(admin_token.as_deref()).await? {
                 // Printed, not logged: a secret never goes into the log stream.
                 println!(
@@ -153,11 +158,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         mqtt_port: mqtt_addrs.first().map(SocketAddr::port),
     };
     let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
-    let rate = |per_second: f64| {
-        if per_second > 0.0 { http_api::limits::Rate::per_second(per_second) } else { http_api::limits::Rate::NONE }
-    };
-    let limits =
-        Arc::new(http_api::limits::RateLimits::new(rate(config.unauthenticated_rate), rate(config.principal_rate)));
+    let limits = Arc::new(http_api::limits::RateLimits::new(rate(config.principal_rate)));
     let router =
         http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth, limits })
             .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));

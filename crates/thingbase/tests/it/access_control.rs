@@ -600,6 +600,40 @@ fn unauthenticated_floods_from_one_address_get_429() {
     assert_eq!(As::token(&server, ADMIN).get("/Things").status, 200);
 }
 
+/// MQTT CONNECTs without working credentials draw on the same per-address allowance as HTTP
+/// requests: guessing over both at once gains nothing, and a throttled address's passwords are
+/// refused unchecked while devices signing in with tokens still connect.
+#[test]
+fn failed_mqtt_connects_share_the_address_allowance_with_http() {
+    let server = TestServer::start_with("auth-mqtt-flood", |c| {
+        c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+        c.unauthenticated_rate = 2.0;
+    });
+    let admin = As::token(&server, ADMIN);
+    admin.create("/admin/users", json!({"name": "ada", "password": "correct horse battery"}));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let guess = "tbt_2222222222222222222222222222222222222222222222222222222222222222";
+        // A burst of 4: two failed HTTP requests and two failed CONNECTs use it up.
+        for _ in 0..2 {
+            assert_eq!(As::token(&server, guess).get("/Things").status, 401);
+        }
+        for n in 0..2 {
+            let refused = Mqtt::connect(&server, &format!("guess-{n}"), Some(("token", guess))).await.err();
+            assert!(refused.expect("a wrong token").contains("BadUserNamePassword"));
+        }
+        let over = Mqtt::connect(&server, "guess-over", Some(("token", guess))).await.err().expect("refused");
+        assert!(over.contains("ConnectionRateExceeded"), "{over}");
+        let password = Mqtt::connect(&server, "ada", Some(("ada", "correct horse battery"))).await.err();
+        assert!(password.expect("unchecked").contains("ConnectionRateExceeded"), "even the right password waits");
+        assert_eq!(As::token(&server, guess).get("/Things").status, 429, "HTTP shares the allowance");
+        Mqtt::connect(&server, "device", Some(("token", ADMIN))).await.expect("a working token is not held back");
+        // The allowance refills (two a second).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        Mqtt::connect(&server, "ada-later", Some(("ada", "correct horse battery"))).await.expect("allowed again");
+    });
+}
+
 /// `thingbase project|user|token` on the data directory, before and while the server runs.
 #[test]
 fn the_command_line_manages_projects_users_and_tokens() {
