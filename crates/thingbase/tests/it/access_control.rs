@@ -769,3 +769,75 @@ fn every_entity_set_obeys_every_role() {
         }
     }
 }
+
+/// `$ref` links (add, replace, remove) and the HistoricalLocations the server makes, for every
+/// role: linking changes the source entity, so it takes what updating it takes; the other
+/// project's entities are not found at either end of a link.
+#[test]
+fn links_and_historical_locations_obey_every_role() {
+    let server = server("auth-links");
+    let (mine, theirs, _, my_ds, _, _) = two_projects(&server);
+    let admin = As::token(&server, ADMIN);
+    let point = json!({"type": "Point", "coordinates": [1, 2]});
+    let location =
+        json!({"name": "n", "description": "d", "encodingType": "application/geo+json", "location": point.clone()});
+    let their_location = admin.in_project(theirs).create("/Locations", location.clone());
+    let their_thing = admin.in_project(theirs).create("/Things", thing("theirs"));
+    let their_sensor = admin
+        .in_project(theirs)
+        .create("/Sensors", json!({"name": "n", "description": "d", "encodingType": "text/plain", "metadata": "m"}));
+    for role in ["viewer", "contributor", "editor", "admin"] {
+        let (_, client) = member(&server, &format!("links-{role}"), mine, Some(role));
+        let may_edit = matches!(role, "editor" | "admin");
+        let edited = if may_edit { 204 } else { 403 };
+        let my_thing = admin.in_project(mine).create("/Things", thing("linked"));
+        let first = admin.in_project(mine).create("/Locations", location.clone());
+        let second = admin.in_project(mine).create("/Locations", location.clone());
+        let refs = format!("/Things({my_thing})/Locations/$ref");
+
+        let added = client.post(&refs, json!({"@iot.id": first}));
+        assert_eq!(added.status, edited, "{role} adding a link: {}", added.text);
+        let my_sensor = admin.in_project(mine).create(
+            "/Sensors",
+            json!({"name": "n", "description": "d", "encodingType": "text/plain", "metadata": "m"}),
+        );
+        let replaced =
+            client.send("PUT", &format!("/Datastreams({my_ds})/Sensor/$ref"), Some(json!({"@iot.id": my_sensor})));
+        assert_eq!(replaced.status, edited, "{role} replacing a link: {}", replaced.text);
+        // The admin links, so that every role has a link to remove and a HistoricalLocation.
+        assert_eq!(admin.post(&refs, json!({"@iot.id": second})).status, 204);
+        let removed = client.send("DELETE", &format!("/Things({my_thing})/Locations({second})/$ref"), None);
+        assert_eq!(removed.status, edited, "{role} removing a link: {}", removed.text);
+
+        let (history, _) = client.ids(&format!("/Things({my_thing})/HistoricalLocations"));
+        assert!(!history.is_empty(), "{role} reads its project's HistoricalLocations");
+        let path = format!("/HistoricalLocations({})", history[0]);
+        assert_eq!(client.get(&path).status, 200, "{role} reading {path}");
+        let time = json!({"time": "2026-01-01T00:00:00Z"});
+        let patched = client.send("PATCH", &path, Some(time));
+        assert_eq!(patched.status, if may_edit { 200 } else { 403 }, "{role} patching {path}: {}", patched.text);
+        let deleted = client.send("DELETE", &path, None);
+        assert_eq!(deleted.status, if may_edit { 200 } else { 403 }, "{role} deleting {path}: {}", deleted.text);
+
+        // The other project: its entities are missing at either end, whatever the role.
+        let to_theirs = client.post(&refs, json!({"@iot.id": their_location}));
+        assert_eq!(to_theirs.status, 404, "{role} linking to theirs: {}", to_theirs.text);
+        let from_theirs = client.post(&format!("/Things({their_thing})/Locations/$ref"), json!({"@iot.id": first}));
+        assert_eq!(from_theirs.status, 404, "{role} linking from theirs: {}", from_theirs.text);
+        let sensor =
+            client.send("PUT", &format!("/Datastreams({my_ds})/Sensor/$ref"), Some(json!({"@iot.id": their_sensor})));
+        assert_eq!(sensor.status, 404, "{role} pointing at theirs: {}", sensor.text);
+        let (their_history, _) = admin.ids(&format!("/Things({their_thing})/HistoricalLocations"));
+        for id in their_history {
+            assert_eq!(client.get(&format!("/HistoricalLocations({id})")).status, 404);
+        }
+        assert!(
+            client.ids("/HistoricalLocations").0.iter().all(|id| !admin
+                .in_project(theirs)
+                .ids(&format!("/Things({their_thing})/HistoricalLocations"))
+                .0
+                .contains(id)),
+            "{role} lists none of theirs"
+        );
+    }
+}
