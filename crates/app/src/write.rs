@@ -276,7 +276,9 @@ fn create_entity(
     check_required(entity, object, &record, &to_many)?;
     if entity == EntityType::Observation {
         let mut records = [record];
-        let id = create_observations(w, &mut records)?[0];
+        // A parent fixed by the context was found or created by this job already.
+        let known = fixed.map(|(nav, id)| (nav.target, id));
+        let id = create_observations(w, &mut records, known)?[0];
         let [record] = records;
         // The record is complete and in schema order: it is the stored row, so the reply
         // needs no read-back.
@@ -457,7 +459,13 @@ struct ObservationParent {
 /// Inserts Observations (records with values and links checked by the caller), adding default
 /// phenomenonTime and generated FeaturesOfInterest, and widening the parents' time extents once
 /// per parent.
-fn create_observations(w: &mut dyn Writer, records: &mut [Record]) -> Result<Vec<Id>, AppError> {
+/// Creates `records` (Observations), checking that each one's Datastream or MultiDatastream
+/// exists unless it is `known` to.
+fn create_observations(
+    w: &mut dyn Writer,
+    records: &mut [Record],
+    known: Option<(EntityType, Id)>,
+) -> Result<Vec<Id>, AppError> {
     let ty = EntityType::Observation;
     let (Some(phenomenon), Some(result_time), Some(result), Some(ds_nav), Some(mds_nav), Some(foi_nav)) = (
         ty.property("phenomenonTime"),
@@ -494,7 +502,9 @@ fn create_observations(w: &mut dyn Writer, records: &mut [Record]) -> Result<Vec
         let parent = match parents.entry(key) {
             std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                require_exists(w, key.0, key.1)?;
+                if known != Some(key) {
+                    require_exists(w, key.0, key.1)?;
+                }
                 let arity = if key.0 == EntityType::MultiDatastream {
                     let nav =
                         key.0.navigation("ObservedProperties").ok_or_else(|| AppError::Internal("schema".into()))?;
@@ -1076,7 +1086,7 @@ pub fn create_data_arrays(
                 Err(e) => slots.push(Err(e)),
             }
         }
-        let ids = create_observations(w, &mut records)?;
+        let ids = create_observations(w, &mut records, None)?;
         for slot in slots {
             outcomes.push(slot.map(|i| ids[i]));
         }

@@ -56,7 +56,7 @@ pub async fn access(settings: &Settings) -> anyhow::Result<()> {
         settings.concurrency, settings.clients, settings.seconds
     );
     let mut rates: [Vec<f64>; 4] = Default::default();
-    let mut cpu: [Vec<f64>; 4] = Default::default();
+    let mut cpu: [Vec<f64>; 6] = Default::default();
     for round in 0..settings.rounds {
         for (slot, admin) in [(0, None), (1, Some(ADMIN))] {
             let server = start_thingbase_as("access", admin).await?;
@@ -71,18 +71,21 @@ pub async fn access(settings: &Settings) -> anyhow::Result<()> {
             let post_us = (server.cpu_seconds() - cpu_before) * 1e6 / (post * settings.seconds).max(1.0);
             let topics: Vec<String> =
                 datastreams.iter().map(|id| format!("v1.1/Datastreams({id})/Observations")).collect();
-            let cpu_before = server.cpu_seconds();
+            let (cpu_before, writer_before) = (server.cpu_seconds(), server.thread_cpu_seconds("sqlite-writer"));
             let ingest = ingest_run(server.mqtt, token.as_deref(), &topics, 64, settings.seconds).await?;
-            let cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / ingest.acknowledged.max(1) as f64;
+            let messages = ingest.acknowledged.max(1) as f64;
+            let cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / messages;
+            let writer_us = (server.thread_cpu_seconds("sqlite-writer") - writer_before) * 1e6 / messages;
             let label = if admin.is_some() { "required" } else { "off" };
             println!(
-                "  round {round} auth {label:<8} POST {post:>8.0}/s ({post_us:.1} µs)   MQTT ingest {:>8.0}/s (p99 {:.1} ms, {cpu_us:.1} µs)",
+                "  round {round} auth {label:<8} POST {post:>8.0}/s ({post_us:.1} µs)   MQTT ingest {:>8.0}/s (p99 {:.1} ms, {cpu_us:.1} µs, writer {writer_us:.1} µs)",
                 ingest.per_second, ingest.p99_ms
             );
             rates[slot].push(post);
             rates[slot + 2].push(ingest.per_second);
             cpu[slot].push(post_us);
             cpu[slot + 2].push(cpu_us);
+            cpu[slot + 4].push(writer_us);
         }
     }
     let [off_post, on_post, off_mqtt, on_mqtt] = rates.each_mut().map(|r| median(r));
@@ -91,11 +94,15 @@ pub async fn access(settings: &Settings) -> anyhow::Result<()> {
         on_post / off_post,
         on_mqtt / off_mqtt
     );
-    let [off_post, on_post, off_mqtt, on_mqtt] = cpu.each_mut().map(|c| median(c));
+    let [off_post, on_post, off_mqtt, on_mqtt, off_writer, on_writer] = cpu.each_mut().map(|c| median(c));
     println!(
         "server CPU per request, median: POST {on_post:.1} µs on vs {off_post:.1} µs off (ratio {:.2}); MQTT message {on_mqtt:.1} µs on vs {off_mqtt:.1} µs off (ratio {:.2})",
         on_post / off_post,
         on_mqtt / off_mqtt
+    );
+    println!(
+        "writer thread CPU per MQTT message, median: {on_writer:.1} µs on vs {off_writer:.1} µs off (ratio {:.2})",
+        on_writer / off_writer
     );
     Ok(())
 }

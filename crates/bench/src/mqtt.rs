@@ -55,6 +55,24 @@ impl BrokerProcess {
         // `/proc` counts in USER_HZ, which Linux fixes at 100 for user space.
         (ticks(11) + ticks(12)) / 100.0
     }
+
+    /// CPU time the process's thread named `thread` has used so far, in seconds (0 if none is):
+    /// the SQLite writer thread is where every write is serialised.
+    pub(crate) fn thread_cpu_seconds(&self, thread: &str) -> f64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let Ok(entries) = std::fs::read_dir(&tasks) else { return 0.0 };
+        for entry in entries.flatten() {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.trim() == thread {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                return (ticks(11) + ticks(12)) / 100.0;
+            }
+        }
+        0.0
+    }
 }
 
 impl Drop for BrokerProcess {

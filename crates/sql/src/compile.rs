@@ -311,13 +311,21 @@ impl<'d> Compiler<'d> {
     fn visible(&mut self, alias: &str) -> Option<String> {
         let projects = match self.visibility {
             Visibility::All => return None,
-            Visibility::Projects(projects) => projects.clone(),
+            Visibility::Projects(projects) => projects,
         };
         if projects.is_empty() {
             return Some("1 = 0".to_owned());
         }
-        let placeholders: Vec<String> = projects.into_iter().map(|p| self.param(Param::Integer(p))).collect();
-        Some(format!("{alias}.{} IN ({})", crate::PROJECT_COLUMN, placeholders.join(", ")))
+        let mut condition = format!("{alias}.{} IN (", crate::PROJECT_COLUMN);
+        for (i, project) in projects.iter().enumerate() {
+            if i > 0 {
+                condition.push_str(", ");
+            }
+            let placeholder = self.param(Param::Integer(*project));
+            condition.push_str(&placeholder);
+        }
+        condition.push(')');
+        Some(condition)
     }
 
     /// `condition`, and the visibility of `alias` when restricted.
