@@ -1,0 +1,1 @@
+//! Test support only: a throwaway PostgreSQL cluster (work in progress).

@@ -1,0 +1,1 @@
+//! The PostgreSQL/PostGIS backend (work in progress): the schema lives in `migrations/`.
