@@ -25,13 +25,18 @@ pub use write::{delete, delete_link, delete_links_of, insert, insert_link, updat
 /// rule reads.
 pub const PROJECT_COLUMN: &str = "project_id";
 
-/// A parameter value bound to a placeholder.
+/// A parameter value bound to a placeholder: what the compiler produces, and what a backend
+/// binds for a stored value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {
     Null,
     Integer(i64),
     Real(f64),
     Text(String),
+    /// A stored boolean (SQLite keeps 0 and 1).
+    Boolean(bool),
+    /// JSON text for a JSON column (SQLite keeps text).
+    Json(String),
     /// A list of ids, rendered by the dialect's [`Dialect::id_list`].
     IdList(Vec<i64>),
 }

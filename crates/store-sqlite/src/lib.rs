@@ -8,16 +8,13 @@
 //!
 //! Must not depend on any other backend.
 
-mod access;
+mod connection;
 mod functions;
 mod migrate;
-mod principals;
-mod values;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -28,7 +25,9 @@ use odata::Visibility;
 use rusqlite::{Connection, OpenFlags};
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
 
-use crate::access::{Access, db_error};
+use store_sql::{Access, ProjectCache};
+
+use crate::connection::{SqliteConnection, db_error};
 
 /// How hard a commit presses on the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,11 +182,7 @@ impl Drop for SqliteStore {
     }
 }
 
-/// The writer's memory of entities' projects (`Reader::project_of`), which authorizing each
-/// Observation would otherwise read once per job. Entities never change project through the
-/// API; the cache is emptied by every delete (an id may be used again), every project change
-/// and every rollback, so it only ever holds projects of entities that exist.
-pub(crate) type ProjectCache = HashMap<(model::EntityType, i64), i64>;
+const DIALECT: sql::SqliteDialect = sql::SqliteDialect;
 
 /// A write job waiting for the writer, with the visibility of whoever asked for it.
 struct Queued {
@@ -206,7 +201,8 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>
             }
         };
         let (visibility, job) = job;
-        let mut access = Access { conn: &conn, visibility: &visibility, projects: None };
+        let connection = SqliteConnection(&conn);
+        let mut access = Access { conn: &connection, dialect: &DIALECT, visibility: &visibility, projects: None };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
@@ -286,7 +282,8 @@ fn run_in_savepoint(
     job: WriteJob,
 ) -> Result<(), StoreError> {
     conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    let mut access = Access { conn, visibility, projects: Some(projects) };
+    let connection = SqliteConnection(conn);
+    let mut access = Access { conn: &connection, dialect: &DIALECT, visibility, projects: Some(projects) };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {

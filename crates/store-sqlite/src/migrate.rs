@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 use store::StoreError;
 
-use crate::access::db_error;
+use crate::connection::db_error;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),

@@ -1,53 +1,49 @@
-//! `Reader` and `Writer` over one SQLite connection: statements come from the `sql` compiler,
-//! rows are decoded by property kind, and `$expand` runs one statement per expand item.
+//! `Reader` and `Writer` over one [`Connection`]: statements come from the `sql` compiler in the
+//! connection's dialect, rows are decoded by property kind, and `$expand` runs one statement
+//! per expand item.
 
 use std::collections::HashMap;
 
 use model::{EntityType, Id, Instant, Link, Navigation};
 use odata::{Expr, Query, Visibility};
-use rusqlite::Connection;
-use rusqlite::types::Value as SqlValue;
-use sql::{Page, SqliteDialect, Statement};
+use sql::{Dialect, Page, Param, Statement};
 use store::{Expanded, Paging, Reader, Record, Row, Rows, StoreError, Writer};
 
-use crate::values::{bind, decode, param};
+use crate::values::{bind, decode};
+use crate::{Connection, SqlRow, query_all, query_one};
 
-const DIALECT: SqliteDialect = SqliteDialect;
+/// The writer's memory of entities' projects (`Reader::project_of`), which authorizing each
+/// Observation would otherwise read once per job. Entities never change project through the
+/// API; the cache is emptied by every delete (an id may be used again), every project change
+/// and every rollback, so it only ever holds projects of entities that exist.
+pub type ProjectCache = HashMap<(EntityType, i64), i64>;
 
 /// Database access through one connection; inside the writer it runs within the open
 /// transaction.
 pub struct Access<'c> {
-    pub conn: &'c Connection,
+    pub conn: &'c dyn Connection,
+    pub dialect: &'c dyn Dialect,
     /// What the job may see; every compiled statement applies it.
     pub visibility: &'c Visibility,
     /// The writer's cache of entities' projects; `None` on readers.
-    pub projects: Option<&'c mut crate::ProjectCache>,
-}
-
-pub fn db_error(error: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(code, message) = &error
-        && code.code == rusqlite::ErrorCode::ConstraintViolation
-    {
-        return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
-    }
-    StoreError::Database(Box::new(error))
+    pub projects: Option<&'c mut ProjectCache>,
 }
 
 /// Decodes a row laid out as `skip` key columns, the id, then the fields' columns.
 fn decode_row(
-    row: &rusqlite::Row<'_>,
+    row: &dyn SqlRow,
     fields: &[&'static model::Property],
     skip: usize,
 ) -> Result<(Vec<i64>, Row), StoreError> {
     let mut keys = Vec::with_capacity(skip);
     for i in 0..skip {
-        keys.push(row.get::<_, i64>(i).map_err(db_error)?);
+        keys.push(row.required_integer(i)?);
     }
-    let id: i64 = row.get(skip).map_err(db_error)?;
+    let id = row.required_integer(skip)?;
     let mut at = skip + 1;
     let mut values = Vec::with_capacity(fields.len());
     for field in fields {
-        let (value, next) = decode(field, row, at).map_err(db_error)?;
+        let (value, next) = decode(field, row, at)?;
         values.push(value);
         at = next;
     }
@@ -55,29 +51,18 @@ fn decode_row(
 }
 
 impl Access<'_> {
-    fn params(statement: &Statement) -> Vec<SqlValue> {
-        statement.params.iter().map(param).collect()
-    }
-
     fn run_select(
         &self,
         statement: &Statement,
         fields: &[&'static model::Property],
         skip: usize,
     ) -> Result<Vec<(Vec<i64>, Row)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
-        let params = Self::params(statement);
-        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(db_error)? {
-            out.push(decode_row(row, fields, skip)?);
-        }
-        Ok(out)
+        query_all(self.conn, &statement.sql, &statement.params, |row| decode_row(row, fields, skip))
     }
 
     fn scalar_i64(&self, statement: &Statement) -> Result<i64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
-        stmt.query_row(rusqlite::params_from_iter(Self::params(statement)), |r| r.get(0)).map_err(db_error)
+        query_one(self.conn, &statement.sql, &statement.params, |row| row.required_integer(0))?
+            .ok_or_else(|| StoreError::Database("a count without a row".into()))
     }
 
     /// Resolves the expand items of `query` for `rows` (entities of `entity`).
@@ -101,7 +86,7 @@ impl Access<'_> {
             } else {
                 Page { limit: None, offset: 0 }
             };
-            let expanded = sql::select_expanded(&DIALECT, self.visibility, entity, nav, sub, &parents, page, now);
+            let expanded = sql::select_expanded(self.dialect, self.visibility, entity, nav, sub, &parents, page, now);
             let found = self.run_select(&expanded.statement, &expanded.selection.fields, 1)?;
             let mut children: Vec<Row> = Vec::with_capacity(found.len());
             let mut owners: Vec<i64> = Vec::with_capacity(found.len());
@@ -113,16 +98,12 @@ impl Access<'_> {
             self.expand(nav.target, sub, &mut children, paging, now)?;
             let counts = if nav.many && sub.count == Some(true) {
                 let statement =
-                    sql::count_expanded(&DIALECT, self.visibility, entity, nav, sub.filter.as_ref(), &parents, now);
-                let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
+                    sql::count_expanded(self.dialect, self.visibility, entity, nav, sub.filter.as_ref(), &parents, now);
                 let mut counts = HashMap::new();
-                let mut result = stmt.query(rusqlite::params_from_iter(Self::params(&statement))).map_err(db_error)?;
-                while let Some(row) = result.next().map_err(db_error)? {
-                    counts.insert(
-                        row.get::<_, i64>(0).map_err(db_error)?,
-                        row.get::<_, i64>(1).map_err(db_error)? as u64,
-                    );
-                }
+                self.conn.query(&statement.sql, &statement.params, &mut |row| {
+                    counts.insert(row.required_integer(0)?, row.required_integer(1)? as u64);
+                    Ok(true)
+                })?;
                 Some(counts)
             } else {
                 None
@@ -170,36 +151,40 @@ impl Reader for Access<'_> {
         let now = Instant::now();
         let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let page = Page { limit: Some(limit + 1), offset: query.skip };
-        let (statement, selection) = sql::select(&DIALECT, self.visibility, entity, query, constraint, page, now);
+        let (statement, selection) = sql::select(self.dialect, self.visibility, entity, query, constraint, page, now);
         let mut count = if query.count == Some(true) {
-            let statement = sql::count(&DIALECT, self.visibility, entity, query.filter.as_ref(), constraint, now);
+            let statement = sql::count(self.dialect, self.visibility, entity, query.filter.as_ref(), constraint, now);
             Some(self.scalar_i64(&statement)? as u64)
         } else {
             None
         };
         let chunk = chunk.clamp(1, limit.max(1).min(usize::MAX as u64) as usize);
         let fields = &selection.fields;
-        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(db_error)?;
-        let mut cursor = stmt.query(rusqlite::params_from_iter(Self::params(&statement))).map_err(db_error)?;
         let mut buffer: Vec<Row> = Vec::with_capacity(chunk.min(4096));
         let mut read: u64 = 0;
         let mut more = false;
-        while let Some(row) = cursor.next().map_err(db_error)? {
+        let mut stopped = false;
+        let this = &*self;
+        this.conn.query(&statement.sql, &statement.params, &mut |row| {
             if read == limit {
                 more = true;
-                break;
+                return Ok(false);
             }
             read += 1;
             buffer.push(decode_row(row, fields, 0)?.1);
             if buffer.len() == chunk {
-                self.expand(entity, query, &mut buffer, paging, now)?;
+                this.expand(entity, query, &mut buffer, paging, now)?;
                 let rows = std::mem::replace(&mut buffer, Vec::with_capacity(chunk.min(4096)));
                 if !sink(Rows { fields: fields.clone(), rows, count: count.take(), more: false }) {
-                    return Ok(());
+                    stopped = true;
+                    return Ok(false);
                 }
             }
+            Ok(true)
+        })?;
+        if stopped {
+            return Ok(());
         }
-        drop(cursor);
         self.expand(entity, query, &mut buffer, paging, now)?;
         sink(Rows { fields: fields.clone(), rows: buffer, count, more });
         Ok(())
@@ -209,7 +194,7 @@ impl Reader for Access<'_> {
         let query = Query { select: Some(Vec::new()), ..Query::default() };
         let page = Page { limit: Some(1), offset: 0 };
         let (statement, selection) =
-            sql::select(&DIALECT, self.visibility, entity, &query, Some(constraint), page, Instant::now());
+            sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
         Ok(!self.run_select(&statement, &selection.fields, 0)?.is_empty())
     }
 
@@ -222,7 +207,7 @@ impl Reader for Access<'_> {
         let query = Query { select: Some(Vec::new()), ..Query::default() };
         let page = Page { limit: None, offset: 0 };
         let expanded = sql::select_expanded(
-            &DIALECT,
+            self.dialect,
             self.visibility,
             entity,
             navigation,
@@ -239,13 +224,11 @@ impl Reader for Access<'_> {
     }
 
     fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<i64>, StoreError> {
-        use rusqlite::OptionalExtension;
         if let Some(project) = self.projects.as_ref().and_then(|cache| cache.get(&(entity, id.0))) {
             return Ok(Some(*project));
         }
-        let sql_text = sql::fixed::project_of(&DIALECT, entity);
-        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
-        let project: Option<i64> = stmt.query_row([id.0], |row| row.get(0)).optional().map_err(db_error)?;
+        let sql_text = sql::fixed::project_of(self.dialect, entity);
+        let project = query_one(self.conn, &sql_text, &[Param::Integer(id.0)], |row| row.required_integer(0))?;
         if let (Some(project), Some(cache)) = (project, self.projects.as_mut()) {
             cache.insert((entity, id.0), project);
         }
@@ -254,28 +237,32 @@ impl Reader for Access<'_> {
 }
 
 /// The key columns a record sets: its to-one links and, when given, its project.
-fn foreign_keys(record: &Record) -> (Vec<&'static str>, Vec<SqlValue>) {
+fn foreign_keys(record: &Record) -> (Vec<&'static str>, Vec<Param>) {
     let mut names = Vec::new();
     let mut values = Vec::new();
     for (nav, id) in &record.links {
         if let Link::Column(column) = nav.link {
             names.push(column);
-            values.push(id.map(|i| SqlValue::Integer(i.0)).unwrap_or(SqlValue::Null));
+            values.push(id.map(|i| Param::Integer(i.0)).unwrap_or(Param::Null));
         }
     }
     if let Some(project) = record.project {
         names.push(sql::PROJECT_COLUMN);
-        values.push(SqlValue::Integer(project));
+        values.push(Param::Integer(project));
     }
     (names, values)
 }
 
-fn record_values(record: &Record) -> Vec<SqlValue> {
+fn record_values(record: &Record) -> Vec<Param> {
     let mut values = Vec::new();
     for (property, value) in &record.values {
         bind(property, value, &mut values);
     }
     values
+}
+
+fn link_table_only(navigation: &Navigation) -> StoreError {
+    StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name))
 }
 
 impl Writer for Access<'_> {
@@ -288,8 +275,9 @@ impl Writer for Access<'_> {
         let fields: Vec<&model::Property> = first.values.iter().map(|(p, _)| *p).collect();
         let (keys, _) = foreign_keys(first);
         // One multi-row statement per chunk keeps parsing and stepping off the hot path (a
-        // single-row statement per record measured ~45 % slower). The SQL text is built once per
-        // chunk size, and chunks stay far below SQLite's 32,766-parameter limit.
+        // single-row statement per record measured ~45 % slower on SQLite). The SQL text is
+        // built once per chunk size, and chunks stay far below SQLite's 32,766-parameter limit
+        // and PostgreSQL's 65,535.
         let columns = record_values(first).len() + keys.len();
         let chunk_rows = (16_000 / columns.max(1)).clamp(1, 256);
         let mut texts: Vec<(usize, String)> = Vec::with_capacity(2);
@@ -299,7 +287,7 @@ impl Writer for Access<'_> {
             let text = match texts.iter().position(|(rows, _)| *rows == chunk.len()) {
                 Some(i) => &texts[i].1,
                 None => {
-                    texts.push((chunk.len(), sql::insert(&DIALECT, entity, &fields, &keys, chunk.len())));
+                    texts.push((chunk.len(), sql::insert(self.dialect, entity, &fields, &keys, chunk.len())));
                     &texts[texts.len() - 1].1
                 }
             };
@@ -310,11 +298,10 @@ impl Writer for Access<'_> {
                 }
                 values.extend(foreign_keys(record).1);
             }
-            let mut stmt = self.conn.prepare_cached(text).map_err(db_error)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(values.drain(..))).map_err(db_error)?;
-            while let Some(row) = rows.next().map_err(db_error)? {
-                ids.push(Id(row.get(0).map_err(db_error)?));
-            }
+            self.conn.query(text, &values, &mut |row| {
+                ids.push(Id(row.required_integer(0)?));
+                Ok(true)
+            })?;
         }
         Ok(ids)
     }
@@ -329,47 +316,39 @@ impl Writer for Access<'_> {
             let constraint = store::id_eq(id);
             return self.exists(entity, &constraint);
         }
-        let sql_text = sql::update(&DIALECT, entity, &fields, &keys);
+        let sql_text = sql::update(self.dialect, entity, &fields, &keys);
         let mut values = record_values(record);
         values.extend(key_values);
-        values.push(SqlValue::Integer(id.0));
-        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
-        Ok(stmt.execute(rusqlite::params_from_iter(values)).map_err(db_error)? > 0)
+        values.push(Param::Integer(id.0));
+        Ok(self.conn.execute(&sql_text, &values)? > 0)
     }
 
     fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
-        // Cascades delete more than this entity, and SQLite may give a deleted id again.
+        // Cascades delete more than this entity, and a database may give a deleted id again.
         if let Some(cache) = self.projects.as_mut() {
             cache.clear();
         }
-        if let Some(sql_text) = sql::fixed::delete_dependents(&DIALECT, entity) {
-            self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0])).map_err(db_error)?;
+        let key = [Param::Integer(id.0)];
+        if let Some(sql_text) = sql::fixed::delete_dependents(self.dialect, entity) {
+            self.conn.execute(&sql_text, &key)?;
         }
-        let sql_text = sql::delete(&DIALECT, entity);
-        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
-        Ok(stmt.execute([id.0]).map_err(db_error)? > 0)
+        Ok(self.conn.execute(&sql::delete(self.dialect, entity), &key)? > 0)
     }
 
     fn link(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<(), StoreError> {
-        let Some(sql_text) = sql::insert_link(&DIALECT, navigation) else {
-            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
-        };
-        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0, to.0])).map_err(db_error)?;
+        let sql_text = sql::insert_link(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
+        self.conn.execute(&sql_text, &[Param::Integer(from.0), Param::Integer(to.0)])?;
         Ok(())
     }
 
     fn unlink(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<bool, StoreError> {
-        let Some(sql_text) = sql::delete_link(&DIALECT, navigation) else {
-            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
-        };
-        Ok(self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0, to.0])).map_err(db_error)? > 0)
+        let sql_text = sql::delete_link(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
+        Ok(self.conn.execute(&sql_text, &[Param::Integer(from.0), Param::Integer(to.0)])? > 0)
     }
 
     fn unlink_all(&mut self, navigation: &'static Navigation, from: Id) -> Result<(), StoreError> {
-        let Some(sql_text) = sql::delete_links_of(&DIALECT, navigation) else {
-            return Err(StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name)));
-        };
-        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([from.0])).map_err(db_error)?;
+        let sql_text = sql::delete_links_of(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
+        self.conn.execute(&sql_text, &[Param::Integer(from.0)])?;
         Ok(())
     }
 
@@ -380,55 +359,45 @@ impl Writer for Access<'_> {
         phenomenon: model::Interval,
         result: Option<model::Interval>,
     ) -> Result<(), StoreError> {
-        let sql_text = sql::fixed::extend_times(&DIALECT, entity);
+        let sql_text = sql::fixed::extend_times(self.dialect, entity);
         let values = [
-            SqlValue::Integer(id.0),
-            SqlValue::Integer(phenomenon.start().micros()),
-            SqlValue::Integer(phenomenon.end().micros()),
-            result.map(|r| SqlValue::Integer(r.start().micros())).unwrap_or(SqlValue::Null),
-            result.map(|r| SqlValue::Integer(r.end().micros())).unwrap_or(SqlValue::Null),
+            Param::Integer(id.0),
+            Param::Integer(phenomenon.start().micros()),
+            Param::Integer(phenomenon.end().micros()),
+            result.map(|r| Param::Integer(r.start().micros())).unwrap_or(Param::Null),
+            result.map(|r| Param::Integer(r.end().micros())).unwrap_or(Param::Null),
         ];
-        self.conn
-            .prepare_cached(&sql_text)
-            .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
-            .map_err(db_error)?;
+        self.conn.execute(&sql_text, &values)?;
         Ok(())
     }
 
     fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
-        let sql_text = sql::fixed::recompute_times(&DIALECT, entity);
-        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0])).map_err(db_error)?;
+        self.conn.execute(&sql::fixed::recompute_times(self.dialect, entity), &[Param::Integer(id.0)])?;
         Ok(())
     }
 
     fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<store::ThingLocation>, StoreError> {
-        let sql_text = sql::fixed::thing_locations_of(&DIALECT, entity);
-        let mut stmt = self.conn.prepare_cached(&sql_text).map_err(db_error)?;
-        let rows = stmt
-            .query_map([id.0], |r| {
-                Ok(store::ThingLocation {
-                    location: Id(r.get(0)?),
-                    generated_feature: r.get::<_, Option<i64>>(1)?.map(Id),
-                    encoding_type: r.get(2)?,
-                    location_json: r.get(3)?,
-                    name: r.get(4)?,
-                    description: r.get(5)?,
-                })
+        let sql_text = sql::fixed::thing_locations_of(self.dialect, entity);
+        query_all(self.conn, &sql_text, &[Param::Integer(id.0)], |r| {
+            Ok(store::ThingLocation {
+                location: Id(r.required_integer(0)?),
+                generated_feature: r.integer(1)?.map(Id),
+                encoding_type: r.required_text(2)?,
+                location_json: r.json(3)?.unwrap_or_default(),
+                name: r.required_text(4)?,
+                description: r.required_text(5)?,
             })
-            .map_err(db_error)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
     }
 
     fn note_feature(&mut self, entity: EntityType, id: Id, feature: Id) -> Result<bool, StoreError> {
-        let sql_text = sql::fixed::note_feature(&DIALECT, entity);
-        let changed =
-            self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([id.0, feature.0])).map_err(db_error)?;
-        Ok(changed > 0)
+        let sql_text = sql::fixed::note_feature(self.dialect, entity);
+        Ok(self.conn.execute(&sql_text, &[Param::Integer(id.0), Param::Integer(feature.0)])? > 0)
     }
 
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
-        let sql_text = sql::fixed::remember_generated_feature(&DIALECT);
-        self.conn.prepare_cached(&sql_text).and_then(|mut s| s.execute([location.0, feature.0])).map_err(db_error)?;
+        let sql_text = sql::fixed::remember_generated_feature(self.dialect);
+        self.conn.execute(&sql_text, &[Param::Integer(location.0), Param::Integer(feature.0)])?;
         Ok(())
     }
 }

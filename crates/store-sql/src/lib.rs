@@ -1,0 +1,89 @@
+//! The store's `Reader`, `Writer` and `Principals` for every SQL backend, written once: the
+//! statements come from the `sql` compiler in the backend's [`Dialect`], values are bound and
+//! rows decoded by property kind (`values`), and `$expand` runs one statement per expand item.
+//! A backend provides a [`Connection`]: how to run a statement with [`Param`]s and read the
+//! cells of its rows. Transactions, group commit and connection handling stay the backend's.
+//!
+//! Must not depend on any backend.
+
+mod access;
+mod principals;
+mod values;
+
+pub use access::{Access, ProjectCache};
+pub use sql::{Dialect, Param};
+pub use store::StoreError;
+
+/// A number as a database holds it: integers stay integers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Number {
+    Integer(i64),
+    Real(f64),
+}
+
+/// The cells of one result row, by 0-based column. Every getter answers `None` for NULL and an
+/// error for a cell of another type.
+pub trait SqlRow {
+    fn integer(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn number(&self, i: usize) -> Result<Option<Number>, StoreError>;
+    fn text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn boolean(&self, i: usize) -> Result<Option<bool>, StoreError>;
+    /// The JSON text of a JSON column, as stored.
+    fn json(&self, i: usize) -> Result<Option<String>, StoreError>;
+
+    /// A cell that must not be NULL.
+    fn required_integer(&self, i: usize) -> Result<i64, StoreError> {
+        self.integer(i)?.ok_or_else(|| StoreError::Database(format!("column {i} is NULL").into()))
+    }
+
+    fn required_text(&self, i: usize) -> Result<String, StoreError> {
+        self.text(i)?.ok_or_else(|| StoreError::Database(format!("column {i} is NULL").into()))
+    }
+}
+
+/// One database connection as the shared code uses it. Statements are identified by their text
+/// (backends cache what they prepare); parameters are numbered from 1 in `params` order.
+/// Inside a write job every call runs in the job's transaction.
+pub trait Connection {
+    /// Runs a query and calls `each` per row until it returns `false`. `each` may run other
+    /// statements on the same connection.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Runs a statement; returns the number of rows it changed.
+    fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError>;
+}
+
+/// The first row of a query, turned into a `T`.
+pub fn query_one<T>(
+    conn: &dyn Connection,
+    sql: &str,
+    params: &[Param],
+    mut each: impl FnMut(&dyn SqlRow) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut found = None;
+    conn.query(sql, params, &mut |row| {
+        found = Some(each(row)?);
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+/// The rows of a query, each turned into a `T`.
+pub fn query_all<T>(
+    conn: &dyn Connection,
+    sql: &str,
+    params: &[Param],
+    mut each: impl FnMut(&dyn SqlRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    conn.query(sql, params, &mut |row| {
+        out.push(each(row)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! A rusqlite connection as the shared store code (`store_sql`) uses it: statements from its
+//! statement cache, parameters borrowed rather than copied, cells read by kind.
+
+use rusqlite::ToSql;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use store_sql::{Number, Param, SqlRow, StoreError};
+
+pub fn db_error(error: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(code, message) = &error
+        && code.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
+    }
+    StoreError::Database(Box::new(error))
+}
+
+/// One SQLite connection.
+pub struct SqliteConnection<'c>(pub &'c rusqlite::Connection);
+
+/// A parameter bound as SQLite stores it: booleans as 0 and 1, JSON as text, id lists as a JSON
+/// array (`json_each` reads it).
+struct Bound<'p>(&'p Param);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Param::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Param::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
+            Param::Boolean(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Param::Text(s) | Param::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::IdList(ids) => {
+                let mut list = String::with_capacity(ids.len() * 8 + 2);
+                list.push('[');
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        list.push(',');
+                    }
+                    list.push_str(itoa::Buffer::new().format(*id));
+                }
+                list.push(']');
+                ToSqlOutput::Owned(rusqlite::types::Value::Text(list))
+            }
+        })
+    }
+}
+
+fn bound(params: &[Param]) -> impl Iterator<Item = Bound<'_>> {
+    params.iter().map(Bound)
+}
+
+struct Row<'r, 's>(&'r rusqlite::Row<'s>);
+
+impl SqlRow for Row<'_, '_> {
+    fn integer(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.0.get(i).map_err(db_error)
+    }
+
+    fn number(&self, i: usize) -> Result<Option<Number>, StoreError> {
+        Ok(match self.0.get_ref(i).map_err(db_error)? {
+            ValueRef::Integer(n) => Some(Number::Integer(n)),
+            ValueRef::Real(r) => Some(Number::Real(r)),
+            _ => None,
+        })
+    }
+
+    fn text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.0.get(i).map_err(db_error)
+    }
+
+    fn boolean(&self, i: usize) -> Result<Option<bool>, StoreError> {
+        Ok(self.integer(i)?.map(|b| b != 0))
+    }
+
+    fn json(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.text(i)
+    }
+}
+
+impl store_sql::Connection for SqliteConnection<'_> {
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(bound(params))).map_err(db_error)?;
+        while let Some(row) = rows.next().map_err(db_error)? {
+            if !each(&Row(row))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(bound(params))).map_err(db_error)? as u64)
+    }
+}
