@@ -608,11 +608,12 @@ impl<'d> Compiler<'d> {
                 Some(Kind::Text) | Some(Kind::Geometry) => format!("{alias}.{column}_string"),
                 Some(Kind::Boolean) => format!("{alias}.{column}_boolean"),
                 Some(Kind::Time) => self.text_to_micros(&format!("{alias}.{column}_string")),
-                Some(Kind::Null) | None => {
-                    format!(
-                        "COALESCE({alias}.{column}_number, {alias}.{column}_string, {alias}.{column}_boolean, {alias}.{column}_json)"
-                    )
-                }
+                Some(Kind::Null) | None => self.dialect.any_result(
+                    &format!("{alias}.{column}_number"),
+                    &format!("{alias}.{column}_string"),
+                    &format!("{alias}.{column}_boolean"),
+                    &format!("{alias}.{column}_json"),
+                ),
             },
             Json::Path { column, path } => {
                 let ty = match want {

@@ -1,5 +1,5 @@
 //! The [`Dialect`] trait: the small set of SQL differences between databases, with defaults
-//! written once. `SqliteDialect` overrides what SQLite spells differently.
+//! written once. `SqliteDialect` and `PostgresDialect` override what each spells differently.
 
 /// A date or time part extracted from an instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +85,104 @@ pub trait Dialect: Send + Sync {
     /// A boolean condition as a value comparable with a stored boolean.
     fn boolean_literal(&self, value: bool) -> &'static str {
         if value { "TRUE" } else { "FALSE" }
+    }
+
+    /// The first non-NULL of a result's columns (`number`, `string`, `boolean`, `json`), for a
+    /// result compared without a known kind (e.g. with `null`).
+    fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
+        format!("COALESCE({number}, {string}, {boolean}, {json})")
+    }
+}
+
+/// PostgreSQL 15+ with PostGIS. Instants stay integer microseconds; JSON columns are `json`
+/// (stored text is returned as it was); spatial predicates are the `tb_*` functions of the
+/// backend's schema, which wrap PostGIS and accept GeoJSON or WKT like SQLite's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostgresDialect;
+
+impl PostgresDialect {
+    fn timestamp(micros: &str) -> String {
+        format!("(to_timestamp(({micros}) / 1000000.0) AT TIME ZONE 'UTC')")
+    }
+}
+
+impl Dialect for PostgresDialect {
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn id_list(&self, placeholder: &str, alias: &str) -> String {
+        format!("unnest(CAST({placeholder} AS bigint[])) AS {alias}(value)")
+    }
+
+    fn json_value(&self, column: &str, path: &str, ty: JsonAs) -> String {
+        let value = format!("(({column}) #> CAST({path} AS text[]))");
+        let kind = format!("json_typeof({value})");
+        let text = format!("(({column}) #>> CAST({path} AS text[]))");
+        match ty {
+            JsonAs::Any => text,
+            JsonAs::Number => format!("(CASE WHEN {kind} = 'number' THEN CAST({text} AS double precision) END)"),
+            JsonAs::Text => format!("(CASE WHEN {kind} = 'string' THEN {text} END)"),
+            JsonAs::Boolean => format!("(CASE WHEN {kind} = 'boolean' THEN CAST({text} AS boolean) END)"),
+        }
+    }
+
+    fn json_path(&self, keys: &[String]) -> String {
+        // A text[] literal: every element quoted, backslashes and quotes escaped.
+        let mut path = String::from("{");
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                path.push(',');
+            }
+            path.push('"');
+            path.push_str(&key.replace('\\', "\\\\").replace('"', "\\\""));
+            path.push('"');
+        }
+        path.push('}');
+        path
+    }
+
+    fn date_part(&self, part: DatePart, micros: &str) -> String {
+        let field = match part {
+            DatePart::Year => "YEAR",
+            DatePart::Month => "MONTH",
+            DatePart::Day => "DAY",
+            DatePart::Hour => "HOUR",
+            DatePart::Minute => "MINUTE",
+            DatePart::Second => "SECOND",
+        };
+        format!("CAST(floor(EXTRACT({field} FROM {})) AS bigint)", Self::timestamp(micros))
+    }
+
+    fn date_text(&self, micros: &str) -> String {
+        format!("to_char({}, 'YYYY-MM-DD')", Self::timestamp(micros))
+    }
+
+    fn time_text(&self, micros: &str) -> String {
+        format!("to_char({}, 'HH24:MI:SS')", Self::timestamp(micros))
+    }
+
+    fn geo_function(&self, name: &str, args: &[String]) -> String {
+        format!("tb_{name}({})", args.join(", "))
+    }
+
+    fn position(&self, haystack: &str, needle: &str) -> String {
+        format!("strpos({haystack}, {needle})")
+    }
+
+    fn text_to_micros(&self, text: &str) -> String {
+        // `tb_micros` (in the schema) answers NULL for text that is not an instant.
+        format!("tb_micros({text})")
+    }
+
+    fn modulo(&self, a: &str, b: &str) -> String {
+        // `mod` has no double precision form; numeric keeps fractions and integers exact. A
+        // zero divisor gives NULL, as division by zero does on SQLite.
+        format!("mod(CAST({a} AS numeric), NULLIF(CAST({b} AS numeric), 0))")
+    }
+
+    fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
+        format!("COALESCE(CAST({number} AS text), {string}, CAST({boolean} AS text), CAST({json} AS text))")
     }
 }
 

@@ -2,11 +2,13 @@
 //! statements come from the `sql` compiler in the backend's [`Dialect`], values are bound and
 //! rows decoded by property kind (`values`), and `$expand` runs one statement per expand item.
 //! A backend provides a [`Connection`]: how to run a statement with [`Param`]s and read the
-//! cells of its rows. Transactions, group commit and connection handling stay the backend's.
+//! cells of its rows. Group commit (`commit`) is shared too; connections, pools and
+//! migrations stay the backend's.
 //!
 //! Must not depend on any backend.
 
 mod access;
+pub mod commit;
 mod principals;
 mod values;
 
@@ -56,6 +58,9 @@ pub trait Connection {
 
     /// Runs a statement; returns the number of rows it changed.
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError>;
+
+    /// Runs statements without parameters (transaction control).
+    fn batch(&self, sql: &str) -> Result<(), StoreError>;
 }
 
 /// The first row of a query, turned into a `T`.

@@ -98,4 +98,8 @@ impl store_sql::Connection for SqliteConnection<'_> {
         let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
         Ok(stmt.execute(rusqlite::params_from_iter(bound(params))).map_err(db_error)? as u64)
     }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.0.execute_batch(sql).map_err(db_error)
+    }
 }

@@ -25,6 +25,7 @@ use odata::Visibility;
 use rusqlite::{Connection, OpenFlags};
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
 
+use store_sql::commit::Queued;
 use store_sql::{Access, ProjectCache};
 
 use crate::connection::{SqliteConnection, db_error};
@@ -184,13 +185,6 @@ impl Drop for SqliteStore {
 
 const DIALECT: sql::SqliteDialect = sql::SqliteDialect;
 
-/// A write job waiting for the writer, with the visibility of whoever asked for it.
-struct Queued {
-    visibility: Visibility,
-    job: WriteJob,
-    done: WriteDone,
-}
-
 fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>) {
     loop {
         let job = {
@@ -229,70 +223,13 @@ fn write_loop(conn: Connection, jobs: Receiver<Queued>, max_group: usize) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, &mut group, &mut projects);
+        store_sql::commit::commit_group(
+            &SqliteConnection(&conn),
+            &DIALECT,
+            "BEGIN IMMEDIATE",
+            &mut group,
+            &mut projects,
+        );
     }
     let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
-}
-
-fn commit_group(conn: &Connection, group: &mut Vec<Queued>, projects: &mut ProjectCache) {
-    let started = std::time::Instant::now();
-    let size = group.len();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, "cannot begin a write transaction");
-        for Queued { done, .. } in group.drain(..) {
-            done(Err(db_error(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("cannot begin a write transaction".into()),
-            ))));
-        }
-        return;
-    }
-    let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
-    for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, &visibility, projects, job);
-        outcomes.push((done, outcome));
-    }
-    match conn.execute_batch("COMMIT") {
-        Ok(()) => {
-            let elapsed = started.elapsed();
-            tracing::trace!(jobs = size, elapsed_us = elapsed.as_micros() as u64, "committed");
-            metrics::counter!("thingbase_commits_total").increment(1);
-            metrics::histogram!("thingbase_commit_jobs").record(size as f64);
-            metrics::histogram!("thingbase_commit_duration_seconds").record(elapsed.as_secs_f64());
-            for (done, outcome) in outcomes {
-                done(outcome);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "commit failed");
-            metrics::counter!("thingbase_commit_failures_total").increment(1);
-            let _ = conn.execute_batch("ROLLBACK");
-            projects.clear();
-            for (done, _) in outcomes {
-                done(Err(StoreError::Database(format!("commit failed: {e}").into())));
-            }
-        }
-    }
-}
-
-fn run_in_savepoint(
-    conn: &Connection,
-    visibility: &Visibility,
-    projects: &mut ProjectCache,
-    job: WriteJob,
-) -> Result<(), StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    let connection = SqliteConnection(conn);
-    let mut access = Access { conn: &connection, dialect: &DIALECT, visibility, projects: Some(projects) };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
-        .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
-    if result.is_err() {
-        // What the job read may describe entities that no longer exist.
-        if let Some(projects) = access.projects.as_mut() {
-            projects.clear();
-        }
-        conn.execute_batch("ROLLBACK TO job").map_err(db_error)?;
-    }
-    conn.execute_batch("RELEASE job").map_err(db_error)?;
-    result
 }
