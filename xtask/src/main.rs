@@ -1,7 +1,11 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `ci`: everything CI checks, in fail-fast order: formatting, clippy with warnings as
-//!   errors, then the whole test suite (unit tests and the integration binary).
+//!   errors, then the whole test suite (unit tests and the integration binary), the
+//!   integration binary once more on PostgreSQL (`THINGBASE_TEST_BACKEND=postgres`, a
+//!   throwaway cluster from `pg-test`), and a short fuzz run. First it installs what the
+//!   tests need and the machine lacks: Python clients from PyPI, Mosquitto, and PostgreSQL
+//!   with PostGIS from Debian.
 //! - `fuzz [seconds]`: builds the fuzz targets in `fuzz/` with libFuzzer coverage
 //!   instrumentation (the flags `cargo fuzz --sanitizer none` uses, so no nightly and no
 //!   cargo-fuzz install is needed) and runs each for `seconds` (default 20). Crashes stop with
@@ -46,7 +50,8 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Installs what the test suites drive the servers with: the PyPI `frost_sta_client` and
-/// `paho-mqtt`, and Debian's `mosquitto` and `mosquitto-clients`.
+/// `paho-mqtt`; Debian's `mosquitto` and `mosquitto-clients`; and PostgreSQL with PostGIS
+/// (`postgresql` and `postgresql-postgis`), which `pg-test` starts throwaway clusters of.
 fn install_test_tools() -> anyhow::Result<()> {
     let present = Command::new("python3").args(["-c", "import frost_sta_client, paho.mqtt.client"]).status();
     if !present.is_ok_and(|s| s.success()) {
@@ -59,13 +64,42 @@ fn install_test_tools() -> anyhow::Result<()> {
             bail!("cannot install frost_sta_client and paho-mqtt from PyPI");
         }
     }
+    let mut packages = Vec::new();
     // The broker's tests drive it with Debian's clients; the bridge tests and the benchmark
     // run a real Mosquitto beside it.
-    let missing = ["mosquitto", "mosquitto_pub"].iter().any(|tool| which(tool).is_none());
-    if missing {
-        apt_install(&["mosquitto", "mosquitto-clients"])?;
+    if ["mosquitto", "mosquitto_pub"].iter().any(|tool| which(tool).is_none()) {
+        packages.extend(["mosquitto", "mosquitto-clients"]);
+    }
+    // The PostgreSQL backend's tests. Both names are Debian's metapackages for its default
+    // PostgreSQL version (15 on Debian 12, where `postgresql-postgis` pulls in
+    // `postgresql-15-postgis-3`), so they work unchanged on later releases. The package named
+    // plain `postgis` would not do: it holds the command-line tools and only recommends the
+    // extension, and recommends are not installed.
+    if !postgis_installed() {
+        packages.extend(["postgresql", "postgresql-postgis"]);
+    }
+    if !packages.is_empty() {
+        apt_install(&packages)?;
     }
     Ok(())
+}
+
+/// Whether the newest PostgreSQL installed the Debian way (the one `pg-test` runs) has the
+/// PostGIS extension: `/usr/lib/postgresql/<version>/bin/initdb` and
+/// `/usr/share/postgresql/<version>/extension/postgis.control`.
+fn postgis_installed() -> bool {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten();
+    let newest = versions
+        .filter(|entry| entry.path().join("bin/initdb").is_file())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version: Vec<u32> = name.split('.').map(str::parse).collect::<Result<_, _>>().ok()?;
+            Some((version, name))
+        })
+        .max();
+    newest.is_some_and(|(_, name)| {
+        std::path::Path::new("/usr/share/postgresql").join(name).join("extension/postgis.control").is_file()
+    })
 }
 
 /// Where `tool` is on the PATH (or in /usr/sbin, where Debian puts daemons).
@@ -102,6 +136,17 @@ fn ci() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--quiet"])?;
+    // The whole integration suite again, on PostgreSQL: same answers from both backends.
+    eprintln!("$ THINGBASE_TEST_BACKEND=postgres cargo test -p thingbase --test integration");
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo_bin)
+        .args(["test", "-p", "thingbase", "--test", "integration", "--quiet"])
+        .env("THINGBASE_TEST_BACKEND", "postgres")
+        .status()
+        .with_context(|| format!("cannot run {cargo_bin}"))?;
+    if !status.success() {
+        bail!("the integration suite failed on PostgreSQL");
+    }
     fuzz(15)?;
     eprintln!("ci passed in {:.0?}", started.elapsed());
     Ok(())

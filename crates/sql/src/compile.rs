@@ -396,6 +396,15 @@ impl<'d> Compiler<'d> {
                     keys.push(format!("{start}{direction}"));
                     keys.push(format!("{end}{direction}"));
                 }
+                Shape::Json(Json::Result { alias, column }) => {
+                    // Results of one type compare by value (numbers as numbers, on every
+                    // database); numbers come first, then strings, booleans and JSON.
+                    for suffix in ["number", "string", "boolean", "json"] {
+                        let cell = self.wrap(&value, format!("{alias}.{column}_{suffix}"));
+                        let cell = if suffix == "json" { format!("CAST({cell} AS TEXT)") } else { cell };
+                        keys.push(format!("{cell}{direction} NULLS LAST"));
+                    }
+                }
                 _ => {
                     let sql = self.as_kind(&value, None);
                     keys.push(format!("{sql}{direction}"));
@@ -792,9 +801,9 @@ impl<'d> Compiler<'d> {
                 let from = number(self, 1);
                 if values.len() > 2 {
                     let length = number(self, 2);
-                    (format!("substr({s}, ({from}) + 1, {length})"), Kind::Text)
+                    (format!("substr({s}, CAST(({from}) + 1 AS INTEGER), CAST({length} AS INTEGER))"), Kind::Text)
                 } else {
-                    (format!("substr({s}, ({from}) + 1)"), Kind::Text)
+                    (format!("substr({s}, CAST(({from}) + 1 AS INTEGER))"), Kind::Text)
                 }
             }
             ToLower => (format!("lower({})", text(self, 0)), Kind::Text),

@@ -14,8 +14,8 @@ pub fn extend_times(dialect: &dyn Dialect, entity: EntityType) -> String {
         "UPDATE {table} SET \
          phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {p2}), {p2}), \
          phenomenon_time_end = {greatest}(COALESCE(phenomenon_time_end, {p3}), {p3}), \
-         result_time_start = CASE WHEN {p4} IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {p4}), {p4}) END, \
-         result_time_end = CASE WHEN {p5} IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END \
+         result_time_start = CASE WHEN CAST({p4} AS BIGINT) IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {p4}), {p4}) END, \
+         result_time_end = CASE WHEN CAST({p5} AS BIGINT) IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END \
          WHERE id = {p1}",
         table = entity.table(),
         p1 = p(1),

@@ -83,7 +83,7 @@ pub fn token_grants(d: &dyn Dialect) -> String {
 /// (any user when `?3` is NULL).
 pub fn revoke_token(d: &dyn Dialect) -> String {
     format!(
-        "UPDATE tokens SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL AND ({o} IS NULL OR user_id = {o})",
+        "UPDATE tokens SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL AND (CAST({o} AS BIGINT) IS NULL OR user_id = {o})",
         p(d, 2),
         p(d, 1),
         o = p(d, 3)

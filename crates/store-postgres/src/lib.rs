@@ -1,1 +1,187 @@
-//! The PostgreSQL/PostGIS backend (work in progress): the schema lives in `migrations/`.
+//! The PostgreSQL/PostGIS backend: the store behaviour of the embedded SQLite backend on a
+//! database several Thingbase nodes can share.
+//!
+//! The same shape as SQLite's: one writer thread with its own connection commits queued write
+//! jobs in groups (`store_sql::commit`), and a pool of reader threads with their own
+//! connections serves reads. Statements come from the one `sql` compiler in
+//! [`sql::PostgresDialect`]; reading and writing entities is `store_sql`'s. Migrations in
+//! `migrations/` run at start-up under an advisory lock, so nodes starting together apply each
+//! once.
+//!
+//! Must not depend on any other backend.
+
+mod connection;
+mod migrate;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use odata::Visibility;
+use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
+use store_sql::commit::Queued;
+use store_sql::{Access, Connection, ProjectCache};
+
+pub use crate::connection::PgConnection;
+use crate::connection::db_error;
+
+const DIALECT: sql::PostgresDialect = sql::PostgresDialect;
+
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// `postgres://user@host:port/database` (or key=value connection settings).
+    pub url: String,
+    pub readers: usize,
+    /// The most write jobs committed in one transaction.
+    pub max_group: usize,
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions { url: url.into(), readers: 4, max_group: 1024 }
+    }
+}
+
+/// A PostgreSQL database with this node's writer and readers.
+pub struct PostgresStore {
+    writes: Mutex<Option<SyncSender<Queued>>>,
+    reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+fn connect(options: &PostgresOptions) -> Result<PgConnection, StoreError> {
+    let client = postgres::Client::connect(&options.url, postgres::NoTls).map_err(db_error)?;
+    let conn = PgConnection::new(client);
+    // Instants are integers and text is compared as bytes: nothing depends on the session's
+    // time zone or collation but the statements' own `AT TIME ZONE 'UTC'`.
+    conn.batch("SET TIME ZONE 'UTC'")?;
+    Ok(conn)
+}
+
+impl PostgresStore {
+    /// Connects, applies migrations and starts the writer and reader threads.
+    pub fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let writer = connect(&options)?;
+        migrate::run(&writer)?;
+        let mut threads = Vec::new();
+        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
+        let max_group = options.max_group.max(1);
+        threads.push(
+            std::thread::Builder::new()
+                .name("postgres-writer".into())
+                .spawn(move || write_loop(writer, write_rx, max_group))
+                .map_err(|e| StoreError::Database(Box::new(e)))?,
+        );
+        let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for i in 0..options.readers.max(1) {
+            let conn = connect(&options)?;
+            let rx = Arc::clone(&read_rx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("postgres-reader-{i}"))
+                    .spawn(move || read_loop(conn, rx))
+                    .map_err(|e| StoreError::Database(Box::new(e)))?,
+            );
+        }
+        Ok(PostgresStore {
+            writes: Mutex::new(Some(write_tx)),
+            reads: Mutex::new(Some(read_tx)),
+            threads: Mutex::new(threads),
+        })
+    }
+}
+
+impl Store for PostgresStore {
+    fn read(&self, visibility: Visibility, job: ReadJob) {
+        let sender = self.reads.lock().ok().and_then(|s| s.clone());
+        if let Some(sender) = sender {
+            // A full queue waits: back-pressure instead of unbounded memory.
+            let _ = sender.send((visibility, job));
+        }
+    }
+
+    fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        let sender = self.writes.lock().ok().and_then(|s| s.clone());
+        match sender {
+            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(item)) => {
+                    if let Err(mpsc::SendError(item)) = sender.send(item) {
+                        (item.done)(Err(StoreError::ShuttingDown));
+                    }
+                }
+                Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
+            },
+            None => done(Err(StoreError::ShuttingDown)),
+        }
+    }
+
+    fn shutdown(&self) {
+        if let Ok(mut w) = self.writes.lock() {
+            w.take();
+        }
+        if let Ok(mut r) = self.reads.lock() {
+            r.take();
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let (visibility, job) = job;
+        // Each read sees one snapshot, as a SQLite read transaction does.
+        let _ = conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        let mut access = Access { conn: &conn, dialect: &DIALECT, visibility: &visibility, projects: None };
+        // A panicking job must not take the reader down with it; its caller sees the dropped
+        // reply channel as an internal error.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
+        let _ = conn.batch("COMMIT");
+    }
+}
+
+fn write_loop(conn: PgConnection, jobs: Receiver<Queued>, max_group: usize) {
+    let mut group: Vec<Queued> = Vec::with_capacity(max_group);
+    let mut projects = ProjectCache::default();
+    loop {
+        match jobs.recv_timeout(Duration::from_secs(60)) {
+            Ok(first) => group.push(first),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while group.len() < max_group {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects);
+    }
+}

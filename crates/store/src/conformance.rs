@@ -1247,6 +1247,10 @@ fn move_to(w: &mut dyn Writer, entity: EntityType, id: Id, project: i64) -> Resu
 /// datastream, their sensor).
 fn two_projects(store: &dyn Store) -> (Id, Id, Id, Id, Id) {
     write(store, |w| {
+        // Projects 2 and 3 (a backend may hold entities to existing projects).
+        for name in ["mine", "theirs"] {
+            w.principals().insert_project(name, false)?;
+        }
         let mine = thing(w, "mine")?;
         let theirs = thing(w, "theirs")?;
         let my_ds = datastream(w, mine, "my datastream")?;

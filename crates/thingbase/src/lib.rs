@@ -15,6 +15,9 @@ mod websocket;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the SQLite file under
+    /// `data_dir`.
+    pub database_url: Option<String>,
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
     /// The MQTT port of the embedded broker (0 picks a free one).
@@ -38,6 +41,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             data_dir: PathBuf::from("thingbase-data"),
+            database_url: None,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
             mqtt_port: 1883,
@@ -98,17 +102,12 @@ impl Server {
 
 /// Opens the store and starts the listeners.
 pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let mut options = SqliteOptions::new(config.data_dir.join("thingbase.sqlite"));
-    options.durability = config.durability;
-    options.readers = config.readers;
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await?
-        .context("cannot open the SQLite database")?;
+    let database = Database { data_dir: config.data_dir.clone(), url: config.database_url.clone() };
+    let (durability, readers) = (config.durability, config.readers);
+    let store = database.open(durability, readers).await?;
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
     let (changes, notifications) = mqtt_api::ChangeChannel::new();
-    let app = app::App::new(Arc::new(store), paging).with_change_bus(Arc::new(changes));
+    let app = app::App::new(store, paging).with_change_bus(Arc::new(changes));
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let http_listeners = bind(&config.bind, config.http_port, "HTTP").await?;
@@ -209,16 +208,46 @@ pub enum AdminCommand {
     RevokeToken { id: i64 },
 }
 
-/// Runs a management command directly on the database under `data_dir`, as the server would
-/// for a hub administrator (and written to the audit log as the server's). Returns what to
-/// print.
-pub async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> anyhow::Result<String> {
-    std::fs::create_dir_all(data_dir)?;
-    let options = SqliteOptions::new(data_dir.join("thingbase.sqlite"));
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await?
-        .context("cannot open the SQLite database")?;
-    let app = app::App::new(Arc::new(store), store::Paging { default_top: 1, max_top: 1 });
+/// Where the data lives: the embedded SQLite file under `data_dir`, or the PostgreSQL database
+/// at `url` (`postgres://...`).
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub data_dir: PathBuf,
+    pub url: Option<String>,
+}
+
+impl Database {
+    /// Opens the store (creating the data directory for SQLite), migrations applied.
+    pub async fn open(&self, durability: Durability, readers: usize) -> anyhow::Result<Arc<dyn store::Store>> {
+        match &self.url {
+            Some(url) => {
+                let mut options = store_postgres::PostgresOptions::new(url.clone());
+                options.readers = readers;
+                let store = tokio::task::spawn_blocking(move || store_postgres::PostgresStore::open(options))
+                    .await?
+                    .context("cannot open the PostgreSQL database")?;
+                Ok(Arc::new(store))
+            }
+            None => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
+                let mut options = SqliteOptions::new(self.data_dir.join("thingbase.sqlite"));
+                options.durability = durability;
+                options.readers = readers;
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+                    .await?
+                    .context("cannot open the SQLite database")?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// Runs a management command directly on the database, as the server would for a hub
+/// administrator (and written to the audit log as the server's). Returns what to print.
+pub async fn admin(database: &Database, command: AdminCommand) -> anyhow::Result<String> {
+    let store = database.open(Durability::Process, 1).await?;
+    let app = app::App::new(store, store::Paging { default_top: 1, max_top: 1 });
     app.refresh_hub().await?;
     let authenticator = app::auth::Authenticator::new(app.clone());
     let server = app::Caller::server();
@@ -248,15 +277,11 @@ pub async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> anyhow:
     Ok(answer)
 }
 
-/// Checks the audit log's hash chain in the database under `data_dir` (`thingbase audit
-/// verify`).
-pub async fn verify_audit(data_dir: &std::path::Path) -> anyhow::Result<app::audit::AuditCheck> {
-    let options = SqliteOptions::new(data_dir.join("thingbase.sqlite"));
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await?
-        .context("cannot open the SQLite database")?;
+/// Checks the audit log's hash chain in the database (`thingbase audit verify`).
+pub async fn verify_audit(database: &Database) -> anyhow::Result<app::audit::AuditCheck> {
+    let store = database.open(Durability::Process, 1).await?;
     let paging = store::Paging { default_top: 1, max_top: 1 };
-    let app = app::App::new(Arc::new(store), paging);
+    let app = app::App::new(store, paging);
     let check = app.verify_audit().await?;
     app.shutdown();
     Ok(check)

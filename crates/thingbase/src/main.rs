@@ -40,6 +40,16 @@ struct DataDir {
     /// Where the database file lives.
     #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
     data_dir: PathBuf,
+    /// A PostgreSQL/PostGIS database (`postgres://user@host:port/db`) instead of the SQLite
+    /// file under --data-dir.
+    #[arg(long = "database", env = "THINGBASE_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl DataDir {
+    fn database(self) -> thingbase::Database {
+        thingbase::Database { data_dir: self.data_dir, url: self.database_url }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,9 +114,8 @@ enum AuditCommand {
     /// Checks that no entry of the audit log was changed, removed or reordered; exits with 1
     /// and names the first broken entry if one was.
     Verify {
-        /// Where the database file lives.
-        #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
     },
 }
 
@@ -137,6 +146,10 @@ struct Serve {
     /// Where the database file lives; created if missing.
     #[arg(long, env = "THINGBASE_DATA_DIR", default_value = "thingbase-data")]
     data_dir: PathBuf,
+    /// A PostgreSQL/PostGIS database (`postgres://user@host:port/db`) instead of the embedded
+    /// SQLite file under --data-dir; its schema is created or migrated on start.
+    #[arg(long = "database", env = "THINGBASE_DATABASE_URL")]
+    database_url: Option<String>,
     /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). By default every IPv4
     /// interface (0.0.0.0) with access control on, and loopback only (127.0.0.1) with
     /// `--auth off`.
@@ -257,9 +270,9 @@ fn main() -> anyhow::Result<()> {
             admin(dir, thingbase::AdminCommand::CreateToken { user, label, expires_in })
         }
         Command::Token(TokenCommand::Revoke { id, dir }) => admin(dir, thingbase::AdminCommand::RevokeToken { id }),
-        Command::Audit(AuditCommand::Verify { data_dir }) => {
+        Command::Audit(AuditCommand::Verify { dir }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let check = runtime.block_on(thingbase::verify_audit(&data_dir))?;
+            let check = runtime.block_on(thingbase::verify_audit(&dir.database()))?;
             match check.first_broken {
                 None => {
                     println!("audit log intact: {} entries", check.entries);
@@ -280,6 +293,7 @@ fn main() -> anyhow::Result<()> {
             let render: http_api::MetricsRender = std::sync::Arc::new(move || handle.render());
             let config = thingbase::Config {
                 data_dir: serve.data_dir,
+                database_url: serve.database_url,
                 bind: match (serve.bind.is_empty(), serve.auth) {
                     (false, _) => serve.bind,
                     (true, AuthFlag::Required) => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],
@@ -354,7 +368,7 @@ fn parse_broker_address(text: &str) -> Result<(String, u16), String> {
 /// Runs one management command on the database and prints its answer.
 fn admin(dir: DataDir, command: thingbase::AdminCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let answer = runtime.block_on(thingbase::admin(&dir.data_dir, command))?;
+    let answer = runtime.block_on(thingbase::admin(&dir.database(), command))?;
     println!("{answer}");
     Ok(())
 }

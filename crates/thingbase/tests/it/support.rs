@@ -10,6 +10,18 @@ pub struct TestServer {
     _dir: TempDir,
 }
 
+/// With `THINGBASE_TEST_BACKEND=postgres` every server gets a fresh database of a throwaway
+/// PostgreSQL cluster (`pg-test`); otherwise the embedded SQLite file of its data directory.
+pub fn backend_database(name: &str) -> Option<String> {
+    if std::env::var("THINGBASE_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let cluster = pg_test::cluster().unwrap_or_else(|e| panic!("THINGBASE_TEST_BACKEND=postgres: {e}"));
+    Some(cluster.database(&format!("it_{name}_{n}")).unwrap_or_else(|e| panic!("a test database: {e}")))
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -42,6 +54,7 @@ impl TestServer {
         // Access control is off unless a test turns it on: `access_control.rs` tests it.
         let mut config = thingbase::Config {
             data_dir: dir.0.clone(),
+            database_url: backend_database(name),
             http_port: 0,
             mqtt_port: 0,
             readers: 2,

@@ -1,0 +1,313 @@
+//! A PostgreSQL connection as the shared store code (`store_sql`) uses it.
+//!
+//! Parameters are declared with the type of their value (bigint, double precision, text,
+//! boolean, json, bigint[]) when a statement is prepared, so that PostgreSQL's strict typing
+//! never has to guess from context what a literal of a `$filter` is; NULLs are left for it
+//! to infer. Prepared statements are cached per text and declared types. Cells are read in
+//! the binary format whatever their type, `numeric` included (integers come back as
+//! integers).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use fallible_iterator::FallibleIterator;
+use postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
+use postgres::{Client, Statement};
+use store_sql::{Number, Param, SqlRow, StoreError};
+
+/// Statements prepared per connection at most; the cache starts again when full.
+const MAX_STATEMENTS: usize = 512;
+
+pub fn db_error(error: postgres::Error) -> StoreError {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        // Class 23: integrity constraint violations (foreign key, unique, not null, check).
+        if code.starts_with("23") {
+            return StoreError::Conflict(db.message().to_owned());
+        }
+        // The driver's own message says only "db error"; the server's says what and where.
+        return StoreError::Database(format!("{db}").into());
+    }
+    StoreError::Database(Box::new(error))
+}
+
+/// Prepared statements by text, one per list of declared parameter types (OIDs).
+type Prepared = HashMap<String, Vec<(Vec<u32>, Statement)>>;
+
+/// One PostgreSQL connection with its prepared statements.
+pub struct PgConnection {
+    client: RefCell<Client>,
+    statements: RefCell<Prepared>,
+}
+
+/// A parameter type left for the server to infer (OID 0).
+fn inferred() -> Type {
+    Type::new("unspecified".into(), 0, Kind::Pseudo, "pg_catalog".into())
+}
+
+fn declared(param: &Param) -> Type {
+    match param {
+        Param::Null => inferred(),
+        Param::Integer(_) => Type::INT8,
+        Param::Real(_) => Type::FLOAT8,
+        Param::Text(_) => Type::TEXT,
+        Param::Boolean(_) => Type::BOOL,
+        Param::Json(_) => Type::JSON,
+        Param::IdList(_) => Type::INT8_ARRAY,
+    }
+}
+
+/// A parameter bound in the type it was declared with (or that PostgreSQL inferred for a
+/// NULL).
+#[derive(Debug)]
+struct Bound<'p>(&'p Param);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres_types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Integer(i) => i.to_sql(ty, out),
+            Param::Real(r) => r.to_sql(ty, out),
+            Param::Text(s) => s.as_str().to_sql(ty, out),
+            Param::Boolean(b) => b.to_sql(ty, out),
+            Param::Json(s) => {
+                if *ty == Type::JSONB {
+                    out.extend_from_slice(&[1]);
+                }
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            Param::IdList(ids) => ids.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// The raw binary cell of any type.
+struct Raw<'a> {
+    ty: Type,
+    bytes: &'a [u8],
+}
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw { ty: ty.clone(), bytes: raw })
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn wrong_type(i: usize, ty: &Type, wanted: &str) -> StoreError {
+    StoreError::Database(format!("column {i} is {ty}, not {wanted}").into())
+}
+
+fn decoded<T, E: std::fmt::Display>(i: usize, result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Database(format!("column {i}: {e}").into()))
+}
+
+struct Row<'r>(&'r postgres::Row);
+
+impl Row<'_> {
+    fn raw(&self, i: usize) -> Result<Option<Raw<'_>>, StoreError> {
+        self.0.try_get::<_, Option<Raw<'_>>>(i).map_err(db_error)
+    }
+}
+
+impl SqlRow for Row<'_> {
+    fn integer(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        let Some(cell) = self.raw(i)? else { return Ok(None) };
+        Ok(Some(match cell.ty {
+            Type::INT8 => decoded(i, i64::from_sql(&cell.ty, cell.bytes))?,
+            Type::INT4 => i64::from(decoded(i, i32::from_sql(&cell.ty, cell.bytes))?),
+            Type::INT2 => i64::from(decoded(i, i16::from_sql(&cell.ty, cell.bytes))?),
+            Type::BOOL => i64::from(decoded(i, bool::from_sql(&cell.ty, cell.bytes))?),
+            Type::NUMERIC => match decoded(i, numeric(cell.bytes))? {
+                Number::Integer(n) => n,
+                Number::Real(_) => return Err(wrong_type(i, &cell.ty, "an integer")),
+            },
+            _ => return Err(wrong_type(i, &cell.ty, "an integer")),
+        }))
+    }
+
+    fn number(&self, i: usize) -> Result<Option<Number>, StoreError> {
+        let Some(cell) = self.raw(i)? else { return Ok(None) };
+        Ok(Some(match cell.ty {
+            Type::NUMERIC => decoded(i, numeric(cell.bytes))?,
+            Type::FLOAT8 => Number::Real(decoded(i, f64::from_sql(&cell.ty, cell.bytes))?),
+            Type::FLOAT4 => Number::Real(f64::from(decoded(i, f32::from_sql(&cell.ty, cell.bytes))?)),
+            _ => Number::Integer(self.integer(i)?.unwrap_or_default()),
+        }))
+    }
+
+    fn text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        let Some(cell) = self.raw(i)? else { return Ok(None) };
+        match cell.ty {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::UNKNOWN => {
+                Ok(Some(decoded(i, std::str::from_utf8(cell.bytes))?.to_owned()))
+            }
+            Type::JSONB => self.json(i),
+            _ => Err(wrong_type(i, &cell.ty, "text")),
+        }
+    }
+
+    fn boolean(&self, i: usize) -> Result<Option<bool>, StoreError> {
+        let Some(cell) = self.raw(i)? else { return Ok(None) };
+        match cell.ty {
+            Type::BOOL => Ok(Some(decoded(i, bool::from_sql(&cell.ty, cell.bytes))?)),
+            _ => Ok(self.integer(i)?.map(|b| b != 0)),
+        }
+    }
+
+    fn json(&self, i: usize) -> Result<Option<String>, StoreError> {
+        let Some(cell) = self.raw(i)? else { return Ok(None) };
+        let bytes = match cell.ty {
+            // jsonb's binary form is a version byte and the text.
+            Type::JSONB => cell.bytes.get(1..).unwrap_or_default(),
+            Type::JSON | Type::TEXT | Type::VARCHAR => cell.bytes,
+            _ => return Err(wrong_type(i, &cell.ty, "JSON")),
+        };
+        Ok(Some(decoded(i, std::str::from_utf8(bytes))?.to_owned()))
+    }
+}
+
+/// A `numeric` in PostgreSQL's binary form: digit count, weight (of the first base-10000
+/// digit), sign, display scale, then the base-10000 digits. Integral values that fit are
+/// integers; everything else is the nearest double.
+pub fn numeric(bytes: &[u8]) -> Result<Number, String> {
+    let word = |at: usize| -> Result<u16, String> {
+        bytes.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(|| "a short numeric".to_owned())
+    };
+    let digits = usize::from(word(0)?);
+    let weight = i32::from(word(2)? as i16);
+    let sign = word(4)?;
+    let scale = word(6)?;
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Ok(Number::Real(f64::NAN)),
+        0xD000 => return Ok(Number::Real(f64::INFINITY)),
+        0xF000 => return Ok(Number::Real(f64::NEG_INFINITY)),
+        other => return Err(format!("a numeric with sign {other:#x}")),
+    }
+    let negative = sign == 0x4000;
+    let groups: Vec<u16> = (0..digits).map(|g| word(8 + 2 * g)).collect::<Result<_, _>>()?;
+    if scale == 0 {
+        // weight + 1 groups before the point; missing ones are zeros.
+        let mut value: i128 = 0;
+        let mut exact = weight < 40;
+        if exact {
+            for g in 0..=weight.max(-1) {
+                let digit = groups.get(g as usize).copied().unwrap_or(0);
+                value = value * 10_000 + i128::from(digit);
+                if value > i128::from(i64::MAX) + 1 {
+                    exact = false;
+                    break;
+                }
+            }
+        }
+        let value = if negative { -value } else { value };
+        if exact && let Ok(n) = i64::try_from(value) {
+            return Ok(Number::Integer(n));
+        }
+    }
+    let mut text = String::with_capacity(digits * 4 + 8);
+    if negative {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for g in 0..=weight {
+            let digit = groups.get(g as usize).copied().unwrap_or(0);
+            if g == 0 {
+                text.push_str(&digit.to_string());
+            } else {
+                text.push_str(&format!("{digit:04}"));
+            }
+        }
+    }
+    text.push('.');
+    for _ in 0..(-weight - 1).max(0) {
+        text.push_str("0000");
+    }
+    for g in (weight + 1).max(0)..digits as i32 {
+        text.push_str(&format!("{:04}", groups[g as usize]));
+    }
+    text.push('0');
+    text.parse::<f64>().map(Number::Real).map_err(|e| format!("numeric {text}: {e}"))
+}
+
+impl PgConnection {
+    pub fn new(client: Client) -> PgConnection {
+        PgConnection { client: RefCell::new(client), statements: RefCell::default() }
+    }
+
+    /// Whether the connection is gone (the server closed it).
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
+    fn prepared(&self, sql: &str, params: &[Param]) -> Result<Statement, StoreError> {
+        let types: Vec<Type> = params.iter().map(declared).collect();
+        let oids: Vec<u32> = types.iter().map(Type::oid).collect();
+        if let Some(found) =
+            self.statements.borrow().get(sql).and_then(|v| v.iter().find(|(o, _)| *o == oids).map(|(_, s)| s.clone()))
+        {
+            return Ok(found);
+        }
+        let statement = self.client.borrow_mut().prepare_typed(sql, &types).map_err(db_error)?;
+        let mut statements = self.statements.borrow_mut();
+        if statements.len() >= MAX_STATEMENTS {
+            statements.clear();
+        }
+        statements.entry(sql.to_owned()).or_default().push((oids, statement.clone()));
+        Ok(statement)
+    }
+}
+
+impl store_sql::Connection for PgConnection {
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let statement = self.prepared(sql, params)?;
+        // The rows are read to the end before `each` sees them, so that it may run
+        // statements of its own on this connection (`$expand` does).
+        let rows: Vec<postgres::Row> = {
+            let mut client = self.client.borrow_mut();
+            let iter = client.query_raw(&statement, params.iter().map(Bound)).map_err(db_error)?;
+            iter.collect().map_err(db_error)?
+        };
+        for row in &rows {
+            if !each(&Row(row))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
+        let statement = self.prepared(sql, params)?;
+        let bound: Vec<Bound<'_>> = params.iter().map(Bound).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        self.client.borrow_mut().execute(&statement, &refs).map_err(db_error)
+    }
+
+    /// Runs statements without parameters (transaction control, migrations) as one simple
+    /// query.
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.client.borrow_mut().batch_execute(sql).map_err(db_error)
+    }
+}

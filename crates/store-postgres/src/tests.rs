@@ -1,0 +1,94 @@
+//! The store conformance suite on PostgreSQL: every case runs on a fresh database of the
+//! throwaway test cluster (`pg-test`), and a few checks of what only this backend does.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use store::Store;
+use store_sql::{Number, Param, query_one};
+
+use crate::{PgConnection, PostgresOptions, PostgresStore};
+
+fn database(name: &str) -> String {
+    let cluster = pg_test::cluster().unwrap_or_else(|e| panic!("a PostgreSQL cluster for the tests: {e}"));
+    cluster.database(name).unwrap_or_else(|e| panic!("a test database: {e}"))
+}
+
+fn open_temp_store() -> Box<dyn Store> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut options = PostgresOptions::new(database(&format!("conformance_{}_{n}", std::process::id())));
+    options.readers = 2;
+    Box::new(PostgresStore::open(options).expect("open a PostgreSQL store"))
+}
+
+store::store_conformance_tests!(open_temp_store);
+
+fn connection(name: &str) -> PgConnection {
+    let client = postgres::Client::connect(&database(name), postgres::NoTls).expect("connect");
+    PgConnection::new(client)
+}
+
+#[test]
+fn numerics_come_back_as_integers_when_integral_and_as_doubles_otherwise() {
+    let conn = connection("numerics");
+    let cases: [(&str, Number); 9] = [
+        ("0", Number::Integer(0)),
+        ("42", Number::Integer(42)),
+        ("-7", Number::Integer(-7)),
+        ("100000000", Number::Integer(100_000_000)),
+        ("9223372036854775807", Number::Integer(i64::MAX)),
+        ("-9223372036854775808", Number::Integer(i64::MIN)),
+        ("2.5", Number::Real(2.5)),
+        ("-0.000123", Number::Real(-0.000123)),
+        ("123456789.125", Number::Real(123_456_789.125)),
+    ];
+    for (text, expected) in cases {
+        let found =
+            query_one(&conn, &format!("SELECT CAST('{text}' AS numeric)"), &[], |row| row.number(0)).unwrap().flatten();
+        assert_eq!(found, Some(expected), "{text}");
+    }
+    let huge = query_one(&conn, "SELECT CAST('1e30' AS numeric)", &[], |row| row.number(0)).unwrap().flatten();
+    assert_eq!(huge, Some(Number::Real(1e30)), "beyond i64: the nearest double");
+}
+
+#[test]
+fn parameters_keep_their_types_in_comparisons() {
+    let conn = connection("parameters");
+    // Two literals compared: as numbers, not as text ('2' > '10' would be true).
+    let greater = query_one(&conn, "SELECT $1 > $2", &[Param::Integer(2), Param::Integer(10)], |row| row.boolean(0));
+    assert_eq!(greater.unwrap().flatten(), Some(false));
+    let mixed = query_one(&conn, "SELECT $1 < $2", &[Param::Integer(2), Param::Real(2.5)], |row| row.boolean(0));
+    assert_eq!(mixed.unwrap().flatten(), Some(true));
+    let listed = query_one(
+        &conn,
+        "SELECT count(*) FROM unnest(CAST($1 AS bigint[])) AS ids(value) WHERE value > $2",
+        &[Param::IdList(vec![1, 5, 9]), Param::Integer(4)],
+        |row| row.integer(0),
+    );
+    assert_eq!(listed.unwrap().flatten(), Some(2));
+    // A NULL takes the type its context gives it.
+    let null = query_one(&conn, "SELECT COALESCE($1, 5) = 5", &[Param::Null], |row| row.boolean(0));
+    assert_eq!(null.unwrap().flatten(), Some(true));
+}
+
+#[test]
+fn text_becomes_an_instant_or_null() {
+    let conn = connection("micros");
+    conn_open_schema(&conn);
+    let micros = |text: &str| {
+        query_one(&conn, "SELECT tb_micros($1)", &[Param::Text(text.to_owned())], |row| row.integer(0))
+            .unwrap()
+            .flatten()
+    };
+    assert_eq!(micros("2020-01-01T00:00:00Z"), Some(1_577_836_800_000_000));
+    assert_eq!(micros("2020-01-01T00:00:00.5+01:00"), Some(1_577_833_200_500_000));
+    assert_eq!(micros("2020-01-01T00:00:00"), Some(1_577_836_800_000_000), "no offset: UTC");
+    assert_eq!(micros("not a time"), None);
+}
+
+/// Applies the schema to the database of `conn` (as opening a store does).
+fn conn_open_schema(conn: &PgConnection) {
+    use store_sql::Connection as _;
+    conn.batch("SET TIME ZONE 'UTC'").unwrap();
+    crate::migrate::run(conn).unwrap();
+}
