@@ -251,4 +251,8 @@ impl Writer for Authorizing<'_> {
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
         self.inner.remember_generated_feature(location, feature)
     }
+
+    fn announce(&mut self, message: &str) -> Result<(), StoreError> {
+        self.inner.announce(message)
+    }
 }

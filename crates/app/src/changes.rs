@@ -185,4 +185,8 @@ impl Writer for Recording<'_> {
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
         self.inner.remember_generated_feature(location, feature)
     }
+
+    fn announce(&mut self, message: &str) -> Result<(), StoreError> {
+        self.inner.announce(message)
+    }
 }

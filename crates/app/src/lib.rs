@@ -7,6 +7,7 @@
 //!
 //! Must not depend on a concrete backend, on axum or on the MQTT broker.
 
+mod announce;
 pub mod audit;
 pub mod auth;
 mod authorize;
@@ -82,6 +83,10 @@ pub struct App {
     changes: Option<Arc<dyn ChangeBus>>,
     /// What the access rule needs to know about the hub (its open-data projects).
     hub: Arc<RwLock<Hub>>,
+    /// This node among those sharing the database (random), and whether it tells them of its
+    /// changes (see [`App::share_changes`]).
+    node: u64,
+    announcing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for App {
@@ -92,7 +97,31 @@ impl std::fmt::Debug for App {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, paging: Paging) -> App {
-        App { store, paging, changes: None, hub: Arc::default() }
+        let mut node = [0u8; 8];
+        if getrandom::fill(&mut node).is_err() {
+            // Without randomness, the time tells nodes apart well enough: a clash only means a
+            // node skips another's notifications as its own.
+            node = u64::try_from(model::Instant::now().micros()).unwrap_or_default().to_le_bytes();
+        }
+        let node = u64::from_le_bytes(node);
+        App { store, paging, changes: None, hub: Arc::default(), node, announcing: Arc::default() }
+    }
+
+    /// Tells the other nodes sharing the database of this node's committed changes, and hands
+    /// theirs to the change bus (without records: the notifier reads them). Returns whether the
+    /// store is one several nodes can share (PostgreSQL); on SQLite it does nothing.
+    pub fn share_changes(&self) -> bool {
+        let Some(bus) = self.changes.clone() else { return false };
+        let node = self.node;
+        let listener: store::Listener = Box::new(move |message| match announce::decode(message) {
+            Some((from, _)) if from == node => {}
+            Some((_, changes)) if !changes.is_empty() => bus.publish(&changes),
+            Some(_) => {}
+            None => tracing::debug!(message, "an announcement of another version"),
+        });
+        let shared = self.store.listen(listener);
+        self.announcing.store(shared, std::sync::atomic::Ordering::Relaxed);
+        shared
     }
 
     /// Sends every committed change to `bus` from now on.
@@ -179,6 +208,7 @@ impl App {
         let job_recorded = Arc::clone(&recorded);
         let bus = self.changes.clone();
         let keep_records = bus.as_ref().is_some_and(|bus| bus.wants_records());
+        let (node, announcing) = (self.node, self.announcing.load(std::sync::atomic::Ordering::Relaxed));
         self.store.write(
             visibility,
             Box::new(move |writer| {
@@ -188,6 +218,12 @@ impl App {
                 let result = f(&mut authorize::Authorizing::new(&mut recording, &principal, &hub, placement));
                 let changes = std::mem::take(&mut recording.changes);
                 let failed = result.is_err();
+                if announcing && !failed && !changes.is_empty() {
+                    // In the job's transaction: the other nodes hear of it only if it commits.
+                    for message in announce::encode(node, &changes) {
+                        writer.announce(&message)?;
+                    }
+                }
                 if let Ok(mut r) = job_recorded.lock() {
                     *r = changes;
                 }

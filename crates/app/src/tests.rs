@@ -77,3 +77,38 @@ fn a_limiter_tells_whether_a_token_is_left_without_taking_it() {
     let unlimited = Limiter::new(Rate::NONE);
     assert!((0..100).all(|_| unlimited.take(&"a").is_ok()));
 }
+
+#[test]
+fn announcements_round_trip_with_runs_of_ids_and_stay_within_the_limit() {
+    use model::Id;
+    let thing = EntityType::Thing;
+    let locations = thing.navigation("Locations").unwrap();
+    let mut changes = vec![
+        Change::Created { entity: thing, id: Id(7), record: None },
+        Change::Linked { navigation: locations, from: Id(7), to: Id(3) },
+        Change::Updated { entity: EntityType::Datastream, id: Id(2) },
+        Change::Deleted { entity: EntityType::Sensor, id: Id(9) },
+    ];
+    changes.extend((100..5100).map(|n| Change::Created { entity: EntityType::Observation, id: Id(n), record: None }));
+    changes.push(Change::Created { entity: EntityType::Observation, id: Id(9000), record: None });
+    // Ids that are not consecutive do not make a run; enough of them take several messages.
+    changes.extend((0..2000).map(|n| Change::Created {
+        entity: EntityType::Observation,
+        id: Id(20_000 + 2 * n),
+        record: None,
+    }));
+    let messages = crate::announce::encode(0xabc, &changes);
+    assert!(messages.len() > 1, "2,000 single ids do not fit one message");
+    assert!(messages.iter().all(|m| m.len() <= store::ANNOUNCEMENT_BYTES));
+    assert!(messages[0].contains("C Observations 100-5099\n"), "{}", &messages[0][..200]);
+    let mut decoded = Vec::new();
+    for message in &messages {
+        let (node, part) = crate::announce::decode(message).expect("our own format");
+        assert_eq!(node, 0xabc);
+        decoded.extend(part);
+    }
+    assert_eq!(decoded, changes);
+    assert_eq!(crate::announce::decode("tb2 0\nC Things 1"), None, "another version");
+    assert_eq!(crate::announce::decode("tb1 0\nC Things 5-1"), None, "a backwards run");
+    assert_eq!(crate::announce::decode("tb1 0\nX Things 1"), None);
+}

@@ -87,12 +87,21 @@ pub trait Dialect: Send + Sync {
         if value { "TRUE" } else { "FALSE" }
     }
 
+    /// The statement that announces its text parameter to the other nodes on commit, if the
+    /// database can be shared by several nodes.
+    fn announce(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The first non-NULL of a result's columns (`number`, `string`, `boolean`, `json`), for a
     /// result compared without a known kind (e.g. with `null`).
     fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
         format!("COALESCE({number}, {string}, {boolean}, {json})")
     }
 }
+
+/// The PostgreSQL channel of [`Dialect::announce`].
+pub const ANNOUNCE_CHANNEL: &str = "thingbase_changes";
 
 /// PostgreSQL 15+ with PostGIS. Instants stay integer microseconds; JSON columns are `json`
 /// (stored text is returned as it was); spatial predicates are the `tb_*` functions of the
@@ -183,6 +192,11 @@ impl Dialect for PostgresDialect {
 
     fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
         format!("COALESCE(CAST({number} AS text), {string}, CAST({boolean} AS text), CAST({json} AS text))")
+    }
+
+    fn announce(&self) -> Option<&'static str> {
+        // The channel is ANNOUNCE_CHANNEL.
+        Some("SELECT pg_notify('thingbase_changes', $1)")
     }
 }
 

@@ -18,7 +18,7 @@ mod tests;
 
 pub use columns::{Column, columns};
 pub use compile::{ExpandedPage, Page, Selection, count, count_expanded, select, select_expanded};
-pub use dialect::{Dialect, PostgresDialect, SqliteDialect};
+pub use dialect::{ANNOUNCE_CHANNEL, Dialect, PostgresDialect, SqliteDialect};
 pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};
 
 /// The column of every entity table that holds the entity's project, which the visibility

@@ -16,11 +16,13 @@ mod migrate;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use fallible_iterator::FallibleIterator;
 use odata::Visibility;
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
 use store_sql::commit::Queued;
@@ -48,9 +50,12 @@ impl PostgresOptions {
 
 /// A PostgreSQL database with this node's writer and readers.
 pub struct PostgresStore {
+    options: PostgresOptions,
     writes: Mutex<Option<SyncSender<Queued>>>,
     reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by `shutdown`: the listener thread stops.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -95,6 +100,8 @@ impl PostgresStore {
             );
         }
         Ok(PostgresStore {
+            options,
+            stopping: Arc::default(),
             writes: Mutex::new(Some(write_tx)),
             reads: Mutex::new(Some(read_tx)),
             threads: Mutex::new(threads),
@@ -127,7 +134,24 @@ impl Store for PostgresStore {
         }
     }
 
+    fn listen(&self, listener: store::Listener) -> bool {
+        let (options, stopping) = (self.options.clone(), self.stopping.clone());
+        let spawned = std::thread::Builder::new()
+            .name("postgres-listener".into())
+            .spawn(move || listen_loop(&options, &stopping, &*listener));
+        match spawned {
+            Ok(thread) => {
+                if let Ok(mut threads) = self.threads.lock() {
+                    threads.push(thread);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the listener of other nodes' changes"),
+        }
+        true
+    }
+
     fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         if let Ok(mut w) = self.writes.lock() {
             w.take();
         }
@@ -183,5 +207,46 @@ fn write_loop(conn: PgConnection, jobs: Receiver<Queued>, max_group: usize) {
             }
         }
         store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects);
+    }
+}
+
+/// Receives the announcements of every node (`LISTEN`), reconnecting after a lost connection,
+/// until the store shuts down. Announcements made while the connection was down are lost:
+/// they are notifications, not data (the data is in the database).
+fn listen_loop(options: &PostgresOptions, stopping: &AtomicBool, listener: &(dyn Fn(&str) + Send + Sync)) {
+    let mut failures = 0u32;
+    while !stopping.load(Ordering::Relaxed) {
+        let client = postgres::Client::connect(&options.url, postgres::NoTls)
+            .and_then(|mut client| client.batch_execute(&format!("LISTEN {}", sql::ANNOUNCE_CHANNEL)).map(|()| client));
+        let mut client = match client {
+            Ok(client) => {
+                failures = 0;
+                client
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "cannot listen to other nodes' changes; retrying");
+                std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
+                continue;
+            }
+        };
+        loop {
+            if stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if client.is_closed() {
+                break;
+            }
+            let mut notifications = client.notifications();
+            let mut waiting = notifications.timeout_iter(Duration::from_millis(250));
+            match waiting.next() {
+                Ok(Some(notification)) => listener(notification.payload()),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the connection that listens to other nodes' changes");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -400,4 +400,11 @@ impl Writer for Access<'_> {
         self.conn.execute(&sql_text, &[Param::Integer(location.0), Param::Integer(feature.0)])?;
         Ok(())
     }
+
+    fn announce(&mut self, message: &str) -> Result<(), StoreError> {
+        if let Some(sql_text) = self.dialect.announce() {
+            self.conn.execute(sql_text, &[Param::Text(message.to_owned())])?;
+        }
+        Ok(())
+    }
 }

@@ -182,7 +182,21 @@ pub trait Writer: Reader {
 
     /// Records that `feature` was generated from `location`, for reuse.
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError>;
+
+    /// Tells the other nodes sharing this database `message` once (and only if) the job's
+    /// transaction commits; a backend no other node can share ignores it. Messages arrive in
+    /// commit order at every [`Store::listen`]er; each is at most [`ANNOUNCEMENT_BYTES`] long.
+    fn announce(&mut self, message: &str) -> Result<(), StoreError> {
+        let _ = message;
+        Ok(())
+    }
 }
+
+/// The longest message [`Writer::announce`] carries (PostgreSQL's NOTIFY takes 8000 bytes).
+pub const ANNOUNCEMENT_BYTES: usize = 7900;
+
+/// Receives the announcements of the nodes sharing a database (its own included).
+pub type Listener = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A Location of a Thing, as needed to generate a FeatureOfInterest from it.
 #[derive(Clone, Debug, PartialEq)]
@@ -230,6 +244,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops accepting work, finishes queued writes and commits them.
     fn shutdown(&self);
+
+    /// Hands every announcement committed from now on (by any node) to `listener`, in commit
+    /// order, on a thread of the store's; `false` when no other node can share this store, so
+    /// nobody needs to announce anything.
+    fn listen(&self, listener: Listener) -> bool {
+        let _ = listener;
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

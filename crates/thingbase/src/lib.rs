@@ -108,6 +108,9 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
     let (changes, notifications) = mqtt_api::ChangeChannel::new();
     let app = app::App::new(store, paging).with_change_bus(Arc::new(changes));
+    if app.share_changes() {
+        tracing::info!("sharing changes with the other nodes on this database (LISTEN/NOTIFY)");
+    }
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let http_listeners = bind(&config.bind, config.http_port, "HTTP").await?;

@@ -16,3 +16,4 @@ mod multi_datastream;
 mod operations;
 mod request_data;
 mod sensing_core;
+mod several_nodes;

@@ -1,0 +1,108 @@
+//! Changes told to the other nodes sharing the database (`store::Writer::announce`), and read
+//! back from theirs: several stateless Thingbase nodes on one PostgreSQL database each notify
+//! their own MQTT subscribers of every node's changes.
+//!
+//! A message is text: a first line `tb1 <node>` (the sender, so a node skips its own), then a
+//! line per change: `C <set> <id>[-<last id>]` (created; consecutive ids as a range), `U <set>
+//! <id>`, `D <set> <id>`, `L <set> <navigation> <from> <to>` (linked). Sets are entity-set
+//! names (`Observations`). A job's changes take as many messages as they need, each within
+//! `store::ANNOUNCEMENT_BYTES`. Records do not travel: the receiving node reads what it
+//! notifies about.
+
+use model::{EntityType, Id};
+
+use crate::Change;
+
+const VERSION: &str = "tb1";
+
+/// The messages announcing `changes` of node `node`.
+pub fn encode(node: u64, changes: &[Change]) -> Vec<String> {
+    let header = format!("{VERSION} {node:016x}\n");
+    let mut lines: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < changes.len() {
+        let line = match &changes[i] {
+            Change::Created { entity, id, .. } => {
+                // A run of consecutive ids of one entity type (an insert of many).
+                let mut last = *id;
+                while let Some(Change::Created { entity: next_entity, id: next, .. }) = changes.get(i + 1)
+                    && next_entity == entity
+                    && next.0 == last.0 + 1
+                {
+                    last = *next;
+                    i += 1;
+                }
+                if last == *id {
+                    format!("C {} {id}", entity.set_name())
+                } else {
+                    format!("C {} {id}-{last}", entity.set_name())
+                }
+            }
+            Change::Updated { entity, id } => format!("U {} {id}", entity.set_name()),
+            Change::Deleted { entity, id } => format!("D {} {id}", entity.set_name()),
+            Change::Linked { navigation, from, to } => {
+                let source = EntityType::ALL.into_iter().find(|e| e.navigations().contains(navigation));
+                match source {
+                    Some(source) => format!("L {} {} {from} {to}", source.set_name(), navigation.name),
+                    None => {
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        lines.push(line);
+        i += 1;
+    }
+    let mut messages = Vec::new();
+    let mut message = header.clone();
+    for line in lines {
+        if message.len() + line.len() + 1 > store::ANNOUNCEMENT_BYTES && message.len() > header.len() {
+            messages.push(std::mem::replace(&mut message, header.clone()));
+        }
+        message.push_str(&line);
+        message.push('\n');
+    }
+    if message.len() > header.len() {
+        messages.push(message);
+    }
+    messages
+}
+
+/// The sending node and the changes of a message; `None` for one this version cannot read.
+pub fn decode(message: &str) -> Option<(u64, Vec<Change>)> {
+    let mut lines = message.lines();
+    let (version, node) = lines.next()?.split_once(' ')?;
+    if version != VERSION {
+        return None;
+    }
+    let node = u64::from_str_radix(node, 16).ok()?;
+    let mut changes = Vec::new();
+    for line in lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let entity = EntityType::from_set_name(parts.get(1)?)?;
+        let id = |text: &str| text.parse::<i64>().ok().map(Id);
+        match (parts[0], parts.len()) {
+            ("C", 3) => {
+                let (first, last) = match parts[2].split_once('-') {
+                    Some((first, last)) => (id(first)?, id(last)?),
+                    None => (id(parts[2])?, id(parts[2])?),
+                };
+                // A run stays within what one message can name; a longer claim is no message
+                // of ours.
+                if last.0 < first.0 || last.0 - first.0 > 10_000_000 {
+                    return None;
+                }
+                changes.extend((first.0..=last.0).map(|n| Change::Created { entity, id: Id(n), record: None }));
+            }
+            ("U", 3) => changes.push(Change::Updated { entity, id: id(parts[2])? }),
+            ("D", 3) => changes.push(Change::Deleted { entity, id: id(parts[2])? }),
+            ("L", 5) => {
+                let navigation = entity.navigation(parts[2])?;
+                changes.push(Change::Linked { navigation, from: id(parts[3])?, to: id(parts[4])? });
+            }
+            _ => return None,
+        }
+    }
+    Some((node, changes))
+}
