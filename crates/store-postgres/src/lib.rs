@@ -12,6 +12,7 @@
 
 mod connection;
 mod migrate;
+mod partitions;
 
 #[cfg(test)]
 mod tests;
@@ -78,13 +79,17 @@ impl PostgresStore {
     pub fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let writer = connect(&options)?;
         migrate::run(&writer)?;
+        let partitioned = partitions::native(&writer)?;
+        if partitioned {
+            partitions::maintain(&writer);
+        }
         let mut threads = Vec::new();
         let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
         let max_group = options.max_group.max(1);
         threads.push(
             std::thread::Builder::new()
                 .name("postgres-writer".into())
-                .spawn(move || write_loop(writer, write_rx, max_group))
+                .spawn(move || write_loop(writer, write_rx, max_group, partitioned))
                 .map_err(|e| StoreError::Database(Box::new(e)))?,
         );
         let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
@@ -191,10 +196,15 @@ fn read_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>
     }
 }
 
-fn write_loop(conn: PgConnection, jobs: Receiver<Queued>, max_group: usize) {
+fn write_loop(conn: PgConnection, jobs: Receiver<Queued>, max_group: usize, partitioned: bool) {
     let mut group: Vec<Queued> = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
+    let mut maintained = std::time::Instant::now();
     loop {
+        if partitioned && maintained.elapsed() >= partitions::EVERY {
+            partitions::maintain(&conn);
+            maintained = std::time::Instant::now();
+        }
         match jobs.recv_timeout(Duration::from_secs(60)) {
             Ok(first) => group.push(first),
             Err(RecvTimeoutError::Timeout) => continue,

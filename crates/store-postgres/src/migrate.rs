@@ -6,7 +6,10 @@ use store_sql::{Connection, Param, StoreError, query_one};
 
 use crate::PgConnection;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "partitioned_observations", include_str!("../migrations/0002_partitioned_observations.sql")),
+];
 
 /// The advisory lock key of migrations ("thingbase" in ASCII, folded into 63 bits).
 const LOCK: i64 = 0x7468_696e_6762_6173;

@@ -92,3 +92,59 @@ fn conn_open_schema(conn: &PgConnection) {
     conn.batch("SET TIME ZONE 'UTC'").unwrap();
     crate::migrate::run(conn).unwrap();
 }
+
+#[test]
+fn observations_go_to_monthly_partitions_made_ahead_and_old_ones_to_the_default() {
+    use store_sql::Connection as _;
+    let url = database("partitions");
+    // Opening the store migrates and makes the partitions around now.
+    let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
+    let conn = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).expect("connect"));
+    let now = model::Instant::now().micros();
+    let month = |offset: i64| {
+        let name = query_one(
+            &conn,
+            "SELECT to_char(date_trunc('month', to_timestamp($1 / 1000000.0) AT TIME ZONE 'UTC') \
+             + make_interval(months => CAST($2 AS integer)), 'YYYY_MM')",
+            &[Param::Integer(now), Param::Integer(offset)],
+            |row| row.required_text(0),
+        );
+        format!("observations_{}", name.unwrap().unwrap())
+    };
+    let partitions = store_sql::query_all(
+        &conn,
+        "SELECT CAST(c.relname AS text) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = CAST('observations' AS regclass) ORDER BY c.relname",
+        &[],
+        |row| row.required_text(0),
+    )
+    .unwrap();
+    for offset in -1..=3 {
+        assert!(partitions.contains(&month(offset)), "{} in {partitions:?}", month(offset));
+    }
+    assert!(partitions.contains(&"observations_default".to_owned()), "{partitions:?}");
+    let again =
+        query_one(&conn, "SELECT tb_observation_partitions($1, 1, 3)", &[Param::Integer(now)], |row| row.integer(0));
+    assert_eq!(again.unwrap().flatten(), Some(0), "nothing is made twice");
+
+    // An Observation of now lands in this month's partition, one of 1990 in the default.
+    conn.batch("INSERT INTO features (name, description, encoding_type, feature) VALUES ('f', 'd', 'e', '{}')")
+        .unwrap();
+    let insert = "INSERT INTO observations (phenomenon_time_start, feature_id) VALUES ($1, 1)";
+    conn.execute(insert, &[Param::Integer(now)]).unwrap();
+    conn.execute(insert, &[Param::Integer(631_152_000_000_000)]).unwrap();
+    let placed = store_sql::query_all(
+        &conn,
+        "SELECT CAST(CAST(tableoid AS regclass) AS text) FROM observations ORDER BY phenomenon_time_start",
+        &[],
+        |row| row.required_text(0),
+    )
+    .unwrap();
+    assert_eq!(placed, ["observations_default".to_owned(), month(0)]);
+    // Moving an Observation to another month moves its row.
+    let moved = "UPDATE observations SET phenomenon_time_start = $1 WHERE phenomenon_time_start = $2";
+    conn.execute(moved, &[Param::Integer(now), Param::Integer(631_152_000_000_000)]).unwrap();
+    let count = query_one(&conn, "SELECT count(*) FROM observations_default", &[], |row| row.integer(0));
+    assert_eq!(count.unwrap().flatten(), Some(0));
+    store.shutdown();
+}
