@@ -87,6 +87,13 @@ pub trait Dialect: Send + Sync {
         if value { "TRUE" } else { "FALSE" }
     }
 
+    /// The statement that moves the key generator of `table` past its largest `key` after rows
+    /// were loaded with their keys, if the database needs one (SQLite's do not).
+    fn after_load(&self, table: &str, key: &str) -> Option<String> {
+        let _ = (table, key);
+        None
+    }
+
     /// The statement that announces its text parameter to the other nodes on commit, if the
     /// database can be shared by several nodes.
     fn announce(&self) -> Option<&'static str> {
@@ -192,6 +199,14 @@ impl Dialect for PostgresDialect {
 
     fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
         format!("COALESCE(CAST({number} AS text), {string}, CAST({boolean} AS text), CAST({json} AS text))")
+    }
+
+    fn after_load(&self, table: &str, key: &str) -> Option<String> {
+        // Sequences owned by their column, or (observations) named after it.
+        Some(format!(
+            "SELECT setval(COALESCE(pg_get_serial_sequence('{table}', '{key}'), '{table}_{key}_seq'), \
+             COALESCE((SELECT max({key}) FROM {table}), 0) + 1, false)"
+        ))
     }
 
     fn announce(&self) -> Option<&'static str> {

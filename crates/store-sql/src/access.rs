@@ -223,6 +223,15 @@ impl Reader for Access<'_> {
         self
     }
 
+    fn dump_rows(
+        &mut self,
+        table: &'static store::dump::Table,
+        after: Option<&[i64]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<store::Value>>, StoreError> {
+        self.dump_table(table, after, limit)
+    }
+
     fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<i64>, StoreError> {
         if let Some(project) = self.projects.as_ref().and_then(|cache| cache.get(&(entity, id.0))) {
             return Ok(Some(*project));
@@ -399,6 +408,24 @@ impl Writer for Access<'_> {
         let sql_text = sql::fixed::remember_generated_feature(self.dialect);
         self.conn.execute(&sql_text, &[Param::Integer(location.0), Param::Integer(feature.0)])?;
         Ok(())
+    }
+
+    fn load_rows(&mut self, table: &'static store::dump::Table, rows: &[Vec<store::Value>]) -> Result<(), StoreError> {
+        if let Some(cache) = self.projects.as_mut() {
+            cache.clear();
+        }
+        self.load_table(table, rows)
+    }
+
+    fn finish_load(&mut self, table: &'static store::dump::Table) -> Result<(), StoreError> {
+        self.finish_table(table)
+    }
+
+    fn empty_table(&mut self, table: &'static store::dump::Table) -> Result<(), StoreError> {
+        if let Some(cache) = self.projects.as_mut() {
+            cache.clear();
+        }
+        self.empty(table)
     }
 
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {

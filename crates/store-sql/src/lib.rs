@@ -9,6 +9,7 @@
 
 mod access;
 pub mod commit;
+mod dump;
 mod principals;
 mod values;
 

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dump;
 mod principals;
 
 pub use principals::{AuditEntry, NewToken, Principals, ProjectRecord, TokenRecord, TokenScope, UserRecord};
@@ -114,6 +115,18 @@ pub trait Reader {
 
     /// The project of an entity, whatever the job's visibility; `None` if it does not exist.
     fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<access::ProjectId>, StoreError>;
+
+    /// Up to `limit` rows of `table` with keys after `after` (all rows when `None`), in key
+    /// order, each a value per column of the table (see [`dump`]), for `thingbase export`.
+    fn dump_rows(
+        &mut self,
+        table: &'static dump::Table,
+        after: Option<&[i64]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let _ = (table, after, limit);
+        Err(StoreError::Rejected("this store cannot be exported".into()))
+    }
 }
 
 /// One entity's stored values to write: properties with values and to-one links by id.
@@ -189,6 +202,25 @@ pub trait Writer: Reader {
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {
         let _ = message;
         Ok(())
+    }
+
+    /// Writes `rows` of `table` as they are, keys included (`thingbase import`); none may
+    /// exist yet.
+    fn load_rows(&mut self, table: &'static dump::Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
+        let _ = (table, rows);
+        Err(StoreError::Rejected("this store cannot be imported into".into()))
+    }
+
+    /// After loading `table`: new rows get keys after the loaded ones.
+    fn finish_load(&mut self, table: &'static dump::Table) -> Result<(), StoreError> {
+        let _ = table;
+        Ok(())
+    }
+
+    /// Deletes every row of `table` (the default project, before an import).
+    fn empty_table(&mut self, table: &'static dump::Table) -> Result<(), StoreError> {
+        let _ = table;
+        Err(StoreError::Rejected("this store cannot be imported into".into()))
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
+pub mod transfer;
 mod websocket;
 
 /// Everything `thingbase serve` can be told.

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -33,6 +34,23 @@ enum Command {
     /// API tokens, on the database under --data-dir.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Writes every table of the database as JSON Lines (one snapshot; see docs/postgres.md),
+    /// to move to another backend or keep as a backup.
+    Export {
+        /// The file to write (standard output when absent).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Loads an export into an empty database (a new SQLite directory or PostgreSQL database,
+    /// before its first `serve`), in one transaction.
+    Import {
+        /// The export to read (`-` for standard input).
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -270,6 +288,36 @@ fn main() -> anyhow::Result<()> {
             admin(dir, thingbase::AdminCommand::CreateToken { user, label, expires_in })
         }
         Command::Token(TokenCommand::Revoke { id, dir }) => admin(dir, thingbase::AdminCommand::RevokeToken { id }),
+        Command::Export { output, dir } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let store = runtime.block_on(dir.database().open(store_sqlite::Durability::Process, 1))?;
+            let moved = match &output {
+                Some(path) => {
+                    let file =
+                        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+                    thingbase::transfer::export(&store, &mut std::io::BufWriter::new(file))
+                }
+                None => thingbase::transfer::export(&store, &mut std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            store.shutdown();
+            let moved = moved?;
+            eprintln!("exported {} rows of {} tables", moved.rows, moved.tables);
+            Ok(())
+        }
+        Command::Import { file, dir } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let store = runtime.block_on(dir.database().open(store_sqlite::Durability::Process, 1))?;
+            let moved = if file.as_os_str() == "-" {
+                thingbase::transfer::import(&store, &mut std::io::stdin().lock())
+            } else {
+                let opened = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                thingbase::transfer::import(&store, &mut std::io::BufReader::new(opened))
+            };
+            store.shutdown();
+            let moved = moved?;
+            eprintln!("imported {} rows of {} tables", moved.rows, moved.tables);
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify { dir }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let check = runtime.block_on(thingbase::verify_audit(&dir.database()))?;

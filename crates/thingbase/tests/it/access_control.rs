@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use crate::support::{Response, TempDir, TestServer, request_with};
 
 /// The admin token the test servers are started with.
-const ADMIN: &str = "tbt_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub(crate) const ADMIN: &str = "tbt_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 /// A client: the server's root URL, and the token (or user) it sends.
 #[derive(Clone)]
-struct As {
+pub(crate) struct As {
     root: String,
     authorization: Option<String>,
     project: Option<i64>,
@@ -26,7 +26,7 @@ impl As {
         As { root: server.base.trim_end_matches("/v1.1").to_owned(), authorization: None, project: None }
     }
 
-    fn token(server: &TestServer, token: &str) -> As {
+    pub(crate) fn token(server: &TestServer, token: &str) -> As {
         As { authorization: Some(format!("Bearer {token}")), ..As::anonymous(server) }
     }
 
@@ -51,16 +51,21 @@ impl As {
         request_with(method, &url, body.map(|b| b.to_string()), &headers)
     }
 
-    fn get(&self, path: &str) -> Response {
+    /// The status of a DELETE.
+    pub(crate) fn send_delete(&self, path: &str) -> u16 {
+        self.send("DELETE", path, None).status
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.send("GET", path, None)
     }
 
-    fn post(&self, path: &str, body: Value) -> Response {
+    pub(crate) fn post(&self, path: &str, body: Value) -> Response {
         self.send("POST", path, Some(body))
     }
 
     /// Creates and returns the new id, asserting success.
-    fn create(&self, path: &str, body: Value) -> i64 {
+    pub(crate) fn create(&self, path: &str, body: Value) -> i64 {
         let response = self.post(path, body);
         assert!(matches!(response.status, 200 | 201), "creating at {path}: {} {}", response.status, response.text);
         response.json["id"].as_i64().or(response.json["@iot.id"].as_i64()).expect("an id")

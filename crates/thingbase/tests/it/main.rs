@@ -17,3 +17,4 @@ mod operations;
 mod request_data;
 mod sensing_core;
 mod several_nodes;
+mod transfer;
