@@ -148,3 +148,34 @@ fn observations_go_to_monthly_partitions_made_ahead_and_old_ones_to_the_default(
     assert_eq!(count.unwrap().flatten(), Some(0));
     store.shutdown();
 }
+
+/// `store::dump::TABLES` lists every table and column of this schema too.
+#[test]
+fn the_dump_lists_every_table_and_column() {
+    let url = database("dump_tables");
+    let conn = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).expect("connect"));
+    crate::migrate::run(&conn).unwrap();
+    let tables = store_sql::query_all(
+        &conn,
+        "SELECT CAST(c.relname AS text) FROM pg_class c \
+         WHERE c.relnamespace = CAST('public' AS regnamespace) AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+         AND c.relname NOT IN ('schema_migrations', 'spatial_ref_sys') ORDER BY c.relname",
+        &[],
+        |row| row.required_text(0),
+    )
+    .unwrap();
+    let mut listed: Vec<String> = store::dump::TABLES.iter().map(|t| t.name.to_owned()).collect();
+    listed.sort();
+    assert_eq!(listed, tables);
+    for table in store::dump::TABLES {
+        let columns = store_sql::query_all(
+            &conn,
+            "SELECT CAST(column_name AS text) FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+            &[Param::Text(table.name.to_owned())],
+            |row| row.required_text(0),
+        )
+        .unwrap();
+        assert_eq!(table.column_names().collect::<Vec<_>>(), columns, "{}", table.name);
+    }
+}

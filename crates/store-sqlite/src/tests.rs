@@ -56,3 +56,38 @@ impl Drop for TempStore {
 }
 
 store::store_conformance_tests!(open_temp_store);
+
+/// `store::dump::TABLES` (what export and import move) lists every table and column of the
+/// schema, so that a migration adding one cannot be forgotten there.
+#[test]
+fn the_dump_lists_every_table_and_column() {
+    let path = std::env::temp_dir().join(format!("thingbase-store-sqlite-{}-dump.db", std::process::id()));
+    remove_database(&path);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    crate::migrate::run(&conn).unwrap();
+    let mut tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('schema_migrations') ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut listed: Vec<String> = store::dump::TABLES.iter().map(|t| t.name.to_owned()).collect();
+    listed.sort();
+    tables.retain(|t| !t.starts_with("sqlite_"));
+    assert_eq!(listed, tables);
+    for table in store::dump::TABLES {
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{}') ORDER BY cid", table.name))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(table.column_names().collect::<Vec<_>>(), columns, "{}", table.name);
+    }
+    drop(conn);
+    remove_database(&path);
+}
