@@ -24,6 +24,7 @@
 mod access;
 mod client;
 mod mqtt;
+mod pg;
 mod workloads;
 
 use anyhow::{Context, bail};
@@ -74,6 +75,9 @@ fn main() -> anyhow::Result<()> {
         "data-array" => runtime.block_on(workloads::data_array(&settings)),
         "query" => runtime.block_on(workloads::query(&settings)),
         "access" => runtime.block_on(access::access(&settings)),
+        "pg-ingest" => runtime.block_on(pg::ingest_workload(&settings)),
+        "pg-post" => runtime.block_on(pg::post_workload(&settings)),
+        "pg-query" => runtime.block_on(pg::query_workload(&settings)),
         "mqtt-ingest" => runtime.block_on(mqtt::ingest(&settings)),
         "mqtt-pubsub" => runtime.block_on(mqtt::pubsub(&settings)),
         "mqtt-latency" => runtime.block_on(mqtt::latency(&settings)),
@@ -91,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

@@ -12,14 +12,14 @@ use crate::Settings;
 use crate::client::{Connection, Stats, load, percentile};
 
 /// 2024-01-01T00:00:00Z in seconds.
-const T0: i64 = 1_704_067_200;
+pub(crate) const T0: i64 = 1_704_067_200;
 
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn instant(seconds: i64) -> String {
+pub(crate) fn instant(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let rest = seconds.rem_euclid(86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
@@ -120,7 +120,7 @@ pub(crate) async fn create_datastreams_as(
     Ok(ids)
 }
 
-fn data_array_body(datastream: i64, start: i64, count: u64) -> Bytes {
+pub(crate) fn data_array_body(datastream: i64, start: i64, count: u64) -> Bytes {
     let mut rows = String::with_capacity(count as usize * 40);
     for i in 0..count as i64 {
         if i > 0 {
@@ -133,7 +133,7 @@ fn data_array_body(datastream: i64, start: i64, count: u64) -> Bytes {
     ))
 }
 
-fn print(label: &str, stats: &Stats) {
+pub(crate) fn print(label: &str, stats: &Stats) {
     println!(
         "{label:<44} {:>10.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} failed)",
         stats.per_second, stats.p50_ms, stats.p99_ms, stats.requests, stats.failures
@@ -242,7 +242,7 @@ type Block = (i64, i64, u64);
 /// Posts `blocks` to `/CreateObservations` over `concurrency` connections, generating each body
 /// just before it is sent (so the generator's memory stays out of the peak RSS); returns the
 /// seconds.
-async fn ingest<I: Send + 'static>(
+pub(crate) async fn ingest<I: Send + 'static>(
     addr: SocketAddr,
     blocks: Vec<I>,
     to_body: fn(I) -> Bytes,
@@ -302,7 +302,7 @@ pub async fn data_array(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// GETs each path in turn, checking each answer; returns p50 and p99 in ms.
-async fn timed_gets(
+pub(crate) async fn timed_gets(
     connection: &mut Connection,
     paths: &[String],
     check: impl Fn(u16, &Bytes) -> anyhow::Result<()>,
@@ -341,7 +341,7 @@ fn raw_timed(
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
 }
 
-fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+pub(crate) fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
     haystack.windows(needle.len()).filter(|w| *w == needle).count()
 }
 

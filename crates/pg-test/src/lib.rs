@@ -84,7 +84,16 @@ pub struct Cluster {
 /// with the server's log when it does not start.
 pub fn cluster() -> Result<&'static Cluster, String> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start).as_ref().map_err(Clone::clone)
+    CLUSTER.get_or_init(|| Cluster::start(false)).as_ref().map_err(Clone::clone)
+}
+
+/// A second cluster of this process for benchmarks: durable as a production server is (fsync
+/// and synchronous commit on, the defaults) and with memory for a benchmark's data
+/// (`shared_buffers` 1 GB, larger WAL between checkpoints), so that what it measures is what
+/// a real deployment would see.
+pub fn durable_cluster() -> Result<&'static Cluster, String> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(true)).as_ref().map_err(Clone::clone)
 }
 
 impl Cluster {
@@ -137,17 +146,18 @@ impl Cluster {
         command
     }
 
-    fn start() -> Result<Cluster, String> {
+    fn start(durable: bool) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         check_postgis(&bin)?;
         let as_postgres = running_as_root()?;
-        let root = std::env::temp_dir().join(format!("thingbase-pg-{}", std::process::id()));
+        let kind = if durable { "durable-" } else { "" };
+        let root = std::env::temp_dir().join(format!("thingbase-pg-{kind}{}", std::process::id()));
         // Left by an earlier process that had the same id.
         let _ = std::fs::remove_dir_all(&root);
         let started = Cluster::init(&bin, &root, as_postgres).and_then(|()| {
             let mut failures = Vec::new();
             for _ in 0..ATTEMPTS {
-                match Cluster::launch(&bin, &root, as_postgres)? {
+                match Cluster::launch(&bin, &root, as_postgres, durable)? {
                     Ok(cluster) => return Ok(cluster),
                     Err(log) => failures.push(log),
                 }
@@ -183,19 +193,18 @@ impl Cluster {
 
     /// Starts the server on a free port: `Ok(Err(log))` when it stopped before accepting
     /// connections (the port was taken, say), `Err` when waiting for it failed.
-    fn launch(bin: &Path, root: &Path, as_postgres: bool) -> Result<Result<Cluster, String>, String> {
+    fn launch(bin: &Path, root: &Path, as_postgres: bool, durable: bool) -> Result<Result<Cluster, String>, String> {
         let port = free_port()?;
         let mut watchdog = command(as_postgres, Path::new("sh"));
         watchdog.current_dir(root).arg("-c").arg(WATCHDOG).arg("sh").arg(root).arg(bin.join("postgres"));
         watchdog.arg("-D").arg(root.join("data")).arg("-k").arg(root.join("socket"));
         watchdog.arg("-p").arg(port.to_string());
-        for setting in [
-            "listen_addresses=127.0.0.1",
-            "max_connections=200",
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-        ] {
+        let settings: &[&str] = if durable {
+            &["shared_buffers=1GB", "max_wal_size=4GB", "checkpoint_timeout=15min", "work_mem=32MB"]
+        } else {
+            &["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        };
+        for setting in ["listen_addresses=127.0.0.1", "max_connections=200"].iter().chain(settings) {
             watchdog.arg("-c").arg(setting);
         }
         let mut child = watchdog

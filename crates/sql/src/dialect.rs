@@ -87,6 +87,14 @@ pub trait Dialect: Send + Sync {
         if value { "TRUE" } else { "FALSE" }
     }
 
+    /// The clause that keeps the rows a statement reads from being deleted until the
+    /// transaction ends (what a foreign key check takes), where the database needs it: a write
+    /// job that found a Datastream creates Observations of it, which on PostgreSQL hold no
+    /// foreign key. SQLite's single writer needs none.
+    fn key_share_lock(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The statement that moves the key generator of `table` past its largest `key` after rows
     /// were loaded with their keys, if the database needs one (SQLite's do not).
     fn after_load(&self, table: &str, key: &str) -> Option<String> {
@@ -207,6 +215,10 @@ impl Dialect for PostgresDialect {
             "SELECT setval(COALESCE(pg_get_serial_sequence('{table}', '{key}'), '{table}_{key}_seq'), \
              COALESCE((SELECT max({key}) FROM {table}), 0) + 1, false)"
         ))
+    }
+
+    fn key_share_lock(&self) -> Option<&'static str> {
+        Some(" FOR KEY SHARE")
     }
 
     fn announce(&self) -> Option<&'static str> {

@@ -38,6 +38,8 @@ type Prepared = HashMap<String, Vec<(Vec<u32>, Statement)>>;
 pub struct PgConnection {
     client: RefCell<Client>,
     statements: RefCell<Prepared>,
+    /// The column types of tables bulk-inserted into, by table and column.
+    column_types: RefCell<HashMap<String, HashMap<String, Type>>>,
 }
 
 /// A parameter type left for the server to infer (OID 0).
@@ -70,6 +72,8 @@ impl ToSql for Bound<'_> {
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self.0 {
             Param::Null => Ok(IsNull::Yes),
+            Param::Integer(i) if *ty == Type::NUMERIC => numeric_to_sql(&i.to_string(), out),
+            Param::Real(r) if *ty == Type::NUMERIC => numeric_to_sql(&r.to_string(), out),
             Param::Integer(i) => i.to_sql(ty, out),
             Param::Real(r) => r.to_sql(ty, out),
             Param::Text(s) => s.as_str().to_sql(ty, out),
@@ -181,6 +185,61 @@ impl SqlRow for Row<'_> {
     }
 }
 
+/// Writes a decimal text (`-12.5`, `42`, `0.000123`; `NaN`, `inf`) as a binary `numeric`
+/// (for COPY, which takes values in the column's own type).
+fn numeric_to_sql(
+    text: &str,
+    out: &mut postgres_types::private::BytesMut,
+) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    let header = |out: &mut postgres_types::private::BytesMut, digits: u16, weight: i16, sign: u16, scale: u16| {
+        for word in [digits, weight as u16, sign, scale] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+    };
+    match text {
+        "NaN" => {
+            header(out, 0, 0, 0xC000, 0);
+            return Ok(IsNull::No);
+        }
+        "inf" => {
+            header(out, 0, 0, 0xD000, 0);
+            return Ok(IsNull::No);
+        }
+        "-inf" => {
+            header(out, 0, 0, 0xF000, 0);
+            return Ok(IsNull::No);
+        }
+        _ => {}
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{text}` is not a decimal number").into());
+    }
+    // Base-10000 groups around the decimal point: the whole part padded on the left, the
+    // fraction on the right. Leading and trailing zero groups are allowed; the server strips
+    // them.
+    let whole = format!("{}{whole}", "0".repeat((4 - whole.len() % 4) % 4));
+    let padded = format!("{fraction}{}", "0".repeat((4 - fraction.len() % 4) % 4));
+    let groups: Vec<u16> = whole
+        .as_bytes()
+        .chunks(4)
+        .chain(padded.as_bytes().chunks(4))
+        .map(|chunk| chunk.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+        .collect();
+    let weight = i16::try_from(whole.len() / 4).map_err(|_| "a numeric too large")? - 1;
+    let count = u16::try_from(groups.len()).map_err(|_| "a numeric too long")?;
+    let scale = u16::try_from(fraction.len()).map_err(|_| "a numeric too precise")?;
+    header(out, count, weight, if negative { 0x4000 } else { 0 }, scale);
+    for group in groups {
+        out.extend_from_slice(&group.to_be_bytes());
+    }
+    Ok(IsNull::No)
+}
+
 /// A `numeric` in PostgreSQL's binary form: digit count, weight (of the first base-10000
 /// digit), sign, display scale, then the base-10000 digits. Integral values that fit are
 /// integers; everything else is the nearest double.
@@ -249,7 +308,7 @@ pub fn numeric(bytes: &[u8]) -> Result<Number, String> {
 
 impl PgConnection {
     pub fn new(client: Client) -> PgConnection {
-        PgConnection { client: RefCell::new(client), statements: RefCell::default() }
+        PgConnection { client: RefCell::new(client), statements: RefCell::default(), column_types: RefCell::default() }
     }
 
     /// Whether the connection is gone (the server closed it).
@@ -309,5 +368,71 @@ impl store_sql::Connection for PgConnection {
     /// query.
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.client.borrow_mut().batch_execute(sql).map_err(db_error)
+    }
+
+    /// Binary `COPY`, with the keys drawn from the table's sequence first.
+    fn bulk_insert(
+        &self,
+        table: &str,
+        key: &str,
+        columns: &[&str],
+        rows: &[Param],
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        let width = columns.len();
+        if width == 0 || !rows.len().is_multiple_of(width) {
+            return Ok(None);
+        }
+        let count = rows.len() / width;
+        let types = self.types_of(table, key, columns)?;
+        let keys = store_sql::query_all(
+            self,
+            "SELECT nextval(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq')) \
+             FROM generate_series(1, $3)",
+            &[Param::Text(table.to_owned()), Param::Text(key.to_owned()), Param::Integer(count as i64)],
+            |row| row.required_integer(0),
+        )?;
+        let mut client = self.client.borrow_mut();
+        let copy = format!("COPY {table} ({key}, {}) FROM STDIN BINARY", columns.join(", "));
+        let sink = client.copy_in(copy.as_str()).map_err(db_error)?;
+        let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        let mut cells: Vec<Bound<'_>> = Vec::with_capacity(width + 1);
+        let key_params: Vec<Param> = keys.iter().map(|k| Param::Integer(*k)).collect();
+        for (row, key_param) in rows.chunks(width).zip(&key_params) {
+            cells.clear();
+            cells.push(Bound(key_param));
+            cells.extend(row.iter().map(Bound));
+            let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            writer.write(&refs).map_err(db_error)?;
+        }
+        writer.finish().map_err(db_error)?;
+        Ok(Some(keys))
+    }
+}
+
+impl PgConnection {
+    /// The types of `key` and `columns` of `table`, in that order (read once per table).
+    fn types_of(&self, table: &str, key: &str, columns: &[&str]) -> Result<Vec<Type>, StoreError> {
+        if !self.column_types.borrow().contains_key(table) {
+            let found = store_sql::query_all(
+                self,
+                "SELECT CAST(attname AS text), CAST(atttypid AS bigint) FROM pg_attribute \
+                 WHERE attrelid = CAST($1 AS regclass) AND attnum > 0 AND NOT attisdropped",
+                &[Param::Text(table.to_owned())],
+                |row| Ok((row.required_text(0)?, row.required_integer(1)?)),
+            )?;
+            let types = found
+                .into_iter()
+                .filter_map(|(name, oid)| Some((name, Type::from_oid(u32::try_from(oid).ok()?)?)))
+                .collect();
+            self.column_types.borrow_mut().insert(table.to_owned(), types);
+        }
+        let known = self.column_types.borrow();
+        let of_table = known.get(table).ok_or_else(|| StoreError::Database(format!("no table {table}").into()))?;
+        std::iter::once(key)
+            .chain(columns.iter().copied())
+            .map(|c| {
+                of_table.get(c).cloned().ok_or_else(|| StoreError::Database(format!("no column {table}.{c}").into()))
+            })
+            .collect()
     }
 }

@@ -50,7 +50,24 @@ fn decode_row(
     Ok((keys, Row { id: Id(id), values, expanded: Vec::new() }))
 }
 
+/// The entity types Observations refer to: inside a write job, reading one locks it against
+/// deletion until the job commits (see `Dialect::key_share_lock`).
+const OBSERVATION_OWNERS: [EntityType; 3] =
+    [EntityType::Datastream, EntityType::MultiDatastream, EntityType::FeatureOfInterest];
+
 impl Access<'_> {
+    /// `statement` with the dialect's lock when a write job reads an entity Observations can
+    /// refer to.
+    fn locking(&self, entity: EntityType, mut statement: Statement) -> Statement {
+        if self.projects.is_some()
+            && OBSERVATION_OWNERS.contains(&entity)
+            && let Some(lock) = self.dialect.key_share_lock()
+        {
+            statement.sql.push_str(lock);
+        }
+        statement
+    }
+
     fn run_select(
         &self,
         statement: &Statement,
@@ -152,6 +169,11 @@ impl Reader for Access<'_> {
         let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let page = Page { limit: Some(limit + 1), offset: query.skip };
         let (statement, selection) = sql::select(self.dialect, self.visibility, entity, query, constraint, page, now);
+        let statement = if query.expand.is_empty() && query.count != Some(true) {
+            self.locking(entity, statement)
+        } else {
+            statement
+        };
         let mut count = if query.count == Some(true) {
             let statement = sql::count(self.dialect, self.visibility, entity, query.filter.as_ref(), constraint, now);
             Some(self.scalar_i64(&statement)? as u64)
@@ -195,6 +217,7 @@ impl Reader for Access<'_> {
         let page = Page { limit: Some(1), offset: 0 };
         let (statement, selection) =
             sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
+        let statement = self.locking(entity, statement);
         Ok(!self.run_select(&statement, &selection.fields, 0)?.is_empty())
     }
 
@@ -270,6 +293,18 @@ fn record_values(record: &Record) -> Vec<Param> {
     values
 }
 
+/// From this many records on, an insert takes the backend's bulk path when it has one.
+const BULK_ROWS: usize = 64;
+
+/// Whether two records set the same properties and keys (so they share a column list).
+fn same_shape(a: &Record, b: &Record) -> bool {
+    a.project.is_some() == b.project.is_some()
+        && a.values.len() == b.values.len()
+        && a.values.iter().zip(&b.values).all(|((p, _), (q, _))| p.name == q.name)
+        && a.links.len() == b.links.len()
+        && a.links.iter().zip(&b.links).all(|((n, _), (m, _))| n.name == m.name)
+}
+
 fn link_table_only(navigation: &Navigation) -> StoreError {
     StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name))
 }
@@ -288,6 +323,21 @@ impl Writer for Access<'_> {
         // built once per chunk size, and chunks stay far below SQLite's 32,766-parameter limit
         // and PostgreSQL's 65,535.
         let columns = record_values(first).len() + keys.len();
+        if records.len() >= BULK_ROWS && records.iter().all(|r| same_shape(first, r)) {
+            let mut names: Vec<String> = fields.iter().flat_map(|f| sql::columns(f)).map(|c| c.0).collect();
+            names.extend(keys.iter().map(|k| (*k).to_owned()));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut values = Vec::with_capacity(records.len() * columns);
+            for record in records {
+                for (property, value) in &record.values {
+                    bind(property, value, &mut values);
+                }
+                values.extend(foreign_keys(record).1);
+            }
+            if let Some(ids) = self.conn.bulk_insert(entity.table(), "id", &names, &values)? {
+                return Ok(ids.into_iter().map(Id).collect());
+            }
+        }
         let chunk_rows = (16_000 / columns.max(1)).clamp(1, 256);
         let mut texts: Vec<(usize, String)> = Vec::with_capacity(2);
         let mut ids = Vec::with_capacity(records.len());
@@ -338,7 +388,7 @@ impl Writer for Access<'_> {
             cache.clear();
         }
         let key = [Param::Integer(id.0)];
-        if let Some(sql_text) = sql::fixed::delete_dependents(self.dialect, entity) {
+        for sql_text in sql::fixed::delete_dependents(self.dialect, entity) {
             self.conn.execute(&sql_text, &key)?;
         }
         Ok(self.conn.execute(&sql::delete(self.dialect, entity), &key)? > 0)

@@ -62,6 +62,20 @@ pub trait Connection {
 
     /// Runs statements without parameters (transaction control).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// Inserts many rows of `table` at once (`rows` holds `columns.len()` values per row) by
+    /// the database's bulk path, with keys `key` taken from its generator; returns the keys in
+    /// row order, or `None` when the backend has no faster way than a multi-row INSERT.
+    fn bulk_insert(
+        &self,
+        table: &str,
+        key: &str,
+        columns: &[&str],
+        rows: &[Param],
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        let _ = (table, key, columns, rows);
+        Ok(None)
+    }
 }
 
 /// The first row of a query, turned into a `T`.

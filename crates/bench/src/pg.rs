@@ -1,0 +1,262 @@
+//! The PostgreSQL backend (issue 4), on a durable throwaway cluster (`pg_test::durable_cluster`:
+//! fsync and synchronous commit on) with Thingbase in-process:
+//!
+//! - `pg-ingest`: dataArray ingest through Thingbase against raw binary `COPY` of the same rows
+//!   into the same schema, in the same run;
+//! - `pg-post`: single-Observation POSTs at the given concurrency on one node, and split over
+//!   two nodes on one database;
+//! - `pg-query`: the core issue's query targets (latest 100 of a Datastream, a one-day window)
+//!   with `--observations` rows loaded.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use postgres::types::{ToSql, Type};
+
+use crate::Settings;
+use crate::client::load;
+use crate::workloads::{
+    T0, create_datastreams, data_array_body, ingest, instant, median, occurrences, print, timed_gets,
+};
+
+fn database(name: &str) -> anyhow::Result<String> {
+    let cluster = pg_test::durable_cluster().map_err(|e| anyhow::anyhow!("a PostgreSQL cluster: {e}"))?;
+    cluster.database(name).map_err(|e| anyhow::anyhow!("a database: {e}"))
+}
+
+async fn node(url: &str, max_top: u64) -> anyhow::Result<(thingbase::Server, SocketAddr, crate::workloads::TempDir)> {
+    let dir = crate::workloads::TempDir::new("pg-node")?;
+    let config = thingbase::Config {
+        data_dir: dir.0.clone(),
+        database_url: Some(url.to_owned()),
+        http_port: 0,
+        mqtt_port: 0,
+        max_top,
+        auth: thingbase::Auth::Off,
+        ..Default::default()
+    };
+    let server = thingbase::start(config, None).await?;
+    let addr = server.http_addrs[0];
+    Ok((server, addr, dir))
+}
+
+/// A `numeric` in PostgreSQL's binary form, from a decimal text (for COPY).
+struct Numeric(String);
+
+impl std::fmt::Debug for Numeric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ToSql for Numeric {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let (negative, digits) = match self.0.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, self.0.as_str()),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        // Base-10000 groups: the whole part padded on the left, the fraction on the right.
+        let pad_left = (4 - whole.len() % 4) % 4;
+        let whole = format!("{}{whole}", "0".repeat(pad_left));
+        let pad_right = (4 - fraction.len() % 4) % 4;
+        let fraction_padded = format!("{fraction}{}", "0".repeat(pad_right));
+        let mut groups: Vec<i16> = Vec::new();
+        for chunk in whole.as_bytes().chunks(4).chain(fraction_padded.as_bytes().chunks(4)) {
+            groups.push(std::str::from_utf8(chunk)?.parse()?);
+        }
+        let weight = (whole.len() / 4) as i16 - 1;
+        for value in [groups.len() as i16, weight, if negative { 0x4000 } else { 0 }, fraction.len() as i16] {
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        for group in groups {
+            out.extend_from_slice(&group.to_be_bytes());
+        }
+        Ok(postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// The rows the dataArray bodies hold, by binary COPY into a migrated database; rows/s.
+fn raw_copy(url: &str, rows: u64) -> anyhow::Result<f64> {
+    drop(store_postgres::PostgresStore::open(store_postgres::PostgresOptions::new(url))?);
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(
+        "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
+         INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'text/plain', '\"m\"');
+         INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
+         INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
+             VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
+         INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'application/geo+json', '{}');",
+    )?;
+    let started = Instant::now();
+    const BATCH: u64 = 10_000;
+    let mut written = 0;
+    while written < rows {
+        let mut transaction = client.transaction()?;
+        let sink = transaction.copy_in(
+            "COPY observations (phenomenon_time_start, result_number, datastream_id, feature_id) FROM STDIN BINARY",
+        )?;
+        let types = [Type::INT8, Type::NUMERIC, Type::INT8, Type::INT8];
+        let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        for i in written..(written + BATCH).min(rows) {
+            let time = (T0 + i as i64) * 1_000_000;
+            let result = Numeric(format!("{}", (i % 1000) as f64 / 10.0 + 0.25));
+            writer.write(&[&time, &result, &1_i64, &1_i64])?;
+        }
+        writer.finish()?;
+        transaction.commit()?;
+        written = (written + BATCH).min(rows);
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn ingest_workload(settings: &Settings) -> anyhow::Result<()> {
+    const BATCH: u64 = 10_000;
+    let rows = settings.observations;
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        let url = database(&format!("bench_ingest_{round}"))?;
+        let (server, addr, _dir) = node(&url, 10_000).await?;
+        let datastream = create_datastreams(addr, 1).await?[0];
+        let bodies: Vec<Bytes> = (0..rows.div_ceil(BATCH))
+            .map(|b| data_array_body(datastream, T0 + (b * BATCH) as i64, BATCH.min(rows - b * BATCH)))
+            .collect();
+        let seconds = ingest(addr, bodies, |body| body, 2).await?;
+        server.stop().await;
+        let rate = rows as f64 / seconds;
+        println!("round {round}: thingbase dataArray ingest on PostgreSQL  {rate:>10.0} obs/s ({rows} rows)");
+        ours.push(rate);
+        let url = database(&format!("bench_copy_{round}"))?;
+        let rate = tokio::task::spawn_blocking(move || raw_copy(&url, rows)).await??;
+        println!("round {round}: baseline raw binary COPY                 {rate:>10.0} obs/s");
+        raw.push(rate);
+    }
+    let (ours, raw) = (median(&mut ours), median(&mut raw));
+    println!("PostgreSQL dataArray median: {ours:.0} obs/s; raw binary COPY {raw:.0} obs/s; ratio {:.2}", ours / raw);
+    Ok(())
+}
+
+async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::Result<f64> {
+    let per_node = (settings.concurrency / addrs.len()).max(1);
+    let mut tasks = Vec::new();
+    for &(addr, datastream) in addrs {
+        let seconds = settings.seconds;
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/v1.1/Datastreams({datastream})/Observations");
+            load(addr, per_node, seconds, 201, move |w, n| {
+                let body =
+                    format!("{{\"result\":{},\"phenomenonTime\":\"{}\"}}", n, instant(T0 + n as i64 * 64 + w as i64));
+                ("POST", path.clone(), Bytes::from(body), true)
+            })
+            .await
+        }));
+    }
+    let mut total = 0.0;
+    for task in tasks {
+        let stats = task.await??;
+        ensure!(stats.failures == 0, "{} POSTs failed", stats.failures);
+        print("  one node's share", &stats);
+        total += stats.per_second;
+    }
+    Ok(total)
+}
+
+pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        let url = database(&format!("bench_post_{round}"))?;
+        let (first, first_addr, _first_dir) = node(&url, 100).await?;
+        let datastream = create_datastreams(first_addr, 1).await?[0];
+        let rate = post_load(&[(first_addr, datastream)], settings).await?;
+        println!("round {round}: POST on PostgreSQL, one node, c={}: {rate:.0}/s", settings.concurrency);
+        one.push(rate);
+        let (second, second_addr, _second_dir) = node(&url, 100).await?;
+        let rate = post_load(&[(first_addr, datastream), (second_addr, datastream)], settings).await?;
+        println!("round {round}: POST on PostgreSQL, two nodes, c={} in all: {rate:.0}/s", settings.concurrency);
+        two.push(rate);
+        second.stop().await;
+        first.stop().await;
+    }
+    let (one, two) = (median(&mut one), median(&mut two));
+    println!("PostgreSQL POST median: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2})", two / one);
+    Ok(())
+}
+
+pub async fn query_workload(settings: &Settings) -> anyhow::Result<()> {
+    const DATASTREAMS: usize = 1000;
+    const DAY: u64 = 86_400;
+    let total = settings.observations.max(DAY + DATASTREAMS as u64);
+    let url = database("bench_query")?;
+    let (server, addr, _dir) = node(&url, 100_000).await?;
+    let ids = create_datastreams(addr, DATASTREAMS).await?;
+    let per_other = (total - DAY) / (DATASTREAMS as u64 - 1);
+    let mut bodies: Vec<(i64, i64, u64)> = Vec::new();
+    for chunk in 0..DAY.div_ceil(10_000) {
+        bodies.push((ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
+    }
+    for id in &ids[1..] {
+        let mut done = 0;
+        while done < per_other {
+            let n = 10_000.min(per_other - done);
+            bodies.push((*id, T0 + done as i64, n));
+            done += n;
+        }
+    }
+    let loaded = DAY + per_other * (DATASTREAMS as u64 - 1);
+    let seconds = ingest(addr, bodies, |(id, start, rows)| data_array_body(id, start, rows), 2).await?;
+    println!(
+        "loaded {loaded} Observations over {DATASTREAMS} Datastreams through dataArray in {seconds:.1} s ({:.0} obs/s)",
+        loaded as f64 / seconds
+    );
+    {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        client.batch_execute("VACUUM ANALYZE observations")?;
+    }
+    let mut connection = crate::client::Connection::open(addr).await?;
+    let latest: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "/v1.1/Datastreams({})/Observations?$orderby=phenomenonTime%20desc&$top=100",
+                ids[1 + (i * 7919) % (DATASTREAMS - 1)]
+            )
+        })
+        .collect();
+    let (p50, p99) = timed_gets(&mut connection, &latest, |status, body| {
+        ensure!(status == 200 && body.len() > 1000, "latest 100: {status}");
+        Ok(())
+    })
+    .await?;
+    println!("latest 100 of one Datastream: p50 {p50:.2} ms, p99 {p99:.2} ms (target p99 <= 5 ms)");
+    let window = format!(
+        "/v1.1/Datastreams({})/Observations?$filter=phenomenonTime%20ge%20{}%20and%20phenomenonTime%20lt%20{}&$orderby=phenomenonTime&$top={DAY}",
+        ids[0],
+        instant(T0),
+        instant(T0 + DAY as i64)
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![window; 10], |status, body| {
+        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == DAY as usize, "window: {status}");
+        Ok(())
+    })
+    .await?;
+    println!("one-day window, 86,400 rows: p50 {p50:.1} ms, p99 {p99:.1} ms (target <= 150 ms)");
+    server.stop().await;
+    let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+    let bytes: i64 = client
+        .query_one("SELECT CAST(pg_database_size(current_database()) AS bigint)", &[])?
+        .try_get(0)
+        .context("database size")?;
+    println!("database: {} MB, {:.1} bytes per Observation", bytes / 1_000_000, bytes as f64 / loaded as f64);
+    Ok(())
+}
