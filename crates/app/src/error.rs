@@ -51,7 +51,7 @@ impl From<StoreError> for AppError {
             StoreError::Rejected(message) => AppError::bad("rejected", message),
             StoreError::Denied(access::Decision::Unauthenticated, message) => AppError::Unauthenticated(message),
             StoreError::Denied(_, message) => AppError::Forbidden(message),
-            StoreError::ShuttingDown => AppError::Unavailable,
+            StoreError::ShuttingDown | StoreError::Busy(_) => AppError::Unavailable,
             StoreError::Database(e) => AppError::Internal(e.to_string()),
         }
     }

@@ -25,6 +25,10 @@ pub fn db_error(error: postgres::Error) -> StoreError {
         if code.starts_with("23") {
             return StoreError::Conflict(db.message().to_owned());
         }
+        // Class 40: transaction rollback (a deadlock between writers, a serialization failure).
+        if code.starts_with("40") {
+            return StoreError::Busy(db.message().to_owned());
+        }
         // The driver's own message says only "db error"; the server's says what and where.
         return StoreError::Database(format!("{db}").into());
     }

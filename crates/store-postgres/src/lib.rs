@@ -39,13 +39,19 @@ pub struct PostgresOptions {
     /// `postgres://user@host:port/database` (or key=value connection settings).
     pub url: String,
     pub readers: usize,
+    /// Writer connections, each committing groups of jobs (PostgreSQL takes writes from many
+    /// sessions at once). One by default: writers that touch the same Datastream wait for each
+    /// other's row lock until commit (its derived times are updated per job), which measured
+    /// slower than one writer for a single busy Datastream (`bench pg-post`), and several
+    /// writers may commit one MQTT connection's pipelined publishes out of order.
+    pub writers: usize,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
 }
 
 impl PostgresOptions {
     pub fn new(url: impl Into<String>) -> PostgresOptions {
-        PostgresOptions { url: url.into(), readers: 4, max_group: 1024 }
+        PostgresOptions { url: url.into(), readers: 4, writers: 1, max_group: 1024 }
     }
 }
 
@@ -85,13 +91,24 @@ impl PostgresStore {
         }
         let mut threads = Vec::new();
         let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
+        let write_rx = Arc::new(Mutex::new(write_rx));
         let max_group = options.max_group.max(1);
-        threads.push(
-            std::thread::Builder::new()
-                .name("postgres-writer".into())
-                .spawn(move || write_loop(writer, write_rx, max_group, partitioned))
-                .map_err(|e| StoreError::Database(Box::new(e)))?,
-        );
+        let mut first = Some(writer);
+        for i in 0..options.writers.max(1) {
+            let conn = match first.take() {
+                Some(conn) => conn,
+                None => connect(&options)?,
+            };
+            let rx = Arc::clone(&write_rx);
+            // One writer keeps the partitions; any would do.
+            let maintains = partitioned && i == 0;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("postgres-writer-{i}"))
+                    .spawn(move || write_loop(conn, rx, max_group, maintains))
+                    .map_err(|e| StoreError::Database(Box::new(e)))?,
+            );
+        }
         let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
         let read_rx = Arc::new(Mutex::new(read_rx));
         for i in 0..options.readers.max(1) {
@@ -196,24 +213,31 @@ fn read_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>
     }
 }
 
-fn write_loop(conn: PgConnection, jobs: Receiver<Queued>, max_group: usize, partitioned: bool) {
+/// One of the writers: takes every job waiting (up to `max_group`) as one group, commits it,
+/// and comes back for more; while it commits, the next writer takes what arrives. Each writer
+/// has its own project cache: PostgreSQL never gives a deleted entity's id again, and
+/// entities do not change project, so another writer's entries cannot mislead it.
+fn write_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<Queued>>>, max_group: usize, maintains: bool) {
     let mut group: Vec<Queued> = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
     let mut maintained = std::time::Instant::now();
     loop {
-        if partitioned && maintained.elapsed() >= partitions::EVERY {
+        if maintains && maintained.elapsed() >= partitions::EVERY {
             partitions::maintain(&conn);
             maintained = std::time::Instant::now();
         }
-        match jobs.recv_timeout(Duration::from_secs(60)) {
-            Ok(first) => group.push(first),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        while group.len() < max_group {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+        {
+            let Ok(queue) = jobs.lock() else { return };
+            match queue.recv_timeout(Duration::from_secs(60)) {
+                Ok(first) => group.push(first),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while group.len() < max_group {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
         }
         store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects);

@@ -300,6 +300,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The database gave up on the job for now (a deadlock with another writer, a
+    /// serialization conflict); the same job may well succeed if tried again.
+    #[error("the database is busy: {0}")]
+    Busy(String),
     /// Anything else the database reported; details are logged, not shown to clients.
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync>),

@@ -20,8 +20,25 @@ fn spawn(dir: &TempDir, port: u16) -> Child {
     spawn_with_mqtt(dir, port, 0)
 }
 
+/// The PostgreSQL database of the server kept in `dir` when the suite runs on PostgreSQL: one
+/// per directory, the same after a restart.
+fn database_of(dir: &TempDir) -> Option<String> {
+    static DATABASES: Mutex<Vec<(std::path::PathBuf, String)>> = Mutex::new(Vec::new());
+    let mut known = DATABASES.lock().expect("not poisoned");
+    if let Some((_, url)) = known.iter().find(|(path, _)| *path == dir.0) {
+        return Some(url.clone());
+    }
+    let url = crate::support::backend_database("durability")?;
+    known.push((dir.0.clone(), url.clone()));
+    Some(url)
+}
+
 fn spawn_with_mqtt(dir: &TempDir, port: u16, mqtt_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_thingbase"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_thingbase"));
+    if let Some(url) = database_of(dir) {
+        command.env("THINGBASE_DATABASE_URL", url);
+    }
+    command
         .args([
             "serve",
             "--auth",
