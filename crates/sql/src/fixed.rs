@@ -73,6 +73,39 @@ pub fn remember_generated_feature(dialect: &dyn Dialect) -> String {
     )
 }
 
+/// Locks, before the entity `?1` and its Observations are deleted, the rows new Observations
+/// of it would lock `FOR KEY SHARE` (its Datastreams, MultiDatastreams or itself), so that a
+/// write job of another session that is creating Observations of them commits first and its
+/// Observations are deleted too. Only where Observations hold no foreign keys
+/// ([`Dialect::key_share_lock`]).
+pub fn lock_owners(dialect: &dyn Dialect, entity: EntityType) -> Vec<String> {
+    if dialect.key_share_lock().is_none() {
+        return Vec::new();
+    }
+    let p1 = dialect.placeholder(1);
+    let of = |filter: &str| {
+        vec![
+            format!("SELECT id FROM datastreams WHERE {filter} ORDER BY id FOR UPDATE"),
+            format!("SELECT id FROM multi_datastreams WHERE {filter} ORDER BY id FOR UPDATE"),
+        ]
+    };
+    match entity {
+        EntityType::Datastream | EntityType::MultiDatastream | EntityType::FeatureOfInterest => {
+            vec![format!("SELECT id FROM {} WHERE id = {p1} FOR UPDATE", entity.table())]
+        }
+        EntityType::Thing => of(&format!("thing_id = {p1}")),
+        EntityType::Sensor => of(&format!("sensor_id = {p1}")),
+        EntityType::ObservedProperty => vec![
+            format!("SELECT id FROM datastreams WHERE observed_property_id = {p1} ORDER BY id FOR UPDATE"),
+            format!(
+                "SELECT id FROM multi_datastreams WHERE id IN (SELECT multi_datastream_id FROM \
+                 multi_datastream_observed_properties WHERE observed_property_id = {p1}) ORDER BY id FOR UPDATE"
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Deletes, before the entity `?1` itself, what must go with it that foreign keys do not
 /// remove: the MultiDatastreams of a deleted ObservedProperty, and Observations, which hold no
 /// foreign keys on PostgreSQL (checking them per row cost two thirds of ingest). On SQLite,

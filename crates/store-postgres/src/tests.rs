@@ -179,3 +179,47 @@ fn the_dump_lists_every_table_and_column() {
         assert_eq!(table.column_names().collect::<Vec<_>>(), columns, "{}", table.name);
     }
 }
+
+/// A Datastream deleted while another session is creating Observations of it (having locked it
+/// as the writer does) waits for that session, then deletes its Observations too: none is
+/// left without its Datastream, though Observations hold no foreign key.
+#[test]
+fn deleting_a_datastream_waits_for_observations_being_created_and_takes_them() {
+    use store_sql::Connection as _;
+    let url = database("delete_race");
+    let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
+    let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    setup
+        .batch(
+            "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
+             INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'e', '\"m\"');
+             INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
+             INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
+                 VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
+             INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'e', '{}');",
+        )
+        .unwrap();
+    // Another node's writer, in the middle of its job.
+    let other = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    other.batch("BEGIN; SELECT id FROM datastreams WHERE id = 1 FOR KEY SHARE").unwrap();
+    other
+        .execute(
+            "INSERT INTO observations (phenomenon_time_start, datastream_id, feature_id) VALUES ($1, 1, 1)",
+            &[Param::Integer(model::Instant::now().micros())],
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.write(
+        odata::Visibility::All,
+        Box::new(|w: &mut dyn store::Writer| w.delete(model::EntityType::Datastream, model::Id(1)).map(drop)),
+        Box::new(move |outcome| {
+            let _ = tx.send(outcome.is_ok());
+        }),
+    );
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "the delete waits for the other job");
+    other.batch("COMMIT").unwrap();
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(true));
+    let left = query_one(&setup, "SELECT count(*) FROM observations", &[], |row| row.integer(0));
+    assert_eq!(left.unwrap().flatten(), Some(0), "no Observation outlives its Datastream");
+    store.shutdown();
+}

@@ -388,6 +388,9 @@ impl Writer for Access<'_> {
             cache.clear();
         }
         let key = [Param::Integer(id.0)];
+        for sql_text in sql::fixed::lock_owners(self.dialect, entity) {
+            self.conn.query(&sql_text, &key, &mut |_| Ok(true))?;
+        }
         for sql_text in sql::fixed::delete_dependents(self.dialect, entity) {
             self.conn.execute(&sql_text, &key)?;
         }
