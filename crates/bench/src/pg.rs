@@ -27,10 +27,19 @@ fn database(name: &str) -> anyhow::Result<String> {
 }
 
 async fn node(url: &str, max_top: u64) -> anyhow::Result<(thingbase::Server, SocketAddr, crate::workloads::TempDir)> {
+    node_with(url, max_top, 1).await
+}
+
+async fn node_with(
+    url: &str,
+    max_top: u64,
+    writers: usize,
+) -> anyhow::Result<(thingbase::Server, SocketAddr, crate::workloads::TempDir)> {
     let dir = crate::workloads::TempDir::new("pg-node")?;
     let config = thingbase::Config {
         data_dir: dir.0.clone(),
         database_url: Some(url.to_owned()),
+        database_writers: writers,
         http_port: 0,
         mqtt_port: 0,
         max_top,
@@ -173,24 +182,40 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
     Ok(total)
 }
 
+/// Single-Observation POSTs to one Datastream (the busiest case: every job widens the same
+/// row's derived times), on one node with one writer connection, one node with four, and two
+/// nodes with four each on one database.
 pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
-    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 0..settings.rounds {
-        let url = database(&format!("bench_post_{round}"))?;
-        let (first, first_addr, _first_dir) = node(&url, 100).await?;
-        let datastream = create_datastreams(first_addr, 1).await?[0];
-        let rate = post_load(&[(first_addr, datastream)], settings).await?;
-        println!("round {round}: POST on PostgreSQL, one node, c={}: {rate:.0}/s", settings.concurrency);
-        one.push(rate);
-        let (second, second_addr, _second_dir) = node(&url, 100).await?;
-        let rate = post_load(&[(first_addr, datastream), (second_addr, datastream)], settings).await?;
-        println!("round {round}: POST on PostgreSQL, two nodes, c={} in all: {rate:.0}/s", settings.concurrency);
-        two.push(rate);
-        second.stop().await;
-        first.stop().await;
+        for (slot, writers) in [(0, 1), (1, 4)] {
+            let url = database(&format!("bench_post_{round}_{writers}"))?;
+            let (node, addr, _dir) = node_with(&url, 100, writers).await?;
+            let datastream = create_datastreams(addr, 1).await?[0];
+            let rate = post_load(&[(addr, datastream)], settings).await?;
+            println!(
+                "round {round}: POST on PostgreSQL, one node, {writers} writer(s), c={}: {rate:.0}/s",
+                settings.concurrency
+            );
+            rates[slot].push(rate);
+            if writers == 4 {
+                let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
+                let rate = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
+                println!(
+                    "round {round}: POST on PostgreSQL, two nodes, 4 writers each, c={} in all: {rate:.0}/s",
+                    settings.concurrency
+                );
+                rates[2].push(rate);
+                second.stop().await;
+            }
+            node.stop().await;
+        }
     }
-    let (one, two) = (median(&mut one), median(&mut two));
-    println!("PostgreSQL POST median: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2})", two / one);
+    let [one, four, two] = rates.each_mut().map(|r| median(r));
+    println!(
+        "PostgreSQL POST median: one node {one:.0}/s with 1 writer, {four:.0}/s with 4; two nodes {two:.0}/s (ratio to one node with 4: {:.2})",
+        two / four
+    );
     Ok(())
 }
 

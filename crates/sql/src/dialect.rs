@@ -108,6 +108,19 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// The statement that announces its `count` text parameters at once.
+    fn announce_many(&self, count: usize) -> Option<String> {
+        let _ = count;
+        None
+    }
+
+    /// Whether a write group's derived Datastream times are written once, just before it
+    /// commits, rather than by each job: where writers run side by side, each job's update
+    /// would hold the Datastream's row lock until the commit and queue the other writers.
+    fn defers_derived_times(&self) -> bool {
+        false
+    }
+
     /// The first non-NULL of a result's columns (`number`, `string`, `boolean`, `json`), for a
     /// result compared without a known kind (e.g. with `null`).
     fn any_result(&self, number: &str, string: &str, boolean: &str, json: &str) -> String {
@@ -224,6 +237,16 @@ impl Dialect for PostgresDialect {
     fn announce(&self) -> Option<&'static str> {
         // The channel is ANNOUNCE_CHANNEL.
         Some("SELECT pg_notify('thingbase_changes', $1)")
+    }
+
+    fn announce_many(&self, count: usize) -> Option<String> {
+        let calls: Vec<String> =
+            (1..=count).map(|n| format!("pg_notify('{ANNOUNCE_CHANNEL}', {})", self.placeholder(n))).collect();
+        Some(format!("SELECT {}", calls.join(", ")))
+    }
+
+    fn defers_derived_times(&self) -> bool {
+        true
     }
 }
 

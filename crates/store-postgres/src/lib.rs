@@ -40,10 +40,10 @@ pub struct PostgresOptions {
     pub url: String,
     pub readers: usize,
     /// Writer connections, each committing groups of jobs (PostgreSQL takes writes from many
-    /// sessions at once). One by default: writers that touch the same Datastream wait for each
-    /// other's row lock until commit (its derived times are updated per job), which measured
-    /// slower than one writer for a single busy Datastream (`bench pg-post`), and several
-    /// writers may commit one MQTT connection's pipelined publishes out of order.
+    /// sessions at once; derived times are written once per group, so writers hold a busy
+    /// Datastream's row lock only while they commit). One by default: with several, the
+    /// publishes one MQTT connection has in flight together may be committed, and so stored
+    /// and notified, in another order than sent.
     pub writers: usize,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
@@ -205,7 +205,8 @@ fn read_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>
         let (visibility, job) = job;
         // Each read sees one snapshot, as a SQLite read transaction does.
         let _ = conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        let mut access = Access { conn: &conn, dialect: &DIALECT, visibility: &visibility, projects: None };
+        let mut access =
+            Access { conn: &conn, dialect: &DIALECT, visibility: &visibility, projects: None, pending: None };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));

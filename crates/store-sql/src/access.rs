@@ -27,6 +27,9 @@ pub struct Access<'c> {
     pub visibility: &'c Visibility,
     /// The writer's cache of entities' projects; `None` on readers.
     pub projects: Option<&'c mut ProjectCache>,
+    /// What this write job leaves to be written just before its group commits (see
+    /// `crate::commit::Pending`); `None` where every change is written at once.
+    pub pending: Option<&'c mut crate::commit::Pending>,
 }
 
 /// Decodes a row laid out as `skip` key columns, the id, then the fields' columns.
@@ -421,20 +424,19 @@ impl Writer for Access<'_> {
         phenomenon: model::Interval,
         result: Option<model::Interval>,
     ) -> Result<(), StoreError> {
-        let sql_text = sql::fixed::extend_times(self.dialect, entity);
-        let values = [
-            Param::Integer(id.0),
-            Param::Integer(phenomenon.start().micros()),
-            Param::Integer(phenomenon.end().micros()),
-            result.map(|r| Param::Integer(r.start().micros())).unwrap_or(Param::Null),
-            result.map(|r| Param::Integer(r.end().micros())).unwrap_or(Param::Null),
-        ];
-        self.conn.execute(&sql_text, &values)?;
-        Ok(())
+        if let Some(pending) = self.pending.as_mut() {
+            pending.extend(entity, id, phenomenon, result);
+            return Ok(());
+        }
+        crate::commit::write_extent(self.conn, self.dialect, entity, id, phenomenon, result)
     }
 
     fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
         self.conn.execute(&sql::fixed::recompute_times(self.dialect, entity), &[Param::Integer(id.0)])?;
+        if let Some(pending) = self.pending.as_mut() {
+            // Computed from every Observation this group wrote: what was pending is in it.
+            pending.recomputed(entity, id);
+        }
         Ok(())
     }
 
@@ -482,6 +484,10 @@ impl Writer for Access<'_> {
     }
 
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.announcements.push(message.to_owned());
+            return Ok(());
+        }
         if let Some(sql_text) = self.dialect.announce() {
             self.conn.execute(sql_text, &[Param::Text(message.to_owned())])?;
         }

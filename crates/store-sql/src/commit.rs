@@ -1,11 +1,106 @@
 //! Group commit, the same on every backend: a writer thread takes every queued write job (up
 //! to a bound), runs each in its own savepoint inside one transaction, commits, and only then
 //! reports each job's outcome. A job that fails is rolled back to its savepoint alone.
+//!
+//! Where the dialect asks for it (`Dialect::defers_derived_times`: PostgreSQL, whose writers
+//! run side by side), the derived time extents of Datastreams and the announcements to other
+//! nodes are not written by each job but gathered ([`Pending`]) and written once per group,
+//! just before the commit, Datastreams in key order: the row locks they take are then held
+//! only for the commit, and writers always take them in the same order.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use model::{EntityType, Id, Interval};
 use odata::Visibility;
+use sql::Param;
 use store::{StoreError, WriteDone, WriteJob};
 
 use crate::{Access, Connection, Dialect, ProjectCache};
+
+/// Derived time extents and announcements left for the end of a write group.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// By table and id: the phenomenon and result extents to widen the entity's times by.
+    extents: BTreeMap<(&'static str, i64), (EntityType, Interval, Option<Interval>)>,
+    /// Entities whose times a job recomputed from their Observations (which include whatever
+    /// was pending for them).
+    recomputed: BTreeSet<(&'static str, i64)>,
+    pub announcements: Vec<String>,
+}
+
+fn widen(a: Interval, b: Interval) -> Interval {
+    Interval::new(a.start().min(b.start()), a.end().max(b.end())).unwrap_or(a)
+}
+
+impl Pending {
+    pub fn extend(&mut self, entity: EntityType, id: Id, phenomenon: Interval, result: Option<Interval>) {
+        self.extents
+            .entry((entity.table(), id.0))
+            .and_modify(|(_, p, r)| {
+                *p = widen(*p, phenomenon);
+                *r = match (*r, result) {
+                    (Some(a), Some(b)) => Some(widen(a, b)),
+                    (a, b) => a.or(b),
+                };
+            })
+            .or_insert((entity, phenomenon, result));
+    }
+
+    pub fn recomputed(&mut self, entity: EntityType, id: Id) {
+        self.extents.remove(&(entity.table(), id.0));
+        self.recomputed.insert((entity.table(), id.0));
+    }
+
+    /// Takes in what a job that succeeded left.
+    fn absorb(&mut self, job: Pending) {
+        for key in job.recomputed {
+            self.extents.remove(&key);
+        }
+        for ((_, id), (entity, phenomenon, result)) in job.extents {
+            self.extend(entity, Id(id), phenomenon, result);
+        }
+        self.announcements.extend(job.announcements);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.extents.is_empty() && self.announcements.is_empty()
+    }
+
+    /// Writes what is pending, in key order.
+    fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
+        for ((_, id), (entity, phenomenon, result)) in &self.extents {
+            write_extent(conn, dialect, *entity, Id(*id), *phenomenon, *result)?;
+        }
+        for chunk in self.announcements.chunks(64) {
+            if let Some(sql_text) = dialect.announce_many(chunk.len()) {
+                let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
+                conn.query(&sql_text, &params, &mut |_| Ok(true))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Widens the derived times of `entity` `id` by the given extents.
+pub(crate) fn write_extent(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    entity: EntityType,
+    id: Id,
+    phenomenon: Interval,
+    result: Option<Interval>,
+) -> Result<(), StoreError> {
+    let sql_text = sql::fixed::extend_times(dialect, entity);
+    let values = [
+        Param::Integer(id.0),
+        Param::Integer(phenomenon.start().micros()),
+        Param::Integer(phenomenon.end().micros()),
+        result.map(|r| Param::Integer(r.start().micros())).unwrap_or(Param::Null),
+        result.map(|r| Param::Integer(r.end().micros())).unwrap_or(Param::Null),
+    ];
+    conn.execute(&sql_text, &values)?;
+    Ok(())
+}
 
 /// A write job waiting for the writer, with the visibility of whoever asked for it.
 pub struct Queued {
@@ -33,11 +128,17 @@ pub fn commit_group(
         return;
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
+    let mut pending = dialect.defers_derived_times().then(Pending::default);
     for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, job);
+        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, pending.as_mut(), job);
         outcomes.push((done, outcome));
     }
-    match conn.batch("COMMIT") {
+    let written = match &pending {
+        Some(pending) if !pending.is_empty() => write_pending(conn, dialect, pending),
+        _ => Ok(()),
+    };
+    let committed = written.and_then(|()| conn.batch("COMMIT"));
+    match committed {
         Ok(()) => {
             let elapsed = started.elapsed();
             tracing::trace!(jobs = size, elapsed_us = elapsed.as_micros() as u64, "committed");
@@ -60,15 +161,36 @@ pub fn commit_group(
     }
 }
 
+/// Writes what the group left pending; a deadlock with another writer (which PostgreSQL
+/// resolves by failing one statement) is waited out and tried again, a few times.
+fn write_pending(conn: &dyn Connection, dialect: &dyn Dialect, pending: &Pending) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        conn.batch("SAVEPOINT pending")?;
+        match pending.write(conn, dialect) {
+            Ok(()) => return conn.batch("RELEASE SAVEPOINT pending"),
+            Err(StoreError::Busy(message)) if tries < 3 => {
+                tries += 1;
+                tracing::debug!(%message, tries, "writing the group's derived times again");
+                conn.batch("ROLLBACK TO SAVEPOINT pending")?;
+                std::thread::sleep(std::time::Duration::from_millis(5 * tries));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn run_in_savepoint(
     conn: &dyn Connection,
     dialect: &dyn Dialect,
     visibility: &Visibility,
     projects: &mut ProjectCache,
+    group_pending: Option<&mut Pending>,
     job: WriteJob,
 ) -> Result<(), StoreError> {
     conn.batch("SAVEPOINT job")?;
-    let mut access = Access { conn, dialect, visibility, projects: Some(projects) };
+    let mut job_pending = group_pending.is_some().then(Pending::default);
+    let mut access = Access { conn, dialect, visibility, projects: Some(projects), pending: job_pending.as_mut() };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {
@@ -79,5 +201,8 @@ fn run_in_savepoint(
         conn.batch("ROLLBACK TO SAVEPOINT job")?;
     }
     conn.batch("RELEASE SAVEPOINT job")?;
+    if let (Ok(()), Some(group), Some(job)) = (&result, group_pending, job_pending) {
+        group.absorb(job);
+    }
     result
 }

@@ -198,7 +198,8 @@ fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>
         let connection = SqliteConnection(&conn);
         // Each read sees one snapshot (a page and its count, an export), as on PostgreSQL.
         let _ = conn.execute_batch("BEGIN");
-        let mut access = Access { conn: &connection, dialect: &DIALECT, visibility: &visibility, projects: None };
+        let mut access =
+            Access { conn: &connection, dialect: &DIALECT, visibility: &visibility, projects: None, pending: None };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));

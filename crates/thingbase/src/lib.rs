@@ -19,6 +19,8 @@ pub struct Config {
     /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the SQLite file under
     /// `data_dir`.
     pub database_url: Option<String>,
+    /// Writer connections to PostgreSQL (0: the backend's default, one).
+    pub database_writers: usize,
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
     /// The MQTT port of the embedded broker (0 picks a free one).
@@ -43,6 +45,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("thingbase-data"),
             database_url: None,
+            database_writers: 0,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
             mqtt_port: 1883,
@@ -103,7 +106,11 @@ impl Server {
 
 /// Opens the store and starts the listeners.
 pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> anyhow::Result<Server> {
-    let database = Database { data_dir: config.data_dir.clone(), url: config.database_url.clone() };
+    let database = Database {
+        data_dir: config.data_dir.clone(),
+        url: config.database_url.clone(),
+        writers: config.database_writers,
+    };
     let (durability, readers) = (config.durability, config.readers);
     let store = database.open(durability, readers).await?;
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
@@ -218,6 +225,8 @@ pub enum AdminCommand {
 pub struct Database {
     pub data_dir: PathBuf,
     pub url: Option<String>,
+    /// PostgreSQL writer connections (0: the default).
+    pub writers: usize,
 }
 
 impl Database {
@@ -227,6 +236,9 @@ impl Database {
             Some(url) => {
                 let mut options = store_postgres::PostgresOptions::new(url.clone());
                 options.readers = readers;
+                if self.writers > 0 {
+                    options.writers = self.writers;
+                }
                 let store = tokio::task::spawn_blocking(move || store_postgres::PostgresStore::open(options))
                     .await?
                     .context("cannot open the PostgreSQL database")?;

@@ -66,7 +66,7 @@ struct DataDir {
 
 impl DataDir {
     fn database(self) -> thingbase::Database {
-        thingbase::Database { data_dir: self.data_dir, url: self.database_url }
+        thingbase::Database { data_dir: self.data_dir, url: self.database_url, writers: 0 }
     }
 }
 
@@ -168,6 +168,10 @@ struct Serve {
     /// SQLite file under --data-dir; its schema is created or migrated on start.
     #[arg(long = "database", env = "THINGBASE_DATABASE_URL")]
     database_url: Option<String>,
+    /// Writer connections to PostgreSQL: more write faster, but the publishes one MQTT
+    /// connection has in flight together may then be stored in another order than sent.
+    #[arg(long, env = "THINGBASE_DATABASE_WRITERS", default_value_t = 1)]
+    database_writers: usize,
     /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). By default every IPv4
     /// interface (0.0.0.0) with access control on, and loopback only (127.0.0.1) with
     /// `--auth off`.
@@ -342,6 +346,7 @@ fn main() -> anyhow::Result<()> {
             let config = thingbase::Config {
                 data_dir: serve.data_dir,
                 database_url: serve.database_url,
+                database_writers: serve.database_writers,
                 bind: match (serve.bind.is_empty(), serve.auth) {
                     (false, _) => serve.bind,
                     (true, AuthFlag::Required) => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],
