@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
             failed_job_rolls_back_only_its_own_changes,
             reads_see_a_write_only_once_its_done_has_run,
             extend_times_widens_the_derived_times,
+            extents_of_failed_jobs_in_a_group_are_not_kept,
             recompute_times_follows_the_observations,
             thing_locations_lists_locations_with_their_generated_feature,
             note_feature_is_true_only_the_first_time,
@@ -1169,6 +1170,34 @@ pub fn extend_times_widens_the_derived_times(store: &dyn Store) {
     }
     let (fields, row) = get(store, EntityType::Datastream, ds);
     assert_eq!(field(&fields, &row, "name"), &text("ds"), "only the times change");
+}
+
+/// Jobs queued together (so likely committed as one group) that widen one Datastream's times:
+/// a job that fails leaves nothing, the others all count, whether a backend writes each job's
+/// extent at once or gathers them for the commit.
+pub fn extents_of_failed_jobs_in_a_group_are_not_kept(store: &dyn Store) {
+    let (ds, _, _) = both_datastreams(store);
+    let entity = EntityType::Datastream;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (n, (extent, fails)) in
+        [(span(10, 20), false), (span(1, 2), true), (span(30, 40), false), (span(15, 50), true)].into_iter().enumerate()
+    {
+        let tx = tx.clone();
+        store.write(
+            Visibility::All,
+            Box::new(move |w: &mut dyn Writer| {
+                w.extend_times(entity, ds, extent, Some(extent))?;
+                if fails { Err(StoreError::Rejected(format!("job {n} fails"))) } else { Ok(()) }
+            }),
+            Box::new(move |outcome| {
+                let _ = tx.send((n, outcome.is_ok()));
+            }),
+        );
+    }
+    let mut outcomes: Vec<(usize, bool)> = (0..4).map(|_| rx.recv_timeout(WAIT).expect("every job reports")).collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, [(0, true), (1, false), (2, true), (3, false)]);
+    assert_eq!(times(store, entity, ds), (Value::Interval(span(10, 40)), Value::Interval(span(10, 40))));
 }
 
 pub fn recompute_times_follows_the_observations(store: &dyn Store) {
