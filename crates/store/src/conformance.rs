@@ -1178,7 +1178,7 @@ pub fn extend_times_widens_the_derived_times(store: &dyn Store) {
 pub fn extents_of_failed_jobs_in_a_group_are_not_kept(store: &dyn Store) {
     let (ds, _, _) = both_datastreams(store);
     let entity = EntityType::Datastream;
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     for (n, (extent, fails)) in
         [(span(10, 20), false), (span(1, 2), true), (span(30, 40), false), (span(15, 50), true)].into_iter().enumerate()
     {
