@@ -57,9 +57,12 @@ pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {
          FROM {table} d JOIN thing_locations tl ON tl.thing_id = d.thing_id \
          JOIN locations l ON l.id = tl.location_id \
          LEFT JOIN location_features g ON g.location_id = l.id \
-         WHERE d.id = {p1} ORDER BY l.id",
+         WHERE d.id = {p1} ORDER BY l.id{lock}",
         table = entity.table(),
         p1 = dialect.placeholder(1),
+        // The Locations whose generated feature new Observations will refer to stay until the
+        // job commits; deleting that feature locks them first (see `lock_owners`).
+        lock = dialect.key_share_lock().map(|lock| format!("{lock} OF l")).unwrap_or_default(),
     )
 }
 
@@ -90,9 +93,17 @@ pub fn lock_owners(dialect: &dyn Dialect, entity: EntityType) -> Vec<String> {
         ]
     };
     match entity {
-        EntityType::Datastream | EntityType::MultiDatastream | EntityType::FeatureOfInterest => {
+        EntityType::Datastream | EntityType::MultiDatastream => {
             vec![format!("SELECT id FROM {} WHERE id = {p1} FOR UPDATE", entity.table())]
         }
+        // New Observations of a generated feature lock the Location it was generated from.
+        EntityType::FeatureOfInterest => vec![
+            format!("SELECT id FROM features WHERE id = {p1} FOR UPDATE"),
+            format!(
+                "SELECT id FROM locations WHERE id IN \
+                 (SELECT location_id FROM location_features WHERE feature_id = {p1}) ORDER BY id FOR UPDATE"
+            ),
+        ],
         EntityType::Thing => of(&format!("thing_id = {p1}")),
         EntityType::Sensor => of(&format!("sensor_id = {p1}")),
         EntityType::ObservedProperty => vec![

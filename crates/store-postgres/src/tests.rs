@@ -223,3 +223,57 @@ fn deleting_a_datastream_waits_for_observations_being_created_and_takes_them() {
     assert_eq!(left.unwrap().flatten(), Some(0), "no Observation outlives its Datastream");
     store.shutdown();
 }
+
+/// The same for a feature generated from a Location, which new Observations find through the
+/// Location rather than by id.
+#[test]
+fn deleting_a_generated_feature_waits_for_observations_being_created_of_it() {
+    use store_sql::Connection as _;
+    let url = database("delete_generated_race");
+    let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
+    let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    setup
+        .batch(
+            "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
+             INSERT INTO locations (id, name, description, encoding_type, location) VALUES (1, 'l', 'd', 'e', '{}');
+             INSERT INTO thing_locations (thing_id, location_id) VALUES (1, 1);
+             INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'e', '\"m\"');
+             INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
+             INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
+                 VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
+             INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'e', '{}');
+             INSERT INTO location_features (location_id, feature_id) VALUES (1, 1);",
+        )
+        .unwrap();
+    // Another node's writer reads the Datastream's Locations as the store does, then inserts.
+    let other = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    other.batch("BEGIN").unwrap();
+    let found = store_sql::query_all(
+        &other,
+        &sql::fixed::thing_locations_of(&sql::PostgresDialect, model::EntityType::Datastream),
+        &[Param::Integer(1)],
+        |row| row.integer(1),
+    )
+    .unwrap();
+    assert_eq!(found, [Some(1)], "the generated feature");
+    other
+        .execute(
+            "INSERT INTO observations (phenomenon_time_start, datastream_id, feature_id) VALUES ($1, 1, 1)",
+            &[Param::Integer(model::Instant::now().micros())],
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.write(
+        odata::Visibility::All,
+        Box::new(|w: &mut dyn store::Writer| w.delete(model::EntityType::FeatureOfInterest, model::Id(1)).map(drop)),
+        Box::new(move |outcome| {
+            let _ = tx.send(outcome.is_ok());
+        }),
+    );
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "the delete waits");
+    other.batch("COMMIT").unwrap();
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(true));
+    let left = query_one(&setup, "SELECT count(*) FROM observations", &[], |row| row.integer(0));
+    assert_eq!(left.unwrap().flatten(), Some(0), "no Observation outlives its feature");
+    store.shutdown();
+}
