@@ -44,7 +44,12 @@ pub struct PgConnection {
     statements: RefCell<Prepared>,
     /// The column types of tables bulk-inserted into, by table and column.
     column_types: RefCell<HashMap<String, HashMap<String, Type>>>,
+    /// Names the cursors of large results.
+    cursors: std::cell::Cell<u64>,
 }
+
+/// Rows fetched at a time from a large result's cursor.
+const FETCH_ROWS: usize = 2_000;
 
 /// A parameter type left for the server to infer (OID 0).
 fn inferred() -> Type {
@@ -312,7 +317,12 @@ pub fn numeric(bytes: &[u8]) -> Result<Number, String> {
 
 impl PgConnection {
     pub fn new(client: Client) -> PgConnection {
-        PgConnection { client: RefCell::new(client), statements: RefCell::default(), column_types: RefCell::default() }
+        PgConnection {
+            client: RefCell::new(client),
+            statements: RefCell::default(),
+            column_types: RefCell::default(),
+            cursors: std::cell::Cell::new(0),
+        }
     }
 
     /// Whether the connection is gone (the server closed it).
@@ -359,6 +369,43 @@ impl store_sql::Connection for PgConnection {
             }
         }
         Ok(())
+    }
+
+    /// Through a cursor of the job's transaction, `FETCH_ROWS` at a time.
+    fn query_large(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let n = self.cursors.get();
+        self.cursors.set(n.wrapping_add(1));
+        let cursor = format!("tb_large_{n}");
+        self.execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}"), params)?;
+        let fetch = format!("FETCH {FETCH_ROWS} FROM {cursor}");
+        let result = (|| {
+            loop {
+                let statement = self.prepared(&fetch, &[])?;
+                let rows: Vec<postgres::Row> = {
+                    let mut client = self.client.borrow_mut();
+                    let iter = client.query_raw(&statement, std::iter::empty::<Bound<'_>>()).map_err(db_error)?;
+                    iter.collect().map_err(db_error)?
+                };
+                for row in &rows {
+                    if !each(&Row(row))? {
+                        return Ok(());
+                    }
+                }
+                if rows.len() < FETCH_ROWS {
+                    return Ok(());
+                }
+            }
+        })();
+        // A failed statement has aborted the transaction, cursor and all.
+        if result.is_ok() {
+            self.batch(&format!("CLOSE {cursor}"))?;
+        }
+        result
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {

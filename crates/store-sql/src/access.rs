@@ -190,7 +190,15 @@ impl Reader for Access<'_> {
         let mut more = false;
         let mut stopped = false;
         let this = &*self;
-        this.conn.query(&statement.sql, &statement.params, &mut |row| {
+        // Pages of many rows are read in pieces, so the first goes out before the last is read.
+        let fetch = |sql: &str, params: &[Param], each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>| {
+            if limit > LARGE_PAGE {
+                this.conn.query_large(sql, params, each)
+            } else {
+                this.conn.query(sql, params, each)
+            }
+        };
+        fetch(&statement.sql, &statement.params, &mut |row| {
             if read == limit {
                 more = true;
                 return Ok(false);
@@ -295,6 +303,9 @@ fn record_values(record: &Record) -> Vec<Param> {
     }
     values
 }
+
+/// Pages of more rows than this are read with `Connection::query_large`.
+const LARGE_PAGE: u64 = 1_000;
 
 /// From this many records on, an insert takes the backend's bulk path when it has one.
 const BULK_ROWS: usize = 64;

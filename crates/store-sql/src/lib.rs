@@ -57,6 +57,17 @@ pub trait Connection {
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// [`Connection::query`] for a result that may be large: where reading it whole before the
+    /// first row would delay the answer (PostgreSQL), it is read in pieces as `each` goes.
+    fn query_large(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.query(sql, params, each)
+    }
+
     /// Runs a statement; returns the number of rows it changed.
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError>;
 
