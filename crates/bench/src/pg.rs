@@ -18,7 +18,7 @@ use postgres::types::{ToSql, Type};
 use crate::Settings;
 use crate::client::load;
 use crate::workloads::{
-    T0, create_datastreams, data_array_body, ingest, instant, median, occurrences, print, timed_gets,
+    T0, create_datastreams, data_array_body, ingest, instant, median, occurrences, print, query_blocks, timed_gets,
 };
 
 fn database(name: &str) -> anyhow::Result<String> {
@@ -226,20 +226,7 @@ pub async fn query_workload(settings: &Settings) -> anyhow::Result<()> {
     let url = database("bench_query")?;
     let (server, addr, _dir) = node(&url, 100_000).await?;
     let ids = create_datastreams(addr, DATASTREAMS).await?;
-    let per_other = (total - DAY) / (DATASTREAMS as u64 - 1);
-    let mut bodies: Vec<(i64, i64, u64)> = Vec::new();
-    for chunk in 0..DAY.div_ceil(10_000) {
-        bodies.push((ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
-    }
-    for id in &ids[1..] {
-        let mut done = 0;
-        while done < per_other {
-            let n = 10_000.min(per_other - done);
-            bodies.push((*id, T0 + done as i64, n));
-            done += n;
-        }
-    }
-    let loaded = DAY + per_other * (DATASTREAMS as u64 - 1);
+    let (bodies, loaded) = query_blocks(&ids, total);
     let seconds = ingest(addr, bodies, |(id, start, rows)| data_array_body(id, start, rows), 2).await?;
     println!(
         "loaded {loaded} Observations over {DATASTREAMS} Datastreams through dataArray in {seconds:.1} s ({:.0} obs/s)",

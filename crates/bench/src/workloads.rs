@@ -237,7 +237,28 @@ fn raw_sqlite_ingest(dir: &Path, rows: u64, batch: u64) -> anyhow::Result<f64> {
 }
 
 /// One Data Array request to make: Datastream, first second, rows.
-type Block = (i64, i64, u64);
+pub(crate) type Block = (i64, i64, u64);
+
+/// The query workloads' data, as Data Array requests of 10,000 rows: the first Datastream holds
+/// one day at 1 Hz, the others share the rest of `total`, each at 1 Hz. Returns the requests
+/// and the rows they hold.
+pub(crate) fn query_blocks(ids: &[i64], total: u64) -> (Vec<Block>, u64) {
+    const DAY: u64 = 86_400;
+    let per_other = (total - DAY) / (ids.len() as u64 - 1);
+    let mut bodies: Vec<Block> = Vec::new();
+    for chunk in 0..DAY.div_ceil(10_000) {
+        bodies.push((ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
+    }
+    for id in &ids[1..] {
+        let mut done = 0;
+        while done < per_other {
+            let n = 10_000.min(per_other - done);
+            bodies.push((*id, T0 + done as i64, n));
+            done += n;
+        }
+    }
+    (bodies, DAY + per_other * (ids.len() as u64 - 1))
+}
 
 /// Posts `blocks` to `/CreateObservations` over `concurrency` connections, generating each body
 /// just before it is sent (so the generator's memory stays out of the peak RSS); returns the
@@ -357,21 +378,7 @@ pub async fn query(settings: &Settings) -> anyhow::Result<()> {
     let dir = TempDir::new("query")?;
     let (server, addr) = start_server(&dir.0, 100_000).await?;
     let ids = create_datastreams(addr, DATASTREAMS).await?;
-    // The first Datastream holds one day at 1 Hz; the others share the rest, each at 1 Hz.
-    let per_other = (total - DAY) / (DATASTREAMS as u64 - 1);
-    let mut bodies: Vec<Block> = Vec::new();
-    for chunk in 0..DAY.div_ceil(10_000) {
-        bodies.push((ids[0], T0 + (chunk * 10_000) as i64, 10_000.min(DAY - chunk * 10_000)));
-    }
-    for id in &ids[1..] {
-        let mut done = 0;
-        while done < per_other {
-            let n = 10_000.min(per_other - done);
-            bodies.push((*id, T0 + done as i64, n));
-            done += n;
-        }
-    }
-    let loaded = DAY + per_other * (DATASTREAMS as u64 - 1);
+    let (bodies, loaded) = query_blocks(&ids, total);
     let seconds = ingest(addr, bodies, |(id, start, rows)| data_array_body(id, start, rows), 2).await?;
     println!(
         "loaded {loaded} Observations over {DATASTREAMS} Datastreams through dataArray in {seconds:.1} s ({:.0} obs/s)",

@@ -17,17 +17,15 @@ mod partitions;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fallible_iterator::FallibleIterator;
 use odata::Visibility;
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
-use store_sql::commit::Queued;
-use store_sql::{Access, Connection, ProjectCache};
+use store_sql::queues::{Next, Queues, WriteQueue, take_group};
+use store_sql::{Connection, ProjectCache};
 
 pub use crate::connection::PgConnection;
 use crate::connection::db_error;
@@ -58,9 +56,7 @@ impl PostgresOptions {
 /// A PostgreSQL database with this node's writer and readers.
 pub struct PostgresStore {
     options: PostgresOptions,
-    writes: Mutex<Option<SyncSender<Queued>>>,
-    reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    queues: Queues,
     /// Set by `shutdown`: the listener thread stops.
     stopping: Arc<AtomicBool>,
 }
@@ -89,9 +85,7 @@ impl PostgresStore {
         if partitioned {
             partitions::maintain(&writer);
         }
-        let mut threads = Vec::new();
-        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
-        let write_rx = Arc::new(Mutex::new(write_rx));
+        let (queues, writes, reads) = Queues::new(options.max_group);
         let max_group = options.max_group.max(1);
         let mut first = Some(writer);
         for i in 0..options.writers.max(1) {
@@ -99,91 +93,46 @@ impl PostgresStore {
                 Some(conn) => conn,
                 None => connect(&options)?,
             };
-            let rx = Arc::clone(&write_rx);
+            let writes = writes.clone();
             // One writer keeps the partitions; any would do.
             let maintains = partitioned && i == 0;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("postgres-writer-{i}"))
-                    .spawn(move || write_loop(conn, rx, max_group, maintains))
-                    .map_err(|e| StoreError::Database(Box::new(e)))?,
-            );
+            queues.spawn(format!("postgres-writer-{i}"), move || write_loop(conn, writes, max_group, maintains))?;
         }
-        let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
-        let read_rx = Arc::new(Mutex::new(read_rx));
         for i in 0..options.readers.max(1) {
             let conn = connect(&options)?;
-            let rx = Arc::clone(&read_rx);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("postgres-reader-{i}"))
-                    .spawn(move || read_loop(conn, rx))
-                    .map_err(|e| StoreError::Database(Box::new(e)))?,
-            );
+            let reads = reads.clone();
+            queues.spawn(format!("postgres-reader-{i}"), move || {
+                // Each read sees one snapshot, as a SQLite read transaction does.
+                let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+                store_sql::queues::read_loop(&conn, &DIALECT, begin, &reads);
+            })?;
         }
-        Ok(PostgresStore {
-            options,
-            stopping: Arc::default(),
-            writes: Mutex::new(Some(write_tx)),
-            reads: Mutex::new(Some(read_tx)),
-            threads: Mutex::new(threads),
-        })
+        Ok(PostgresStore { options, queues, stopping: Arc::default() })
     }
 }
 
 impl Store for PostgresStore {
     fn read(&self, visibility: Visibility, job: ReadJob) {
-        let sender = self.reads.lock().ok().and_then(|s| s.clone());
-        if let Some(sender) = sender {
-            // A full queue waits: back-pressure instead of unbounded memory.
-            let _ = sender.send((visibility, job));
-        }
+        self.queues.read(visibility, job);
     }
 
     fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
-        let sender = self.writes.lock().ok().and_then(|s| s.clone());
-        match sender {
-            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
-                Ok(()) => {}
-                Err(TrySendError::Full(item)) => {
-                    if let Err(mpsc::SendError(item)) = sender.send(item) {
-                        (item.done)(Err(StoreError::ShuttingDown));
-                    }
-                }
-                Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
-            },
-            None => done(Err(StoreError::ShuttingDown)),
-        }
+        self.queues.write(visibility, job, done);
     }
 
     fn listen(&self, listener: store::Listener) -> bool {
         let (options, stopping) = (self.options.clone(), self.stopping.clone());
-        let spawned = std::thread::Builder::new()
-            .name("postgres-listener".into())
-            .spawn(move || listen_loop(&options, &stopping, &*listener));
-        match spawned {
-            Ok(thread) => {
-                if let Ok(mut threads) = self.threads.lock() {
-                    threads.push(thread);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot start the listener of other nodes' changes"),
+        let spawned =
+            self.queues.spawn("postgres-listener".into(), move || listen_loop(&options, &stopping, &*listener));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the listener of other nodes' changes");
         }
         true
     }
 
     fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        if let Ok(mut w) = self.writes.lock() {
-            w.take();
-        }
-        if let Ok(mut r) = self.reads.lock() {
-            r.take();
-        }
-        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
-        for thread in threads {
-            let _ = thread.join();
-        }
+        self.queues.shutdown();
     }
 }
 
@@ -193,33 +142,12 @@ impl Drop for PostgresStore {
     }
 }
 
-fn read_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>) {
-    loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        let (visibility, job) = job;
-        // Each read sees one snapshot, as a SQLite read transaction does.
-        let _ = conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        let mut access =
-            Access { conn: &conn, dialect: &DIALECT, visibility: &visibility, projects: None, pending: None };
-        // A panicking job must not take the reader down with it; its caller sees the dropped
-        // reply channel as an internal error.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
-        let _ = conn.batch("COMMIT");
-    }
-}
-
 /// One of the writers: takes every job waiting (up to `max_group`) as one group, commits it,
 /// and comes back for more; while it commits, the next writer takes what arrives. Each writer
 /// has its own project cache: PostgreSQL never gives a deleted entity's id again, and
 /// entities do not change project, so another writer's entries cannot mislead it.
-fn write_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<Queued>>>, max_group: usize, maintains: bool) {
-    let mut group: Vec<Queued> = Vec::with_capacity(max_group);
+fn write_loop(conn: PgConnection, jobs: WriteQueue, max_group: usize, maintains: bool) {
+    let mut group = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
     let mut maintained = std::time::Instant::now();
     loop {
@@ -227,21 +155,11 @@ fn write_loop(conn: PgConnection, jobs: Arc<Mutex<Receiver<Queued>>>, max_group:
             partitions::maintain(&conn);
             maintained = std::time::Instant::now();
         }
-        {
-            let Ok(queue) = jobs.lock() else { return };
-            match queue.recv_timeout(Duration::from_secs(60)) {
-                Ok(first) => group.push(first),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            while group.len() < max_group {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
+        match take_group(&jobs, &mut group, max_group, Duration::from_secs(60)) {
+            Next::Group => store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects),
+            Next::Idle => {}
+            Next::Closed => return,
         }
-        store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects);
     }
 }
 

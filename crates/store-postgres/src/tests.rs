@@ -180,6 +180,15 @@ fn the_dump_lists_every_table_and_column() {
     }
 }
 
+/// Thing 1 with Datastream 1 (Sensor 1, ObservedProperty 1), and FeatureOfInterest 1, written
+/// straight into the tables.
+const PARENTS: &str = "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
+    INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'e', '\"m\"');
+    INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
+    INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
+        VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
+    INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'e', '{}');";
+
 /// A Datastream deleted while another session is creating Observations of it (having locked it
 /// as the writer does) waits for that session, then deletes its Observations too: none is
 /// left without its Datastream, though Observations hold no foreign key.
@@ -189,16 +198,7 @@ fn deleting_a_datastream_waits_for_observations_being_created_and_takes_them() {
     let url = database("delete_race");
     let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
     let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
-    setup
-        .batch(
-            "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
-             INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'e', '\"m\"');
-             INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
-             INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
-                 VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
-             INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'e', '{}');",
-        )
-        .unwrap();
+    setup.batch(PARENTS).unwrap();
     // Another node's writer, in the middle of its job.
     let other = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
     other.batch("BEGIN; SELECT id FROM datastreams WHERE id = 1 FOR KEY SHARE").unwrap();
@@ -232,16 +232,11 @@ fn deleting_a_generated_feature_waits_for_observations_being_created_of_it() {
     let url = database("delete_generated_race");
     let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
     let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    setup.batch(PARENTS).unwrap();
     setup
         .batch(
-            "INSERT INTO things (id, name, description) VALUES (1, 't', 'd');
-             INSERT INTO locations (id, name, description, encoding_type, location) VALUES (1, 'l', 'd', 'e', '{}');
+            "INSERT INTO locations (id, name, description, encoding_type, location) VALUES (1, 'l', 'd', 'e', '{}');
              INSERT INTO thing_locations (thing_id, location_id) VALUES (1, 1);
-             INSERT INTO sensors (id, name, description, encoding_type, metadata) VALUES (1, 's', 'd', 'e', '\"m\"');
-             INSERT INTO observed_properties (id, name, definition, description) VALUES (1, 'p', 'd', 'd');
-             INSERT INTO datastreams (id, name, description, unit_of_measurement, observation_type, thing_id, sensor_id, observed_property_id)
-                 VALUES (1, 'ds', 'd', '{}', 'm', 1, 1, 1);
-             INSERT INTO features (id, name, description, encoding_type, feature) VALUES (1, 'f', 'd', 'e', '{}');
              INSERT INTO location_features (location_id, feature_id) VALUES (1, 1);",
         )
         .unwrap();

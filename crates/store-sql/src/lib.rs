@@ -11,6 +11,7 @@ mod access;
 pub mod commit;
 mod dump;
 mod principals;
+pub mod queues;
 mod values;
 
 pub use access::{Access, ProjectCache};

@@ -16,17 +16,13 @@ mod migrate;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use odata::Visibility;
 use rusqlite::{Connection, OpenFlags};
 use store::{ReadJob, Store, StoreError, WriteDone, WriteJob};
-
-use store_sql::commit::Queued;
-use store_sql::{Access, ProjectCache};
+use store_sql::ProjectCache;
+use store_sql::queues::{Next, Queues, WriteQueue, take_group};
 
 use crate::connection::{SqliteConnection, db_error};
 
@@ -57,9 +53,7 @@ impl SqliteOptions {
 
 /// A SQLite database file with its writer and readers.
 pub struct SqliteStore {
-    writes: Mutex<Option<SyncSender<Queued>>>,
-    reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    queues: Queues,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -107,73 +101,31 @@ impl SqliteStore {
     pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(&options.path, &options, true)?;
         migrate::run(&writer)?;
-        let mut threads = Vec::new();
-
-        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(options.max_group * 4);
+        let (queues, writes, reads) = Queues::new(options.max_group);
         let max_group = options.max_group.max(1);
-        threads.push(
-            std::thread::Builder::new()
-                .name("sqlite-writer".into())
-                .spawn(move || write_loop(writer, write_rx, max_group))
-                .map_err(|e| StoreError::Database(Box::new(e)))?,
-        );
-
-        let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
-        let read_rx = Arc::new(Mutex::new(read_rx));
+        queues.spawn("sqlite-writer".into(), move || write_loop(writer, writes, max_group))?;
         for i in 0..options.readers.max(1) {
             let conn = open_connection(&options.path, &options, false)?;
-            let rx = Arc::clone(&read_rx);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("sqlite-reader-{i}"))
-                    .spawn(move || read_loop(conn, rx))
-                    .map_err(|e| StoreError::Database(Box::new(e)))?,
-            );
+            let reads = reads.clone();
+            queues.spawn(format!("sqlite-reader-{i}"), move || {
+                store_sql::queues::read_loop(&SqliteConnection(&conn), &DIALECT, "BEGIN", &reads);
+            })?;
         }
-        Ok(SqliteStore {
-            writes: Mutex::new(Some(write_tx)),
-            reads: Mutex::new(Some(read_tx)),
-            threads: Mutex::new(threads),
-        })
+        Ok(SqliteStore { queues })
     }
 }
 
 impl Store for SqliteStore {
     fn read(&self, visibility: Visibility, job: ReadJob) {
-        let sender = self.reads.lock().ok().and_then(|s| s.clone());
-        if let Some(sender) = sender {
-            // A full queue waits: back-pressure instead of unbounded memory.
-            let _ = sender.send((visibility, job));
-        }
+        self.queues.read(visibility, job);
     }
 
     fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
-        let sender = self.writes.lock().ok().and_then(|s| s.clone());
-        match sender {
-            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
-                Ok(()) => {}
-                Err(TrySendError::Full(item)) => {
-                    if let Err(mpsc::SendError(item)) = sender.send(item) {
-                        (item.done)(Err(StoreError::ShuttingDown));
-                    }
-                }
-                Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
-            },
-            None => done(Err(StoreError::ShuttingDown)),
-        }
+        self.queues.write(visibility, job, done);
     }
 
     fn shutdown(&self) {
-        if let Ok(mut w) = self.writes.lock() {
-            w.take();
-        }
-        if let Ok(mut r) = self.reads.lock() {
-            r.take();
-        }
-        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
-        for thread in threads {
-            let _ = thread.join();
-        }
+        self.queues.shutdown();
     }
 }
 
@@ -185,55 +137,25 @@ impl Drop for SqliteStore {
 
 const DIALECT: sql::SqliteDialect = sql::SqliteDialect;
 
-fn read_loop(conn: Connection, jobs: Arc<Mutex<Receiver<(Visibility, ReadJob)>>>) {
-    loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        let (visibility, job) = job;
-        let connection = SqliteConnection(&conn);
-        // Each read sees one snapshot (a page and its count, an export), as on PostgreSQL.
-        let _ = conn.execute_batch("BEGIN");
-        let mut access =
-            Access { conn: &connection, dialect: &DIALECT, visibility: &visibility, projects: None, pending: None };
-        // A panicking job must not take the reader down with it; its caller sees the dropped
-        // reply channel as an internal error.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
-        let _ = conn.execute_batch("COMMIT");
-    }
-}
-
-/// Takes every queued job (up to `max_group`), runs them in one transaction with a savepoint
-/// each, commits, then reports.
-fn write_loop(conn: Connection, jobs: Receiver<Queued>, max_group: usize) {
-    let mut group: Vec<Queued> = Vec::with_capacity(max_group);
+/// The one writer: commits groups of jobs (`store_sql::commit`), and lets SQLite update its
+/// statistics when idle and on the way out.
+fn write_loop(conn: Connection, jobs: WriteQueue, max_group: usize) {
+    let mut group = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
     loop {
-        match jobs.recv_timeout(Duration::from_secs(60)) {
-            Ok(first) => group.push(first),
-            Err(RecvTimeoutError::Timeout) => {
+        match take_group(&jobs, &mut group, max_group, Duration::from_secs(60)) {
+            Next::Group => store_sql::commit::commit_group(
+                &SqliteConnection(&conn),
+                &DIALECT,
+                "BEGIN IMMEDIATE",
+                &mut group,
+                &mut projects,
+            ),
+            Next::Idle => {
                 let _ = conn.execute_batch("PRAGMA optimize;");
-                continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Next::Closed => break,
         }
-        while group.len() < max_group {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        store_sql::commit::commit_group(
-            &SqliteConnection(&conn),
-            &DIALECT,
-            "BEGIN IMMEDIATE",
-            &mut group,
-            &mut projects,
-        );
     }
     let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
 }

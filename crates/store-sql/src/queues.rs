@@ -1,0 +1,141 @@
+//! The job queues every backend puts in front of its connections: read jobs shared by the
+//! reader threads, write jobs taken in groups by the writer threads, and the threads to join on
+//! shutdown. Bounded: a full queue makes the caller wait (back-pressure, not unbounded memory).
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use odata::Visibility;
+use store::{ReadJob, StoreError, WriteDone, WriteJob};
+
+use crate::commit::Queued;
+use crate::{Access, Connection, Dialect};
+
+/// Where read jobs wait for a reader.
+pub type ReadQueue = Arc<Mutex<Receiver<(Visibility, ReadJob)>>>;
+
+/// Where write jobs wait for a writer.
+pub type WriteQueue = Arc<Mutex<Receiver<Queued>>>;
+
+/// The sending ends and the threads of a backend.
+pub struct Queues {
+    writes: Mutex<Option<SyncSender<Queued>>>,
+    reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues").finish_non_exhaustive()
+    }
+}
+
+impl Queues {
+    /// The queues (write jobs bounded at `max_group * 4`), and their receiving ends for the
+    /// threads to start.
+    pub fn new(max_group: usize) -> (Queues, WriteQueue, ReadQueue) {
+        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(max_group.max(1) * 4);
+        let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
+        let queues =
+            Queues { writes: Mutex::new(Some(write_tx)), reads: Mutex::new(Some(read_tx)), threads: Mutex::default() };
+        (queues, Arc::new(Mutex::new(write_rx)), Arc::new(Mutex::new(read_rx)))
+    }
+
+    /// Starts a thread of the backend, joined by [`Queues::shutdown`].
+    pub fn spawn(&self, name: String, run: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+        let thread =
+            std::thread::Builder::new().name(name).spawn(run).map_err(|e| StoreError::Database(Box::new(e)))?;
+        if let Ok(mut threads) = self.threads.lock() {
+            threads.push(thread);
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, visibility: Visibility, job: ReadJob) {
+        let sender = self.reads.lock().ok().and_then(|s| s.clone());
+        if let Some(sender) = sender {
+            let _ = sender.send((visibility, job));
+        }
+    }
+
+    pub fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        let sender = self.writes.lock().ok().and_then(|s| s.clone());
+        match sender {
+            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(item)) => {
+                    if let Err(mpsc::SendError(item)) = sender.send(item) {
+                        (item.done)(Err(StoreError::ShuttingDown));
+                    }
+                }
+                Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
+            },
+            None => done(Err(StoreError::ShuttingDown)),
+        }
+    }
+
+    /// Stops taking jobs; the threads finish what is queued (writers commit it) and are joined.
+    pub fn shutdown(&self) {
+        if let Ok(mut w) = self.writes.lock() {
+            w.take();
+        }
+        if let Ok(mut r) = self.reads.lock() {
+            r.take();
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs read jobs from `jobs` until the queue closes, each in one read transaction (`begin`,
+/// then `COMMIT`): a page and its count, or an export, see one snapshot.
+pub fn read_loop(conn: &dyn Connection, dialect: &dyn Dialect, begin: &str, jobs: &ReadQueue) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let (visibility, job) = job;
+        let _ = conn.batch(begin);
+        let mut access = Access { conn, dialect, visibility: &visibility, projects: None, pending: None };
+        // A panicking job must not take the reader down with it; its caller sees the dropped
+        // reply channel as an internal error.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
+        let _ = conn.batch("COMMIT");
+    }
+}
+
+/// What a writer found waiting.
+pub enum Next {
+    /// `group` holds jobs to commit.
+    Group,
+    /// Nothing came for `wait`: time for the backend's housekeeping.
+    Idle,
+    /// The queue closed and is empty.
+    Closed,
+}
+
+/// Waits up to `wait` for a job, then takes every job waiting (up to `max_group`) into
+/// `group`. While one writer commits, the next takes what arrives.
+pub fn take_group(jobs: &WriteQueue, group: &mut Vec<Queued>, max_group: usize, wait: Duration) -> Next {
+    let Ok(queue) = jobs.lock() else { return Next::Closed };
+    match queue.recv_timeout(wait) {
+        Ok(first) => group.push(first),
+        Err(RecvTimeoutError::Timeout) => return Next::Idle,
+        Err(RecvTimeoutError::Disconnected) => return Next::Closed,
+    }
+    while group.len() < max_group.max(1) {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    Next::Group
+}
