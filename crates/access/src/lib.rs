@@ -80,12 +80,33 @@ pub enum Identity {
         user: i64,
         one_time: bool,
     },
-    /// A device, identified by its RFC 9039 URN once onboarding exists.
-    Device {
-        urn: String,
-    },
+    /// A device, identified by its RFC 9039 URN (by its certificate or its own secret).
+    Device(DeviceIdentity),
     /// The server itself (maintenance, the bridge's own work).
     Server,
+}
+
+/// What the rule needs to know of a device: who it is, the Thing it feeds, whether the
+/// admission gate lets its data in, and what its class declares it senses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub id: i64,
+    /// The normal form of its RFC 9039 URN.
+    pub urn: String,
+    pub project: ProjectId,
+    /// The Thing whose Datastreams it may feed (none: it may feed nothing).
+    pub thing: Option<i64>,
+    pub admission: Admission,
+    /// The ObservedProperty definitions its class declares.
+    pub sensing: Vec<String>,
+}
+
+/// Whether a device's data is let in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Not (or no longer) admitted, and why, in words its operator reads.
+    Refused(String),
 }
 
 /// An authenticated caller and its rights.
@@ -118,6 +139,17 @@ pub enum Decision {
     Forbidden,
 }
 
+/// The answer of [`Principal::may_feed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Feed {
+    Allowed,
+    /// A device writing to another Thing's Datastream.
+    NotItsThing,
+    /// A device writing what its class does not declare it senses (EN 303 645 5.8-3): this
+    /// ObservedProperty definition.
+    Undeclared(String),
+}
+
 /// What the rule needs to know about the hub besides the principal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hub {
@@ -142,7 +174,7 @@ impl Principal {
             Identity::Anonymous => "anonymous".to_owned(),
             Identity::User { id, .. } => format!("user:{id}"),
             Identity::Token { id, .. } => format!("token:{id}"),
-            Identity::Device { urn } => format!("device:{urn}"),
+            Identity::Device(device) => format!("device:{}", device.urn),
             Identity::Server => "server".to_owned(),
         }
     }
@@ -156,6 +188,21 @@ impl Principal {
     pub fn decide(&self, hub: &Hub, action: Action, entity: EntityType, project: ProjectId) -> Decision {
         if self.hub_admin {
             return Decision::Allow;
+        }
+        if let Identity::Device(device) = &self.identity {
+            // A device reads as a viewer of its project and creates only Observations (and
+            // the features they come with) there, once admitted; which Datastreams it may
+            // feed is `Principal::may_feed`'s question.
+            let allowed = match action {
+                Action::Read => device.project == project || hub.open_data.contains(&project),
+                Action::Create => {
+                    device.project == project
+                        && device.admission == Admission::Admitted
+                        && matches!(entity, EntityType::Observation | EntityType::FeatureOfInterest)
+                }
+                Action::Update | Action::Delete | Action::ManageMembers => false,
+            };
+            return if allowed { Decision::Allow } else { Decision::Forbidden };
         }
         let role = self.role_in(project);
         let allowed = match action {
@@ -177,11 +224,40 @@ impl Principal {
         }
     }
 
+    /// Why this principal's data is refused when it is a device the admission gate keeps out.
+    pub fn refusal(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Device(DeviceIdentity { admission: Admission::Refused(reason), .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether the principal may add Observations to a Datastream (or MultiDatastream) of
+    /// Thing `thing` observing `observed`: everyone the project rule lets create them may,
+    /// except devices, which feed only their own Thing and only what their class declares.
+    pub fn may_feed(&self, thing: Option<i64>, observed: &[String]) -> Feed {
+        let Identity::Device(device) = &self.identity else { return Feed::Allowed };
+        if device.thing.is_none() || thing != device.thing {
+            return Feed::NotItsThing;
+        }
+        match observed.iter().find(|definition| !device.sensing.contains(definition)) {
+            Some(undeclared) => Feed::Undeclared(undeclared.clone()),
+            None => Feed::Allowed,
+        }
+    }
+
     /// What every read of this principal may see: all projects for a hub administrator, else
     /// the projects it holds a role in and the open-data ones.
     pub fn visibility(&self, hub: &Hub) -> Visibility {
         if self.hub_admin {
             return Visibility::All;
+        }
+        if let Identity::Device(device) = &self.identity {
+            let mut projects: Vec<ProjectId> =
+                std::iter::once(device.project).chain(hub.open_data.iter().copied()).collect();
+            projects.sort_unstable();
+            projects.dedup();
+            return Visibility::Projects(projects);
         }
         let mut projects: Vec<ProjectId> =
             self.grants.iter().map(|g| g.project).chain(hub.open_data.iter().copied()).collect();

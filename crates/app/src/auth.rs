@@ -59,7 +59,27 @@ const SETUP_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 pub enum Credentials {
     None,
     Token(String),
-    Password { user: String, password: String },
+    Password {
+        user: String,
+        password: String,
+    },
+    /// A device: checked by `devices::Trust`.
+    Device(DeviceCredential),
+}
+
+/// How a device proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DeviceCredential {
+    /// The leaf of the client certificate chain its TLS handshake verified (DER).
+    Certificate(std::sync::Arc<Vec<u8>>),
+    /// Its URN and its own secret (or pre-installed password); the edge accepts these over
+    /// TLS only.
+    Secret { urn: String, secret: String },
+}
+
+/// Whether a user name is a device's URN (a device secret follows, not a password).
+pub fn is_device_urn(user: &str) -> bool {
+    user.len() >= 8 && user.is_char_boundary(8) && user[..8].eq_ignore_ascii_case("urn:dev:")
 }
 
 impl std::fmt::Debug for Credentials {
@@ -69,6 +89,10 @@ impl std::fmt::Debug for Credentials {
             Credentials::None => f.write_str("None"),
             Credentials::Token(_) => f.write_str("Token(<secret>)"),
             Credentials::Password { user, .. } => write!(f, "Password {{ user: {user:?}, password: <secret> }}"),
+            Credentials::Device(DeviceCredential::Certificate(_)) => f.write_str("Device(Certificate)"),
+            Credentials::Device(DeviceCredential::Secret { urn, .. }) => {
+                write!(f, "Device {{ urn: {urn:?}, secret: <secret> }}")
+            }
         }
     }
 }
@@ -95,6 +119,8 @@ pub struct Authenticator {
     /// Requests and connections without working credentials, per client address, over every
     /// interface: one bucket, so guessing over HTTP and MQTT at once gains nothing.
     addresses: Limiter<IpAddr>,
+    /// The devices' trust machinery, once the node has opened it.
+    trust: std::sync::OnceLock<std::sync::Arc<crate::devices::Trust>>,
 }
 
 /// The generations a principal was authenticated at; see [`Authenticator::is_current`].
@@ -124,7 +150,13 @@ impl Authenticator {
             generation: std::sync::atomic::AtomicU64::new(0),
             user_generations: Mutex::default(),
             addresses: Limiter::new(Rate::per_second(20.0)),
+            trust: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets devices authenticate through this authenticator.
+    pub fn set_trust(&self, trust: std::sync::Arc<crate::devices::Trust>) {
+        let _ = self.trust.set(trust);
     }
 
     /// The rate of requests and connections without working credentials per client address
@@ -230,6 +262,22 @@ impl Authenticator {
             Credentials::None => return Ok(Principal::anonymous()),
             Credentials::Token(text) => (self.token(&text).await, "token".to_owned()),
             Credentials::Password { user, password } => (self.password(user.clone(), password).await, user),
+            Credentials::Device(credential) => {
+                let Some(trust) = self.trust.get() else {
+                    return Err(unauthenticated("this hub does not enroll devices"));
+                };
+                let (result, actor) = match &credential {
+                    DeviceCredential::Certificate(der) => (
+                        trust.authenticate(crate::devices::DeviceCredentials::Certificate(der)).await,
+                        "certificate".to_owned(),
+                    ),
+                    DeviceCredential::Secret { urn, secret } => (
+                        trust.authenticate(crate::devices::DeviceCredentials::Secret { urn, secret }).await,
+                        urn.clone(),
+                    ),
+                };
+                (result, actor)
+            }
         };
         if let Err(AppError::Unauthenticated(reason)) = &result {
             self.app.audit_later(actor, "sign_in_refused", serde_json::json!({"reason": reason}));

@@ -10,7 +10,7 @@
 //! named). Derived fields the server maintains (`update_derived`) and its bookkeeping pass
 //! unchecked: they are consequences of a change that was checked.
 
-use access::{Action, Decision, Hub, Principal, ProjectId};
+use access::{Action, Decision, Feed, Hub, Principal, ProjectId};
 use model::{EntityType, Id, Interval, Navigation};
 use odata::{Expr, Query, ResourcePath};
 use store::{Paging, Principals, Reader, Record, Rows, StoreError, ThingLocation, Writer};
@@ -48,11 +48,13 @@ pub struct Authorizing<'w> {
     principal: &'w Principal,
     hub: &'w Hub,
     placement: Placement,
+    /// Set when a device wrote what its class does not declare: the app quarantines it.
+    pub undeclared: Option<String>,
 }
 
 impl<'w> Authorizing<'w> {
     pub fn new(inner: &'w mut dyn Writer, principal: &'w Principal, hub: &'w Hub, placement: Placement) -> Self {
-        Authorizing { inner, principal, hub, placement }
+        Authorizing { inner, principal, hub, placement, undeclared: None }
     }
 
     /// The request's project, resolved once.
@@ -84,6 +86,13 @@ impl<'w> Authorizing<'w> {
     fn check(&self, action: Action, entity: EntityType, project: ProjectId) -> Result<(), StoreError> {
         match self.principal.decide(self.hub, action, entity, project) {
             Decision::Allow => Ok(()),
+            Decision::Forbidden if self.principal.refusal().is_some() => {
+                let reason = self.principal.refusal().unwrap_or_default();
+                Err(StoreError::Denied(
+                    Decision::Forbidden,
+                    format!("{} may not send data: {reason}", self.principal.label()),
+                ))
+            }
             denied => {
                 let verb = match action {
                     Action::Read => "read",
@@ -113,6 +122,34 @@ impl<'w> Authorizing<'w> {
         match owner(entity, record) {
             Some((owner, id)) => self.project_of_existing(owner, id),
             None => self.request_project(),
+        }
+    }
+
+    /// A device feeds only its own Thing's Datastreams, with what its class declares; see
+    /// `access::Principal::may_feed`. Checked once per owner of new Observations.
+    fn check_feed(&mut self, entity: EntityType, owner: Option<(EntityType, Id)>) -> Result<(), StoreError> {
+        if entity != EntityType::Observation || !matches!(self.principal.identity, access::Identity::Device(_)) {
+            return Ok(());
+        }
+        let Some((owner, id)) = owner else { return Ok(()) };
+        let multi = owner == EntityType::MultiDatastream;
+        let Some((thing, observed)) = self.inner.principals().feed(id.0, multi)? else { return Ok(()) };
+        match self.principal.may_feed(thing, &observed) {
+            Feed::Allowed => Ok(()),
+            Feed::NotItsThing => Err(StoreError::Denied(
+                Decision::Forbidden,
+                format!("{} may send data only to its own Thing's Datastreams", self.principal.label()),
+            )),
+            Feed::Undeclared(definition) => {
+                let reason = format!(
+                    "EN 303 645 5.8-3: it sent Observations of {definition}, which its device class does not declare"
+                );
+                self.undeclared = Some(reason.clone());
+                Err(StoreError::Denied(
+                    Decision::Forbidden,
+                    format!("{} is quarantined: {reason}", self.principal.label()),
+                ))
+            }
         }
     }
 
@@ -169,6 +206,7 @@ impl Writer for Authorizing<'_> {
     fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
         let project = self.project_of_new(entity, record)?;
         self.check(Action::Create, entity, project)?;
+        self.check_feed(entity, owner(entity, record))?;
         let placed = Record { project: Some(project), ..record.clone() };
         self.inner.insert(entity, &placed)
     }
@@ -184,6 +222,7 @@ impl Writer for Authorizing<'_> {
                 None => {
                     let project = self.project_of_new(entity, record)?;
                     self.check(Action::Create, entity, project)?;
+                    self.check_feed(entity, owner)?;
                     known.push((owner, project));
                     project
                 }

@@ -13,7 +13,9 @@ pub mod auth;
 mod authorize;
 mod changes;
 mod convert;
+pub mod devices;
 mod error;
+pub mod gate;
 pub mod limits;
 mod patch;
 mod read;
@@ -87,6 +89,8 @@ pub struct App {
     /// changes (see [`App::share_changes`]).
     node: u64,
     announcing: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped when a device's state changes (see `devices`).
+    devices: devices::DevicesGeneration,
 }
 
 impl std::fmt::Debug for App {
@@ -104,7 +108,15 @@ impl App {
             node = u64::try_from(model::Instant::now().micros()).unwrap_or_default().to_le_bytes();
         }
         let node = u64::from_le_bytes(node);
-        App { store, paging, changes: None, hub: Arc::default(), node, announcing: Arc::default() }
+        App {
+            store,
+            paging,
+            changes: None,
+            hub: Arc::default(),
+            node,
+            announcing: Arc::default(),
+            devices: Arc::default(),
+        }
     }
 
     /// Tells the other nodes sharing the database of this node's committed changes, and hands
@@ -206,6 +218,9 @@ impl App {
         // The job's changes wait here until its commit is known.
         let recorded: Arc<std::sync::Mutex<Vec<Change>>> = Arc::default();
         let job_recorded = Arc::clone(&recorded);
+        // A device that sent what its class does not declare: quarantined after the job.
+        let undeclared: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let job_undeclared = Arc::clone(&undeclared);
         let bus = self.changes.clone();
         let keep_records = bus.as_ref().is_some_and(|bus| bus.wants_records());
         let (node, announcing) = (self.node, self.announcing.load(std::sync::atomic::Ordering::Relaxed));
@@ -215,7 +230,11 @@ impl App {
                 // The recording sees what the authorizing writer let through, with each new
                 // entity already placed in its project.
                 let mut recording = changes::Recording::new(writer, keep_records);
-                let result = f(&mut authorize::Authorizing::new(&mut recording, &principal, &hub, placement));
+                let mut authorizing = authorize::Authorizing::new(&mut recording, &principal, &hub, placement);
+                let result = f(&mut authorizing);
+                if let (Some(reason), Ok(mut slot)) = (authorizing.undeclared.take(), job_undeclared.lock()) {
+                    *slot = Some(reason);
+                }
                 let changes = std::mem::take(&mut recording.changes);
                 let failed = result.is_err();
                 if announcing && !failed && !changes.is_empty() {
@@ -251,7 +270,12 @@ impl App {
                 let _ = tx.send(reply);
             }),
         );
-        rx.await.unwrap_or_else(|_| Err(AppError::Internal("a write job was dropped".into())))
+        let reply = rx.await.unwrap_or_else(|_| Err(AppError::Internal("a write job was dropped".into())));
+        let undeclared = undeclared.lock().ok().and_then(|mut slot| slot.take());
+        if let (Some(reason), access::Identity::Device(device)) = (undeclared, &caller.principal.identity) {
+            devices::quarantine_later(self, device.id, reason);
+        }
+        reply
     }
 
     /// Answers a GET of `path` with `query`.

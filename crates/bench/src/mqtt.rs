@@ -152,6 +152,8 @@ pub fn serve_child(args: &[String]) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = thingbase::Config {
+            https_port: None,
+            mqtts_port: None,
             data_dir: dir.into(),
             http_port: http_port.parse()?,
             mqtt_port: mqtt_port.parse()?,

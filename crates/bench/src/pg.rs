@@ -37,6 +37,8 @@ async fn node_with(
 ) -> anyhow::Result<(thingbase::Server, SocketAddr, crate::workloads::TempDir)> {
     let dir = crate::workloads::TempDir::new("pg-node")?;
     let config = thingbase::Config {
+        https_port: None,
+        mqtts_port: None,
         data_dir: dir.0.clone(),
         database_url: Some(url.to_owned()),
         database_writers: writers,

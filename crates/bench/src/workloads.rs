@@ -56,6 +56,8 @@ impl Drop for TempDir {
 
 async fn start_server(dir: &Path, max_top: u64) -> anyhow::Result<(thingbase::Server, SocketAddr)> {
     let config = thingbase::Config {
+        https_port: None,
+        mqtts_port: None,
         data_dir: dir.to_path_buf(),
         http_port: 0,
         mqtt_port: 0,

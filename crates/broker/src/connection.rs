@@ -30,7 +30,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::hooks::{ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError, RefuseReason};
+use crate::hooks::{
+    ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError, RefuseReason, TransportInfo,
+};
 use crate::metrics;
 use crate::state::{ClientId, Delivery, Link, Message, MessageQueue, SubscriptionOptions};
 use crate::{PublishRefusal, QoS, Shared, TopicFilter, TopicName};
@@ -55,7 +57,7 @@ const SMALL_READ: usize = 512;
 /// How long a new subscription waits for the application's current state of it.
 const CURRENT_STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run<H, S>(shared: Arc<Shared<H>>, stream: S, peer: SocketAddr)
+pub(crate) async fn run<H, S>(shared: Arc<Shared<H>>, stream: S, peer: SocketAddr, transport: TransportInfo)
 where
     H: Hooks,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -65,7 +67,7 @@ where
     ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
     ::metrics::counter!(metrics::CONNECTIONS_ACCEPTED).increment(1);
     let busy = open > shared.config.max_connections;
-    let connection = ClientConnection::new(shared, stream, peer, busy);
+    let connection = ClientConnection::new(shared, stream, peer, transport, busy);
     connection.run().await;
 }
 
@@ -165,6 +167,7 @@ struct ClientConnection<H: Hooks, S> {
     shared: Arc<Shared<H>>,
     stream: S,
     peer: SocketAddr,
+    transport: TransportInfo,
     connection_id: u64,
     protocol: mqtt::Connection<mqtt::role::Server>,
     version: ProtocolVersion,
@@ -192,7 +195,7 @@ struct ClientConnection<H: Hooks, S> {
 }
 
 impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> {
-    fn new(shared: Arc<Shared<H>>, stream: S, peer: SocketAddr, busy: bool) -> Self {
+    fn new(shared: Arc<Shared<H>>, stream: S, peer: SocketAddr, transport: TransportInfo, busy: bool) -> Self {
         // The receive maximum is not set here: the protocol would enforce it on v3.1.1 clients
         // too, who are never told it. It goes into the v5 CONNACK instead, which the protocol
         // then enforces for that connection.
@@ -209,6 +212,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
             shared,
             stream,
             peer,
+            transport,
             connection_id,
             protocol,
             version: ProtocolVersion::V3_1_1,
@@ -533,6 +537,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                 protocol: ProtocolVersion::V3_1_1,
                 peer: self.peer,
                 clean_start: connect.clean_session(),
+                transport: self.transport.clone(),
             },
             keep_will,
             invalid_will,
@@ -565,6 +570,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> ClientConnection<H, S> 
                 protocol: ProtocolVersion::V5,
                 peer: self.peer,
                 clean_start: connect.clean_start(),
+                transport: self.transport.clone(),
             },
             keep_will,
             invalid_will,

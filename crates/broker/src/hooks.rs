@@ -22,6 +22,14 @@ pub enum ProtocolVersion {
     V5,
 }
 
+/// How a connection came in: over TLS or not, and the client's certificate when the TLS
+/// layer verified one (the leaf, DER).
+#[derive(Debug, Clone, Default)]
+pub struct TransportInfo {
+    pub tls: bool,
+    pub client_certificate: Option<std::sync::Arc<Vec<u8>>>,
+}
+
 /// What a client said about itself in CONNECT.
 #[derive(Debug, Clone)]
 pub struct ConnectInfo {
@@ -31,6 +39,7 @@ pub struct ConnectInfo {
     pub protocol: ProtocolVersion,
     pub peer: SocketAddr,
     pub clean_start: bool,
+    pub transport: TransportInfo,
 }
 
 /// Why a CONNECT is refused. Each maps to a v5 CONNACK reason code and, less precisely, to a

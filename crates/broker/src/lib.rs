@@ -67,7 +67,7 @@ use tokio::task::JoinSet;
 
 pub use hooks::{
     AllowAll, AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, ProtocolVersion, PublishDecision, PublishError,
-    PublishFuture, PublishRefusal, RefuseReason, SubscribedFuture,
+    PublishFuture, PublishRefusal, RefuseReason, SubscribedFuture, TransportInfo,
 };
 pub use topic::{TopicError, TopicFilter, TopicName};
 
@@ -222,7 +222,16 @@ impl<H: Hooks> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        connection::run(self.shared.clone(), stream, peer).await;
+        connection::run(self.shared.clone(), stream, peer, TransportInfo::default()).await;
+    }
+
+    /// [`Broker::serve_connection`] for a connection whose transport the caller knows (a TLS
+    /// stream with the client's verified certificate).
+    pub async fn serve_connection_with<S>(&self, stream: S, peer: SocketAddr, transport: TransportInfo)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        connection::run(self.shared.clone(), stream, peer, transport).await;
     }
 
     /// Publishes a message from the server itself to every matching subscriber, without

@@ -82,10 +82,10 @@ async fn who(
             "access control is off (--auth off): there is nothing to manage",
         ));
     };
-    Ok((authenticator.clone(), caller(&state.auth, &state.app, &state.limits, Some(peer.ip()), headers).await?))
+    Ok((authenticator.clone(), caller(state, Some(peer.ip()), headers, None).await?))
 }
 
-fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
+pub(crate) fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
     match serde_json::from_slice::<Json>(bytes) {
         Ok(Json::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::new(400, "invalid_json", "the body must be a JSON object")),
@@ -93,7 +93,7 @@ fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
     }
 }
 
-fn text(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<String>, ApiError> {
+pub(crate) fn text(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<String>, ApiError> {
     match map.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) => Ok(Some(s.clone())),
@@ -101,7 +101,7 @@ fn text(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<String>
     }
 }
 
-fn flag(map: &serde_json::Map<String, Json>, key: &str) -> Result<bool, ApiError> {
+pub(crate) fn flag(map: &serde_json::Map<String, Json>, key: &str) -> Result<bool, ApiError> {
     match map.get(key) {
         None | Some(Json::Null) => Ok(false),
         Some(Json::Bool(b)) => Ok(*b),
@@ -116,11 +116,11 @@ fn role(value: Option<&Json>) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::new(400, "invalid_role", "`role` must be one of viewer, contributor, editor, admin"))
 }
 
-fn reply(status: u16, value: Json) -> Reply {
+pub(crate) fn reply(status: u16, value: Json) -> Reply {
     Reply::json(status, value.to_string().into_bytes())
 }
 
-fn answer(result: Result<Reply, ApiError>) -> Reply {
+pub(crate) fn answer(result: Result<Reply, ApiError>) -> Reply {
     result.unwrap_or_else(|e| e.reply())
 }
 
@@ -137,7 +137,7 @@ async fn whoami(
                 Identity::Anonymous => json!({"kind": "anonymous"}),
                 Identity::User { id, name } => json!({"kind": "user", "id": id, "name": name}),
                 Identity::Token { id, user, .. } => json!({"kind": "token", "id": id, "user": user}),
-                Identity::Device { urn } => json!({"kind": "device", "urn": urn}),
+                Identity::Device(device) => json!({"kind": "device", "urn": device.urn, "thing": device.thing}),
                 Identity::Server => json!({"kind": "server"}),
             };
             let roles: Vec<Json> =

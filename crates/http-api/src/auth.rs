@@ -6,12 +6,21 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use app::Caller;
-use app::auth::{Authenticator, Credentials};
+use app::auth::{Authenticator, Credentials, DeviceCredential};
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 
 use crate::error::ApiError;
-use crate::limits::RateLimits;
+
+/// How a request's connection came in, as the listener saw it: inserted into each request's
+/// extensions by the TLS accept loop (absent on the plain HTTP listener).
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    pub tls: bool,
+    /// The leaf of the client's certificate chain (DER), verified against the hub's CA and
+    /// CRL during the handshake.
+    pub client_certificate: Option<Arc<Vec<u8>>>,
+}
 
 /// The header that names the project of a request's new entities.
 pub const PROJECT_HEADER: &str = "thingbase-project";
@@ -59,18 +68,35 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
 /// working credentials count against their address's rate limit, a principal's against its
 /// own.
 pub async fn caller(
-    mode: &AuthMode,
-    app: &app::App,
-    limits: &RateLimits,
+    state: &crate::ApiState,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
+    transport: Option<&Transport>,
 ) -> Result<Caller, ApiError> {
+    let (mode, app, limits) = (&state.auth, &state.app, &state.limits);
     let AuthMode::Required(authenticator) = mode else { return Ok(Caller::server()) };
     let unauthenticated = |error: ApiError| match peer.map(|ip| authenticator.charge_address(ip)) {
         Some(Err(wait)) => ApiError::throttled("too many requests without working credentials from this address", wait),
         _ => error,
     };
     let credentials = credentials(headers).map_err(unauthenticated)?;
+    // Devices: a verified client certificate (when no other credentials are given), or a
+    // device URN and its secret, over TLS only.
+    let tls = transport.is_some_and(|t| t.tls);
+    let credentials = match (credentials, transport.and_then(|t| t.client_certificate.clone())) {
+        (Credentials::None, Some(der)) => Credentials::Device(DeviceCredential::Certificate(der)),
+        (Credentials::Password { user, password }, _) if app::auth::is_device_urn(&user) => {
+            if !tls {
+                return Err(ApiError::new(
+                    403,
+                    "tls_required",
+                    "device secrets are accepted over HTTPS only; this connection is not encrypted",
+                ));
+            }
+            Credentials::Device(DeviceCredential::Secret { urn: user, secret: password })
+        }
+        (credentials, _) => credentials,
+    };
     // A password from an address over its allowance is not checked (Argon2 work, and passwords
     // can be guessed); tokens cannot be guessed, so signed-in neighbours are not held back.
     if matches!(credentials, Credentials::Password { .. })

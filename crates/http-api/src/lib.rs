@@ -9,6 +9,7 @@ mod admin;
 pub mod auth;
 mod batch;
 mod data_array;
+mod devices;
 mod error;
 mod handler;
 pub mod limits;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub metrics: Option<MetricsRender>,
     pub auth: auth::AuthMode,
     pub limits: Arc<limits::RateLimits>,
+    /// Devices, their enrollment and the admission gate (absent with access control off).
+    pub trust: Option<Arc<app::devices::Trust>>,
 }
 
 /// The version path of the service root.
@@ -130,6 +133,7 @@ pub fn router(state: ApiState) -> Router {
             }),
         )
         .merge(admin::routes())
+        .merge(devices::routes())
         .fallback(|| async {
             ApiError::new(404, "unknown_path", "no such resource; the SensorThings API is at /v1.1").reply()
         })
@@ -147,11 +151,17 @@ async fn metrics(State(state): State<ApiState>) -> Reply {
 
 /// The service root URL for a request, e.g. `http://localhost:8080/v1.1`.
 pub fn base_url(settings: &ApiSettings, headers: &HeaderMap) -> String {
+    base_url_over(settings, headers, None)
+}
+
+/// [`base_url`] for a request that came over `transport` (HTTPS links for TLS connections).
+pub fn base_url_over(settings: &ApiSettings, headers: &HeaderMap, transport: Option<&auth::Transport>) -> String {
     match &settings.public_url {
         Some(url) => format!("{}/{VERSION}", url.trim_end_matches('/')),
         None => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            format!("http://{host}/{VERSION}")
+            let scheme = if transport.is_some_and(|t| t.tls) { "https" } else { "http" };
+            format!("{scheme}://{host}/{VERSION}")
         }
     }
 }
@@ -160,7 +170,7 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let method = Method::parse(parts.method.as_str());
-    let base = base_url(&state.settings, &parts.headers);
+    let base = base_url_over(&state.settings, &parts.headers, parts.extensions.get::<auth::Transport>());
     let raw_path = parts.uri.path();
     let path = raw_path.strip_prefix("/v1.1").unwrap_or(raw_path).to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
@@ -172,7 +182,7 @@ async fn resource(State(state): State<ApiState>, request: HttpRequest) -> Respon
             .record(started.elapsed().as_secs_f64());
     };
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let caller = match auth::caller(&state.auth, &state.app, &state.limits, peer, &parts.headers).await {
+    let caller = match auth::caller(&state, peer, &parts.headers, parts.extensions.get::<auth::Transport>()).await {
         Ok(caller) => caller,
         Err(error) => {
             let reply = error.reply();

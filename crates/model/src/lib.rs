@@ -1,11 +1,13 @@
 //! The SensorThings vocabulary shared by every other crate: entity types with their properties
-//! and relations ([`EntityType`]), times ([`Instant`], [`Interval`]) and geometry values.
+//! and relations ([`EntityType`]), times ([`Instant`], [`Interval`]), geometry values and
+//! RFC 9039 device identifiers ([`DeviceUrn`]).
 //!
 //! This crate does no I/O and knows nothing of HTTP, SQL or MQTT.
 
 mod geometry;
 mod schema;
 mod time;
+pub mod urn;
 
 #[cfg(test)]
 mod tests;
@@ -13,6 +15,7 @@ mod tests;
 pub use geometry::{GEOJSON_ENCODINGS, Geometry, GeometryError};
 pub use schema::{EntityType, Link, Navigation, Property, PropertyKind};
 pub use time::{Instant, Interval, TimeError, TimeValue};
+pub use urn::{DeviceUrn, UrnError, UrnKind};
 
 /// An entity id. Ids are positive integers assigned by the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -125,6 +125,13 @@ impl Hooks for SensorThingsHooks {
 
     fn authenticate(&self, connect: &ConnectInfo) -> AuthenticateFuture<Session> {
         let credentials = session::credentials(connect);
+        if matches!(credentials, app::auth::Credentials::Device(app::auth::DeviceCredential::Secret { .. }))
+            && !connect.transport.tls
+        {
+            // A device secret never crosses the network in the clear (EN 303 645 5.5-1).
+            tracing::info!(peer = %connect.peer, "mqtt: refused a device secret on a connection without TLS");
+            return Box::pin(std::future::ready(Err(broker::RefuseReason::NotAuthorized)));
+        }
         Box::pin(session::authenticate(self.access.clone(), self.app.clone(), credentials, connect.peer.ip()))
     }
 

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use app::Caller;
-use app::auth::{Authenticator, Credentials, Generation, user_of};
+use app::auth::{Authenticator, Credentials, DeviceCredential, Generation, user_of};
 use broker::{ConnectInfo, RefuseReason};
 
 /// The user name that says "the password is an API token".
@@ -76,9 +76,18 @@ impl Session {
     }
 }
 
-/// The credentials of a CONNECT.
+/// The credentials of a CONNECT: a verified client certificate when no user name is given
+/// (MQTTS), a device URN with its secret, an API token, or a user.
 pub fn credentials(connect: &ConnectInfo) -> Credentials {
     let password = connect.password.as_ref().map(|p| String::from_utf8_lossy(p).into_owned());
+    if let (None, Some(der)) = (connect.username.as_deref(), &connect.transport.client_certificate) {
+        return Credentials::Device(DeviceCredential::Certificate(der.clone()));
+    }
+    if let (Some(user), Some(secret)) = (connect.username.as_deref(), &password)
+        && app::auth::is_device_urn(user)
+    {
+        return Credentials::Device(DeviceCredential::Secret { urn: user.to_owned(), secret: secret.clone() });
+    }
     match (connect.username.as_deref(), password) {
         (Some(TOKEN_USER), Some(token)) => Credentials::Token(token),
         (Some(user), Some(password)) => Credentials::Password { user: user.to_owned(), password },

@@ -8,6 +8,7 @@
 
 mod columns;
 mod compile;
+pub mod devices;
 mod dialect;
 pub mod fixed;
 pub mod principals;

@@ -9,6 +9,7 @@ use crate::PgConnection;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "partitioned_observations", include_str!("../migrations/0002_partitioned_observations.sql")),
+    (3, "devices", include_str!("../migrations/0003_devices.sql")),
 ];
 
 /// The advisory lock key of migrations ("thingbase" in ASCII, folded into 63 bits).

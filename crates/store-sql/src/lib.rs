@@ -9,6 +9,7 @@
 
 mod access;
 pub mod commit;
+mod devices;
 mod dump;
 mod principals;
 pub mod queues;

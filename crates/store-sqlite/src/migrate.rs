@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "projects", include_str!("../migrations/0004_projects.sql")),
     (5, "principals", include_str!("../migrations/0005_principals.sql")),
     (6, "audit", include_str!("../migrations/0006_audit.sql")),
+    (7, "devices", include_str!("../migrations/0007_devices.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

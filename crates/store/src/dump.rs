@@ -101,6 +101,25 @@ pub const TABLES: &[Table] = &[
     table!("multi_datastream_features", key ["multi_datastream_id", "feature_id"], generated false, {
         "multi_datastream_id": I, "feature_id": I,
     }),
+    table!("device_classes", key ["id"], generated true, {
+        "id": I, "manufacturer": T, "model": T, "hardware_version": T, "support_until": I,
+        "vulnerability_contact": T, "sensing": T, "mud_url": T, "update_mechanism": T, "firmware": T, "created_at": I,
+    }),
+    table!("devices", key ["id"], generated true, {
+        "id": I, "urn": T, "project_id": I, "class_id": I, "thing_id": I, "state": T, "state_reason": T,
+        "state_changed_at": I, "firmware_version": T, "secret_hash": T, "password_findings": T,
+        "preregistered_key": T, "report": T, "created_at": I,
+    }),
+    table!("enrollment_tokens", key ["id"], generated true, {
+        "id": I, "device_id": I, "hash": T, "created_at": I, "expires_at": I, "used_at": I,
+    }),
+    table!("device_certificates", key ["id"], generated true, {
+        "id": I, "device_id": I, "serial": T, "fingerprint": T, "key_fingerprint": T, "not_before": I,
+        "not_after": I, "issued_at": I, "revoked_at": I, "revocation_reason": T, "pem": T,
+    }),
+    table!("certificate_authority", key ["id"], generated false, {
+        "id": I, "chain_pem": T, "sealed_key": T, "crl_number": I, "created_at": I,
+    }),
 ];
 
 /// The table called `name`.

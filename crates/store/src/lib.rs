@@ -13,7 +13,10 @@ pub mod conformance;
 pub mod dump;
 mod principals;
 
-pub use principals::{AuditEntry, NewToken, Principals, ProjectRecord, TokenRecord, TokenScope, UserRecord};
+pub use principals::{
+    AuditEntry, AuthorityRecord, CertificateRecord, DeviceClassRecord, DeviceRecord, DeviceState, Devices, Feed,
+    NewDevice, NewToken, Principals, ProjectRecord, TokenRecord, TokenRefusal, TokenScope, UserRecord,
+};
 
 use model::{EntityType, Id, Instant, Interval, Navigation, Property};
 use odata::{Expr, Query, Visibility};

@@ -68,7 +68,7 @@ pub struct AuditEntry {
 
 /// Access to the principal tables. Reached from any job through `Reader::principals`; the
 /// methods that change something work only inside a write job.
-pub trait Principals {
+pub trait Principals: Devices {
     fn user_by_name(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError>;
 
     fn user(&mut self, id: i64) -> Result<Option<UserRecord>, StoreError>;
@@ -105,4 +105,215 @@ pub trait Principals {
 
     /// Up to `limit` audit entries after the id `after`, oldest first.
     fn audit_entries(&mut self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// What a manufacturer declares about one model of device (issue 6): the evidence the
+/// admission gate checks. Lists are JSON text, kept as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceClassRecord {
+    pub id: i64,
+    pub manufacturer: String,
+    pub model: String,
+    /// Empty when the model has one hardware version.
+    pub hardware_version: String,
+    pub support_until: Option<Instant>,
+    pub vulnerability_contact: Option<String>,
+    /// JSON array of ObservedProperty definitions.
+    pub sensing: String,
+    pub mud_url: Option<String>,
+    pub update_mechanism: Option<String>,
+    /// JSON array of `{"version", "digest"}`.
+    pub firmware: String,
+    pub created_at: Instant,
+}
+
+/// A device's place in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceState {
+    /// Known to the hub; no credential yet.
+    Registered,
+    /// Holds a credential; its admission check has not passed (yet).
+    Pending,
+    /// Passed the baseline profile: its data is accepted.
+    Admitted,
+    /// Failed the profile, or failed it later: its data is refused until it passes again.
+    Quarantined,
+    /// Stopped by an operator.
+    Suspended,
+    /// Taken out of service for good.
+    Retired,
+}
+
+impl DeviceState {
+    pub const ALL: [DeviceState; 6] = [
+        DeviceState::Registered,
+        DeviceState::Pending,
+        DeviceState::Admitted,
+        DeviceState::Quarantined,
+        DeviceState::Suspended,
+        DeviceState::Retired,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Registered => "registered",
+            DeviceState::Pending => "pending",
+            DeviceState::Admitted => "admitted",
+            DeviceState::Quarantined => "quarantined",
+            DeviceState::Suspended => "suspended",
+            DeviceState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeviceState> {
+        DeviceState::ALL.into_iter().find(|state| state.name() == text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: i64,
+    /// The normal form of its RFC 9039 URN.
+    pub urn: String,
+    pub project: ProjectId,
+    pub class: i64,
+    pub thing: Option<i64>,
+    pub state: DeviceState,
+    pub state_reason: String,
+    pub state_changed_at: Instant,
+    pub firmware_version: Option<String>,
+    /// SHA-256 hex of its own secret, when it has one.
+    pub secret_hash: Option<String>,
+    /// JSON findings of the checks of a pre-installed password.
+    pub password_findings: Option<String>,
+    /// SHA-256 hex of a public key registered for zero-touch enrollment.
+    pub preregistered_key: Option<String>,
+    /// JSON of the last admission report.
+    pub report: Option<String>,
+    pub created_at: Instant,
+}
+
+/// A new device to store (state `registered`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDevice<'a> {
+    pub urn: &'a str,
+    pub project: ProjectId,
+    pub class: i64,
+    pub thing: Option<i64>,
+    pub firmware_version: Option<&'a str>,
+    pub preregistered_key: Option<&'a str>,
+}
+
+/// Why an enrollment token did not admit its holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Used,
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub id: i64,
+    pub device: i64,
+    pub serial: String,
+    pub fingerprint: String,
+    pub key_fingerprint: String,
+    pub not_before: Instant,
+    pub not_after: Instant,
+    pub issued_at: Instant,
+    pub revoked_at: Option<Instant>,
+    pub revocation_reason: Option<String>,
+    pub pem: String,
+}
+
+/// The hub's CA as stored: its chain and its sealed key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorityRecord {
+    pub chain_pem: String,
+    /// Base64 of the sealed PKCS#8 key.
+    pub sealed_key: String,
+    pub crl_number: i64,
+}
+
+/// The Thing a Datastream or MultiDatastream belongs to (if any) and the definitions of the
+/// ObservedProperties it observes.
+pub type Feed = (Option<i64>, Vec<String>);
+
+/// The device tables (issue 6), beside the principals: a device is a principal too.
+pub trait Devices {
+    /// A new class; the same manufacturer, model and hardware version twice is a conflict.
+    fn insert_device_class(&mut self, class: &DeviceClassRecord) -> Result<i64, StoreError>;
+
+    fn device_class(&mut self, id: i64) -> Result<Option<DeviceClassRecord>, StoreError>;
+
+    fn device_classes(&mut self) -> Result<Vec<DeviceClassRecord>, StoreError>;
+
+    /// A new device in state `registered`; a URN taken is a conflict.
+    fn insert_device(&mut self, device: &NewDevice<'_>) -> Result<i64, StoreError>;
+
+    fn device_by_urn(&mut self, urn: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    fn device(&mut self, id: i64) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// The devices of a project (all with `None`), by id.
+    fn devices(&mut self, project: Option<ProjectId>) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// The devices whose Thing is `thing`.
+    fn devices_of_thing(&mut self, thing: i64) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Moves a device to `state` with its reason and (when given) its new report.
+    fn set_device_state(
+        &mut self,
+        id: i64,
+        state: DeviceState,
+        reason: &str,
+        report: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Sets the device's secret hash (NULL removes it) and the findings about it; a hash
+    /// another device has is a conflict.
+    fn set_device_secret(&mut self, id: i64, hash: Option<&str>, findings: Option<&str>) -> Result<(), StoreError>;
+
+    /// The device whose secret hashes to `hash`.
+    fn device_by_secret(&mut self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    fn set_device_firmware(&mut self, id: i64, version: Option<&str>) -> Result<(), StoreError>;
+
+    fn insert_enrollment_token(&mut self, device: i64, hash: &str, expires_at: Instant) -> Result<i64, StoreError>;
+
+    /// Uses up the token with hash `hash` at `now`: its device, or why not.
+    fn take_enrollment_token(&mut self, hash: &str, now: Instant) -> Result<Result<i64, TokenRefusal>, StoreError>;
+
+    /// Every unused, unexpired token of the device becomes unusable.
+    fn void_enrollment_tokens(&mut self, device: i64, now: Instant) -> Result<(), StoreError>;
+
+    /// Stores an issued certificate (its `id` is ignored).
+    fn insert_certificate(&mut self, certificate: &CertificateRecord) -> Result<i64, StoreError>;
+
+    fn certificate_by_serial(&mut self, serial: &str) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// The certificates of a device, newest first.
+    fn certificates_of(&mut self, device: i64) -> Result<Vec<CertificateRecord>, StoreError>;
+
+    /// The devices other than `device` that hold a certificate for the key.
+    fn devices_with_key(&mut self, key_fingerprint: &str, device: i64) -> Result<Vec<i64>, StoreError>;
+
+    /// Revokes the certificate with serial `serial` unless it was revoked; true if it was live.
+    fn revoke_certificate(&mut self, serial: &str, at: Instant, reason: &str) -> Result<bool, StoreError>;
+
+    /// Every revoked certificate that has not expired: `(serial, revoked_at)`.
+    fn revoked_certificates(&mut self, now: Instant) -> Result<Vec<(String, Instant)>, StoreError>;
+
+    fn authority(&mut self) -> Result<Option<AuthorityRecord>, StoreError>;
+
+    /// Stores the CA unless one is stored already (another node was first): true if stored.
+    fn insert_authority(&mut self, authority: &AuthorityRecord) -> Result<bool, StoreError>;
+
+    /// The next CRL number.
+    fn next_crl_number(&mut self) -> Result<i64, StoreError>;
+
+    /// The Thing of a Datastream (`multi` false) or MultiDatastream and the definitions of
+    /// what it observes; `None` when it does not exist.
+    fn feed(&mut self, id: i64, multi: bool) -> Result<Option<Feed>, StoreError>;
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
+mod tls;
 pub mod transfer;
 mod websocket;
 
@@ -38,6 +39,20 @@ pub struct Config {
     pub public_url: Option<String>,
     pub durability: Durability,
     pub readers: usize,
+    /// The HTTPS port (mutual TLS for devices; EST enrollment); `None`: no HTTPS. Devices,
+    /// their CA and both TLS listeners run only with access control on.
+    pub https_port: Option<u16>,
+    /// The MQTTS port; `None`: no MQTTS.
+    pub mqtts_port: Option<u16>,
+    /// DNS names and addresses of the hub's own TLS certificate (besides localhost).
+    pub tls_names: Vec<String>,
+    /// The key sealing the CA in the database (64 hex digits); else `sealing.key` in the data
+    /// directory, made on the first start.
+    pub sealing_key: Option<String>,
+    /// The admission gate's baseline profile file; else the shipped default.
+    pub baseline_profile: Option<PathBuf>,
+    /// How long device certificates are valid.
+    pub certificate_validity: std::time::Duration,
 }
 
 impl Default for Config {
@@ -60,6 +75,12 @@ impl Default for Config {
             public_url: None,
             durability: Durability::Process,
             readers: 4,
+            https_port: Some(8443),
+            mqtts_port: Some(8883),
+            tls_names: Vec::new(),
+            sealing_key: None,
+            baseline_profile: None,
+            certificate_validity: std::time::Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -78,6 +99,8 @@ pub enum Auth {
 pub struct Server {
     pub http_addrs: Vec<SocketAddr>,
     pub mqtt_addrs: Vec<SocketAddr>,
+    pub https_addrs: Vec<SocketAddr>,
+    pub mqtts_addrs: Vec<SocketAddr>,
     app: app::App,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -162,6 +185,58 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     };
     let mqtt =
         mqtt_api::start(app.clone(), config.mqtt_limits.clone(), config.mqtt.clone(), mqtt_access, notifications, base);
+    // Devices: the CA, enrollment and the admission gate, with access control on.
+    let (https_listeners, mqtts_listeners) = match &auth {
+        http_api::auth::AuthMode::Required(_) => (
+            match config.https_port {
+                Some(port) => bind(&config.bind, port, "HTTPS").await?,
+                None => Vec::new(),
+            },
+            match config.mqtts_port {
+                Some(port) => bind(&config.bind, port, "MQTTS").await?,
+                None => Vec::new(),
+            },
+        ),
+        http_api::auth::AuthMode::Off => (Vec::new(), Vec::new()),
+    };
+    let https_addrs = local_addrs(&https_listeners)?;
+    let mqtts_addrs = local_addrs(&mqtts_listeners)?;
+    let trust = match &auth {
+        http_api::auth::AuthMode::Required(authenticator) => {
+            let sealing = tls::sealing_key(config.sealing_key.as_deref(), &config.data_dir)?;
+            let profile = tls::baseline_profile(config.baseline_profile.as_deref())?;
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            names.extend(config.tls_names.iter().cloned());
+            let host = config.tls_names.first().cloned().unwrap_or_else(|| "localhost".to_owned());
+            let settings = app::devices::TrustSettings {
+                certificate_validity: config.certificate_validity,
+                server_names: names,
+                https_url: https_addrs.first().map(|a| format!("https://{host}:{}", a.port())),
+                mqtts_url: mqtts_addrs.first().map(|a| format!("mqtts://{host}:{}", a.port())),
+                ..Default::default()
+            };
+            let trust = app::devices::Trust::open(app.clone(), &sealing, profile, settings).await?;
+            authenticator.set_trust(Arc::clone(&trust));
+            let sweeper = Arc::clone(&trust);
+            let stop = watch.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+                let mut stopping = std::pin::pin!(tls::stopped(stop));
+                loop {
+                    tokio::select! {
+                        () = &mut stopping => break,
+                        _ = hourly.tick() => {
+                            if let Err(error) = sweeper.sweep().await {
+                                tracing::warn!(%error, "the periodic device check failed");
+                            }
+                        }
+                    }
+                }
+            }));
+            Some(trust)
+        }
+        http_api::auth::AuthMode::Off => None,
+    };
     let settings = http_api::ApiSettings {
         public_url: config.public_url.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -169,9 +244,25 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     };
     let max_message_bytes = usize::try_from(config.mqtt_limits.max_packet_size).unwrap_or(usize::MAX);
     let limits = Arc::new(http_api::limits::RateLimits::new(rate(config.principal_rate)));
-    let router =
-        http_api::router(http_api::ApiState { app: app.clone(), settings: Arc::new(settings), metrics, auth, limits })
-            .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
+    let router = http_api::router(http_api::ApiState {
+        app: app.clone(),
+        settings: Arc::new(settings),
+        metrics,
+        auth,
+        limits,
+        trust: trust.clone(),
+    })
+    .merge(websocket::router(mqtt.broker.clone(), max_message_bytes));
+    if let Some(trust) = &trust {
+        for listener in https_listeners {
+            tracing::info!(local = %listener.local_addr()?, "HTTPS listening (mutual TLS for devices; EST at /.well-known/est)");
+            tasks.push(tls::serve_https(listener, trust, router.clone(), watch.clone())?);
+        }
+        for listener in mqtts_listeners {
+            tracing::info!(local = %listener.local_addr()?, "MQTTS listening (client certificates or device secrets)");
+            tasks.push(tls::serve_mqtts(listener, trust, mqtt.broker.clone(), watch.clone())?);
+        }
+    }
     for listener in http_listeners {
         let local = listener.local_addr()?;
         tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1, MQTT over WebSocket at /mqtt");
@@ -206,7 +297,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
                 .await;
         }));
     }
-    Ok(Server { http_addrs, mqtt_addrs, app, shutdown, tasks })
+    Ok(Server { http_addrs, mqtt_addrs, https_addrs, mqtts_addrs, app, shutdown, tasks })
 }
 
 /// A management command of the `thingbase project|user|token` subcommands.
@@ -291,6 +382,31 @@ pub async fn admin(database: &Database, command: AdminCommand) -> anyhow::Result
     };
     app.shutdown();
     Ok(answer)
+}
+
+/// What `thingbase device check` is given.
+#[derive(Debug)]
+pub struct DeviceCheck {
+    pub urn: String,
+    pub sealing_key: Option<String>,
+    pub baseline_profile: Option<PathBuf>,
+}
+
+/// Evaluates a device against the baseline profile on the database directly (as the server
+/// would), recording the result.
+pub async fn device_check(database: &Database, check: DeviceCheck) -> anyhow::Result<app::gate::Report> {
+    let store = database.open(Durability::Process, 1).await?;
+    let app = app::App::new(store, store::Paging { default_top: 1, max_top: 1 });
+    let result = async {
+        let sealing = tls::sealing_key(check.sealing_key.as_deref(), &database.data_dir)?;
+        let profile = tls::baseline_profile(check.baseline_profile.as_deref())?;
+        let trust =
+            app::devices::Trust::open(app.clone(), &sealing, profile, app::devices::TrustSettings::default()).await?;
+        Ok::<_, anyhow::Error>(trust.check(&app::Caller::server(), &check.urn).await?)
+    }
+    .await;
+    app.shutdown();
+    result
 }
 
 /// Checks the audit log's hash chain in the database (`thingbase audit verify`).

@@ -34,6 +34,9 @@ enum Command {
     /// API tokens, on the database under --data-dir.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Devices, on the database under --data-dir.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Writes every table of the database as JSON Lines (one snapshot; see docs/postgres.md),
     /// to move to another backend or keep as a backup.
     Export {
@@ -128,6 +131,27 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Evaluates a device against the baseline profile now, records the result (its state may
+    /// change) and prints the conformance report; exits with 1 when it fails.
+    Check {
+        /// The device's RFC 9039 URN, e.g. urn:dev:mac:0024befffe804ff1.
+        urn: String,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The key that seals the CA (64 hex digits); else sealing.key in --data-dir.
+        #[arg(long, env = "THINGBASE_SEALING_KEY", hide_env_values = true)]
+        sealing_key: Option<String>,
+        /// The baseline profile file (the shipped default when absent).
+        #[arg(long, env = "THINGBASE_BASELINE_PROFILE")]
+        baseline_profile: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Checks that no entry of the audit log was changed, removed or reordered; exits with 1
     /// and names the first broken entry if one was.
@@ -183,6 +207,29 @@ struct Serve {
     /// The MQTT port of the embedded broker (SensorThings topics under v1.1/; 0 picks a free one).
     #[arg(long, env = "THINGBASE_MQTT_PORT", default_value_t = 1883)]
     mqtt_port: u16,
+    /// The HTTPS port: the whole API over TLS, with mutual TLS for devices and EST enrollment
+    /// at /.well-known/est (with access control on; 0 picks a free one).
+    #[arg(long, env = "THINGBASE_HTTPS_PORT", default_value_t = 8443)]
+    https_port: u16,
+    /// The MQTTS port: MQTT over TLS, for devices with certificates or secrets (with access
+    /// control on; 0 picks a free one).
+    #[arg(long, env = "THINGBASE_MQTTS_PORT", default_value_t = 8883)]
+    mqtts_port: u16,
+    /// DNS names or addresses the hub's TLS certificate is also for (besides localhost);
+    /// repeat or comma-separate. The first is the host name the resolver gives devices.
+    #[arg(long, env = "THINGBASE_TLS_NAMES", value_delimiter = ',')]
+    tls_name: Vec<String>,
+    /// The key that seals the CA's private key in the database (64 hex digits; give every
+    /// node of a database the same). Else sealing.key in --data-dir, made on the first start.
+    #[arg(long, env = "THINGBASE_SEALING_KEY", hide_env_values = true)]
+    sealing_key: Option<String>,
+    /// The admission gate's baseline profile (a JSON file, see docs/devices.md); the shipped
+    /// default when absent.
+    #[arg(long, env = "THINGBASE_BASELINE_PROFILE")]
+    baseline_profile: Option<PathBuf>,
+    /// Days a device certificate is valid.
+    #[arg(long, env = "THINGBASE_CERTIFICATE_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    certificate_days: u64,
     /// The largest MQTT packet a client may send, in bytes; larger ones end the connection
     /// ("packet too large").
     #[arg(long, env = "THINGBASE_MQTT_MAX_PACKET_BYTES", default_value_t = 256 * 1024)]
@@ -322,6 +369,20 @@ fn main() -> anyhow::Result<()> {
             eprintln!("imported {} rows of {} tables", moved.rows, moved.tables);
             Ok(())
         }
+        Command::Device(DeviceCommand::Check { urn, json, sealing_key, baseline_profile, dir }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let check = thingbase::DeviceCheck { urn, sealing_key, baseline_profile };
+            let report = runtime.block_on(thingbase::device_check(&dir.database(), check))?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify { dir }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let check = runtime.block_on(thingbase::verify_audit(&dir.database()))?;
@@ -389,6 +450,12 @@ fn main() -> anyhow::Result<()> {
                     Durability::PowerLoss => store_sqlite::Durability::PowerLoss,
                 },
                 readers: serve.readers,
+                https_port: Some(serve.https_port),
+                mqtts_port: Some(serve.mqtts_port),
+                tls_names: serve.tls_name,
+                sealing_key: serve.sealing_key,
+                baseline_profile: serve.baseline_profile,
+                certificate_validity: std::time::Duration::from_secs(serve.certificate_days * 24 * 3600),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(thingbase::run(config, Some(render)))

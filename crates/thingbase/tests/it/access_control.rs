@@ -304,7 +304,21 @@ fn first_start_prints_a_one_time_setup_token() {
     let dir = TempDir::new("auth-setup");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--auth", "required", "--http-port", &port.to_string(), "--mqtt-port", "0", "--log", "warn"])
+        .args([
+            "serve",
+            "--auth",
+            "required",
+            "--http-port",
+            &port.to_string(),
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--log",
+            "warn",
+        ])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .env_remove("THINGBASE_ADMIN_TOKEN")
         .stdout(Stdio::piped())
@@ -482,7 +496,21 @@ fn the_audit_log_records_security_events_and_shows_tampering() {
     let dir = TempDir::new("auth-audit");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--bind", "127.0.0.1", "--log", "warn"])
+        .args([
+            "serve",
+            "--http-port",
+            &port.to_string(),
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--log",
+            "warn",
+        ])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .env("THINGBASE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
@@ -663,7 +691,21 @@ fn the_command_line_manages_projects_users_and_tokens() {
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
-        .args(["serve", "--http-port", &port.to_string(), "--mqtt-port", "0", "--bind", "127.0.0.1", "--log", "warn"])
+        .args([
+            "serve",
+            "--http-port",
+            &port.to_string(),
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--log",
+            "warn",
+        ])
         .env("THINGBASE_DATA_DIR", &dir.0)
         .env("THINGBASE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())

@@ -36,7 +36,19 @@ fn health_metrics_openapi_and_graceful_shutdown() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = binary()
-        .args(["serve", "--auth", "off", "--log-format", "json", "--mqtt-port", &mqtt_port.to_string()])
+        .args([
+            "serve",
+            "--auth",
+            "off",
+            "--log-format",
+            "json",
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+            "--https-port",
+            "0",
+            "--mqtts-port",
+            "0",
+        ])
         .env("THINGBASE_HTTP_PORT", port.to_string())
         .env("THINGBASE_DATA_DIR", &dir.0)
         .stdout(Stdio::null())

@@ -22,6 +22,9 @@ pub fn backend_database(name: &str) -> Option<String> {
     Some(cluster.database(&format!("it_{name}_{n}")).unwrap_or_else(|e| panic!("a test database: {e}")))
 }
 
+/// The sealing key of every test server.
+pub const TEST_SEALING_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
 /// A directory removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -57,6 +60,11 @@ impl TestServer {
             database_url: backend_database(name),
             http_port: 0,
             mqtt_port: 0,
+            https_port: Some(0),
+            mqtts_port: Some(0),
+            // One key for every test server, so data moved between them (export, import,
+            // several nodes) keeps its CA usable, as operators must do.
+            sealing_key: Some(TEST_SEALING_KEY.into()),
             readers: 2,
             auth: thingbase::Auth::Off,
             ..Default::default()
