@@ -64,6 +64,28 @@ fn crate_boundaries_hold() {
         ("mqtt-api", &["axum", "rusqlite", "store-sqlite", "sql", "http-api"]),
         ("http-api", &["broker", "mqtt-api"]),
         ("access", &["store", "sql", "rusqlite", "tokio", "axum", "store-sqlite", "app"]),
+        (
+            "pki",
+            &[
+                "model",
+                "odata",
+                "sql",
+                "store",
+                "store-sql",
+                "store-sqlite",
+                "store-postgres",
+                "access",
+                "app",
+                "broker",
+                "mqtt-api",
+                "http-api",
+                "rusqlite",
+                "postgres",
+                "axum",
+                "hyper",
+                "tokio",
+            ],
+        ),
     ];
     for (krate, banned) in rules {
         let manifest = std::fs::read_to_string(workspace_root().join("crates").join(krate).join("Cargo.toml"))

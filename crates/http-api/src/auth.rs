@@ -56,7 +56,11 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
         "basic" => {
             let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| invalid())?;
             let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-            let (user, password) = decoded.split_once(':').ok_or_else(invalid)?;
+            // A device's user name is its URN, which has colons of its own: its secret follows
+            // the last one (so a device's secret cannot contain a colon over Basic).
+            let split =
+                if app::auth::is_device_urn(&decoded) { decoded.rsplit_once(':') } else { decoded.split_once(':') };
+            let (user, password) = split.ok_or_else(invalid)?;
             Ok(Credentials::Password { user: user.to_owned(), password: password.to_owned() })
         }
         _ => Err(invalid()),

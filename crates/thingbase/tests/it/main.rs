@@ -8,6 +8,7 @@ mod batch;
 mod batch_multipart;
 mod create_update_delete;
 mod data_arrays;
+mod devices;
 mod durability;
 mod filtering;
 mod mqtt_bridge;

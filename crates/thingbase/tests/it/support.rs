@@ -80,6 +80,21 @@ impl TestServer {
         self.server.as_ref().map(|s| s.mqtt_addrs[0]).expect("a running server")
     }
 
+    /// The first address of the HTTPS listener (with access control on).
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().map(|s| s.https_addrs[0]).expect("a running server with HTTPS")
+    }
+
+    /// The first address of the MQTTS listener (with access control on).
+    pub fn mqtts_addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().map(|s| s.mqtts_addrs[0]).expect("a running server with MQTTS")
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
     /// Every address the HTTP API listens on.
     pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
         self.server.as_ref().map(|s| s.http_addrs.clone()).unwrap_or_default()
