@@ -63,6 +63,11 @@ macro_rules! store_conformance_tests {
             users_and_their_roles_per_project,
             tokens_are_found_by_hash_with_their_scope_and_revoked_once,
             projects_start_with_the_default_one,
+            devices_are_unique_by_urn_and_found_by_thing_and_secret,
+            enrollment_tokens_are_used_once_and_expire,
+            certificates_are_revoked_once_and_listed_until_they_expire,
+            the_authority_is_stored_once_and_numbers_its_crls,
+            feeds_name_the_thing_and_what_it_observes,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1562,4 +1567,183 @@ pub fn projects_start_with_the_default_one(store: &dyn Store) {
         projects.iter().map(|p| (p.id, p.name.as_str(), p.open_data)).collect::<Vec<_>>(),
         [(1, "default", true), (trial, "trial", true)]
     );
+}
+
+fn device_class(w: &mut dyn Writer, model: &str) -> Result<i64, StoreError> {
+    w.principals().insert_device_class(&crate::DeviceClassRecord {
+        id: 0,
+        manufacturer: "Acme".into(),
+        model: model.into(),
+        hardware_version: String::new(),
+        support_until: Some(at(86_400)),
+        vulnerability_contact: Some("mailto:security@acme.example".into()),
+        sensing: r#"["https://example.org/temperature"]"#.into(),
+        mud_url: None,
+        update_mechanism: Some("suit".into()),
+        firmware: "[]".into(),
+        created_at: at(0),
+    })
+}
+
+fn device(w: &mut dyn Writer, urn: &str, class: i64, thing: Option<Id>) -> Result<i64, StoreError> {
+    w.principals().insert_device(&crate::NewDevice {
+        urn,
+        project: 1,
+        class,
+        thing: thing.map(|t| t.0),
+        firmware_version: Some("1.0"),
+        preregistered_key: None,
+    })
+}
+
+pub fn devices_are_unique_by_urn_and_found_by_thing_and_secret(store: &dyn Store) {
+    use crate::DeviceState;
+    let (class, thing, first) = write(store, |w| {
+        let class = device_class(w, "WS-1")?;
+        let thing = thing(w, "station")?;
+        let first = device(w, "urn:dev:mac:0024befffe804ff1", class, Some(thing))?;
+        device(w, "urn:dev:mac:0024befffe804ff2", class, None)?;
+        Ok((class, thing, first))
+    });
+    let duplicate = try_write(store, move |w| device(w, "urn:dev:mac:0024befffe804ff1", class, None));
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+    let twice = try_write(store, |w| device_class(w, "WS-1"));
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    write(store, move |w| {
+        let p = w.principals();
+        p.set_device_secret(first, Some("5ec2e7"), Some(r#"{"default":false}"#))?;
+        p.set_device_state(first, DeviceState::Admitted, "passed", Some(r#"{"result":"pass"}"#))?;
+        p.set_device_firmware(first, Some("1.1"))
+    });
+    let shared = try_write(store, |w| {
+        let other = w.principals().device_by_urn("urn:dev:mac:0024befffe804ff2")?.map(|d| d.id).unwrap_or_default();
+        w.principals().set_device_secret(other, Some("5ec2e7"), None)
+    });
+    assert!(matches!(shared, Err(StoreError::Conflict(_))), "secrets are unique: {shared:?}");
+    let (by_urn, by_thing, by_secret, all, class_back) = read(store, move |r| {
+        let p = r.principals();
+        (
+            p.device_by_urn("urn:dev:mac:0024befffe804ff1"),
+            p.devices_of_thing(thing.0),
+            p.device_by_secret("5ec2e7"),
+            p.devices(Some(1)),
+            p.device_class(class),
+        )
+    });
+    let device = by_urn.expect("read").expect("the device");
+    assert_eq!((device.id, device.class, device.thing, device.project), (first, class, Some(thing.0), 1));
+    assert_eq!((device.state, device.state_reason.as_str()), (DeviceState::Admitted, "passed"));
+    assert_eq!(
+        (device.firmware_version.as_deref(), device.report.as_deref()),
+        (Some("1.1"), Some(r#"{"result":"pass"}"#))
+    );
+    assert_eq!(device.password_findings.as_deref(), Some(r#"{"default":false}"#));
+    assert_eq!(by_thing.expect("read"), [device.clone()]);
+    assert_eq!(by_secret.expect("read"), Some(device));
+    assert_eq!(all.expect("read").len(), 2);
+    let class_back = class_back.expect("read").expect("the class");
+    assert_eq!((class_back.model.as_str(), class_back.support_until), ("WS-1", Some(at(86_400))));
+    // A state change without a report keeps the last report.
+    write(store, move |w| w.principals().set_device_state(first, DeviceState::Quarantined, "undeclared", None));
+    let kept =
+        read(store, |r| r.principals().device_by_urn("urn:dev:mac:0024befffe804ff1")).expect("read").expect("device");
+    assert_eq!((kept.state, kept.report.as_deref()), (DeviceState::Quarantined, Some(r#"{"result":"pass"}"#)));
+}
+
+pub fn enrollment_tokens_are_used_once_and_expire(store: &dyn Store) {
+    use crate::TokenRefusal;
+    let device = write(store, |w| {
+        let class = device_class(w, "WS-2")?;
+        let device = device(w, "urn:dev:os:32473-1", class, None)?;
+        w.principals().insert_enrollment_token(device, "t1", at(3600))?;
+        w.principals().insert_enrollment_token(device, "t2", at(10))?;
+        w.principals().insert_enrollment_token(device, "t3", at(3600))?;
+        Ok(device)
+    });
+    let take =
+        |hash: &'static str, now: i64| write(store, move |w| w.principals().take_enrollment_token(hash, at(now)));
+    assert_eq!(take("t1", 0), Ok(device));
+    assert_eq!(take("t1", 1), Err(TokenRefusal::Used));
+    assert_eq!(take("t2", 20), Err(TokenRefusal::Expired));
+    assert_eq!(take("nope", 0), Err(TokenRefusal::Unknown));
+    // A failed job that used a token leaves it usable.
+    let failed = try_write(store, |w| {
+        w.principals().take_enrollment_token("t3", at(0))?;
+        Err::<(), _>(StoreError::Rejected("the request was refused".into()))
+    });
+    assert!(failed.is_err());
+    write(store, move |w| w.principals().void_enrollment_tokens(device, at(1)));
+    assert_eq!(take("t3", 2), Err(TokenRefusal::Used), "voided");
+}
+
+pub fn certificates_are_revoked_once_and_listed_until_they_expire(store: &dyn Store) {
+    let certificate = |device: i64, serial: &str, key: &str, not_after: i64| crate::CertificateRecord {
+        id: 0,
+        device,
+        serial: serial.into(),
+        fingerprint: format!("fp-{serial}"),
+        key_fingerprint: key.into(),
+        not_before: at(0),
+        not_after: at(not_after),
+        issued_at: at(0),
+        revoked_at: None,
+        revocation_reason: None,
+        pem: "-----BEGIN CERTIFICATE-----".into(),
+    };
+    let (a, b) = write(store, move |w| {
+        let class = device_class(w, "WS-3")?;
+        let a = device(w, "urn:dev:os:32473-a", class, None)?;
+        let b = device(w, "urn:dev:os:32473-b", class, None)?;
+        let p = w.principals();
+        p.insert_certificate(&certificate(a, "01aa", "key-1", 1000))?;
+        p.insert_certificate(&certificate(a, "02bb", "key-2", 50))?;
+        p.insert_certificate(&certificate(b, "03cc", "key-1", 1000))?;
+        Ok((a, b))
+    });
+    let duplicate = try_write(store, move |w| w.principals().insert_certificate(&certificate(b, "01aa", "key-9", 10)));
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "serials are unique: {duplicate:?}");
+    let (of_a, shared, found) = read(store, move |r| {
+        let p = r.principals();
+        (p.certificates_of(a), p.devices_with_key("key-1", a), p.certificate_by_serial("03cc"))
+    });
+    assert_eq!(
+        of_a.expect("read").iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(),
+        ["02bb", "01aa"],
+        "newest first"
+    );
+    assert_eq!(shared.expect("read"), [b]);
+    assert_eq!(found.expect("read").map(|c| c.device), Some(b));
+    assert!(write(store, |w| w.principals().revoke_certificate("01aa", at(5), "keyCompromise")));
+    assert!(!write(store, |w| w.principals().revoke_certificate("01aa", at(6), "again")), "revoked once");
+    assert!(write(store, |w| w.principals().revoke_certificate("02bb", at(5), "superseded")));
+    let revoked = read(store, |r| r.principals().revoked_certificates(at(100))).expect("read");
+    assert_eq!(revoked, [("01aa".to_owned(), at(5))], "the expired one is no longer listed");
+    let back = read(store, |r| r.principals().certificate_by_serial("01aa")).expect("read").expect("certificate");
+    assert_eq!((back.revoked_at, back.revocation_reason.as_deref()), (Some(at(5)), Some("keyCompromise")));
+}
+
+pub fn the_authority_is_stored_once_and_numbers_its_crls(store: &dyn Store) {
+    use crate::AuthorityRecord;
+    assert_eq!(read(store, |r| r.principals().authority()).expect("read"), None);
+    let first = AuthorityRecord { chain_pem: "first".into(), sealed_key: "c2VhbGVk".into(), crl_number: 0 };
+    let second = AuthorityRecord { chain_pem: "second".into(), ..first.clone() };
+    let stored = first.clone();
+    assert!(write(store, move |w| w.principals().insert_authority(&stored)));
+    assert!(!write(store, move |w| w.principals().insert_authority(&second)), "another node was first");
+    assert_eq!(write(store, |w| w.principals().next_crl_number()), 1);
+    assert_eq!(write(store, |w| w.principals().next_crl_number()), 2);
+    let back = read(store, |r| r.principals().authority()).expect("read").expect("stored");
+    assert_eq!((back.chain_pem.as_str(), back.crl_number), ("first", 2));
+}
+
+pub fn feeds_name_the_thing_and_what_it_observes(store: &dyn Store) {
+    let (thing, stream) = write(store, |w| {
+        let thing = thing(w, "station")?;
+        let stream = datastream(w, thing, "temperature")?;
+        Ok((thing, stream))
+    });
+    let (feed, missing) =
+        read(store, move |r| (r.principals().feed(stream.0, false), r.principals().feed(999_999, false)));
+    assert_eq!(feed.expect("read"), Some((Some(thing.0), vec!["https://example.org/temperature".to_owned()])));
+    assert_eq!(missing.expect("read"), None);
 }
