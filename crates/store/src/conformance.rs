@@ -1638,7 +1638,7 @@ pub fn devices_are_unique_by_urn_and_found_by_thing_and_secret(store: &dyn Store
         (Some("1.1"), Some(r#"{"result":"pass"}"#))
     );
     assert_eq!(device.password_findings.as_deref(), Some(r#"{"default":false}"#));
-    assert_eq!(by_thing.expect("read"), [device.clone()]);
+    assert_eq!(by_thing.expect("read"), std::slice::from_ref(&device));
     assert_eq!(by_secret.expect("read"), Some(device));
     assert_eq!(all.expect("read").len(), 2);
     let class_back = class_back.expect("read").expect("the class");
@@ -1668,7 +1668,8 @@ pub fn enrollment_tokens_are_used_once_and_expire(store: &dyn Store) {
     assert_eq!(take("nope", 0), Err(TokenRefusal::Unknown));
     // A failed job that used a token leaves it usable.
     let failed = try_write(store, |w| {
-        w.principals().take_enrollment_token("t3", at(0))?;
+        let used = w.principals().take_enrollment_token("t3", at(0))?;
+        assert_eq!(used, Ok(device));
         Err::<(), _>(StoreError::Rejected("the request was refused".into()))
     });
     assert!(failed.is_err());
