@@ -1667,7 +1667,7 @@ pub fn enrollment_tokens_are_used_once_and_expire(store: &dyn Store) {
     assert_eq!(take("t2", 20), Err(TokenRefusal::Expired));
     assert_eq!(take("nope", 0), Err(TokenRefusal::Unknown));
     // A failed job that used a token leaves it usable.
-    let failed = try_write(store, |w| {
+    let failed = try_write(store, move |w| {
         let used = w.principals().take_enrollment_token("t3", at(0))?;
         assert_eq!(used, Ok(device));
         Err::<(), _>(StoreError::Rejected("the request was refused".into()))
