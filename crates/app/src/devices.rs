@@ -130,6 +130,8 @@ struct CachedDevice {
     principal: Principal,
     at: std::time::Instant,
     generation: u64,
+    /// When the principal stops being right by itself (its class's support period ends).
+    until: Option<Instant>,
 }
 
 /// The CRL now in force.
@@ -940,11 +942,12 @@ impl Trust {
             cache
                 .get(&key)
                 .filter(|c| c.generation == generation && c.at.elapsed() < DEVICE_CACHE)
+                .filter(|c| c.until.is_none_or(|until| until > Instant::now()))
                 .map(|c| c.principal.clone())
         }) {
             return Ok(principal);
         }
-        let principal = match credentials {
+        let (principal, until) = match credentials {
             DeviceCredentials::Certificate(der) => {
                 let identity = pki::client_identity(der)
                     .map_err(|e| AppError::Unauthenticated(format!("unusable client certificate: {e}")))?;
@@ -975,7 +978,7 @@ impl Trust {
                 if certificate.not_after <= Instant::now() {
                     return Err(AppError::Unauthenticated(format!("certificate {} has expired", certificate.serial)));
                 }
-                device_principal(&device, class.as_ref())?
+                (device_principal(&device, class.as_ref())?, class.and_then(|c| c.support_until))
             }
             DeviceCredentials::Secret { urn, secret } => {
                 let urn = parse_urn(urn)
@@ -995,17 +998,62 @@ impl Trust {
                 else {
                     return Err(AppError::Unauthenticated("wrong device URN or secret".into()));
                 };
-                device_principal(&device, class.as_ref())?
+                (device_principal(&device, class.as_ref())?, class.and_then(|c| c.support_until))
             }
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 100_000 {
                 cache.clear();
             }
-            cache.insert(key, CachedDevice { principal: principal.clone(), at: std::time::Instant::now(), generation });
+            let at = std::time::Instant::now();
+            cache.insert(key, CachedDevice { principal: principal.clone(), at, generation, until });
         }
         Ok(principal)
     }
+}
+
+/// Stores an operator's CA (an intermediate of their PKI: its chain, leaf first, and its PKCS#8
+/// key, PEM) as the hub's, before the first start makes one; returns its SHA-256 fingerprint.
+pub async fn import_authority(
+    app: &App,
+    sealing: &pki::SealingKey,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<String, AppError> {
+    let authority = pki::CertificateAuthority::from_pem(chain_pem, key_pem)
+        .map_err(|e| AppError::bad("invalid_certificate_authority", e.to_string()))?;
+    let mut record = seal_authority(&authority, sealing, 0)?;
+    // The whole chain, so that `cacerts` hands devices the path to the operator's root.
+    record.chain_pem = authority.chain_der().iter().map(|der| der_to_pem(der)).collect();
+    let stored = app
+        .write_job(&Caller::server(), None, move |writer| Ok(writer.principals().insert_authority(&record)?))
+        .await?;
+    if !stored {
+        return Err(AppError::Conflict(
+            "this hub has a certificate authority already; its devices' certificates depend on it".into(),
+        ));
+    }
+    Ok(sha256_hex(authority.certificate_der()))
+}
+
+/// The hub's CA certificate chain (PEM) and the SHA-256 fingerprint of its certificate, to
+/// compare out of band with what `/.well-known/est/cacerts` serves.
+pub async fn authority_pem(app: &App) -> Result<Option<(String, String)>, AppError> {
+    let record = app.read_job(&Caller::server(), |reader| Ok(reader.principals().authority()?)).await?;
+    let Some(record) = record else { return Ok(None) };
+    let first = pem_certificates(&record.chain_pem)?.into_iter().next().unwrap_or_default();
+    Ok(Some((record.chain_pem, sha256_hex(&first))))
+}
+
+fn der_to_pem(der: &[u8]) -> String {
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 /// How an issue is authorised: a token's hash, or a device already known.

@@ -16,6 +16,8 @@
 //!   beside Mosquitto's.
 //! - `mqtt`: all four.
 //! - `access`: POST and MQTT ingest with access control off and required, in the same run.
+//! - `tls-handshake`: mutual-TLS handshakes per second, beside server-authenticated ones.
+//! - `enroll`: EST enrollments per second, beside HTTPS GETs on new connections.
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
@@ -23,6 +25,7 @@
 
 mod access;
 mod client;
+mod devices;
 mod mqtt;
 mod pg;
 mod workloads;
@@ -75,6 +78,8 @@ fn main() -> anyhow::Result<()> {
         "data-array" => runtime.block_on(workloads::data_array(&settings)),
         "query" => runtime.block_on(workloads::query(&settings)),
         "access" => runtime.block_on(access::access(&settings)),
+        "tls-handshake" => runtime.block_on(devices::tls_handshake(&settings)),
+        "enroll" => runtime.block_on(devices::enroll(&settings)),
         "pg-ingest" => runtime.block_on(pg::ingest_workload(&settings)),
         "pg-post" => runtime.block_on(pg::post_workload(&settings)),
         "pg-query" => runtime.block_on(pg::query_workload(&settings)),
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

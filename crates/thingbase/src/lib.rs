@@ -220,13 +220,18 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             let sweeper = Arc::clone(&trust);
             let stop = watch.clone();
             tasks.push(tokio::spawn(async move {
-                let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+                // Revocations made on another node reach this node's TLS listeners within
+                // 30 s; every device is evaluated again hourly.
+                let mut often = tokio::time::interval(std::time::Duration::from_secs(30));
+                let mut ticks: u64 = 0;
                 let mut stopping = std::pin::pin!(tls::stopped(stop));
                 loop {
                     tokio::select! {
                         () = &mut stopping => break,
-                        _ = hourly.tick() => {
-                            if let Err(error) = sweeper.sweep().await {
+                        _ = often.tick() => {
+                            let result = if ticks.is_multiple_of(120) { sweeper.sweep().await } else { sweeper.refresh_crl(false).await };
+                            ticks += 1;
+                            if let Err(error) = result {
                                 tracing::warn!(%error, "the periodic device check failed");
                             }
                         }
@@ -403,6 +408,39 @@ pub async fn device_check(database: &Database, check: DeviceCheck) -> anyhow::Re
         let trust =
             app::devices::Trust::open(app.clone(), &sealing, profile, app::devices::TrustSettings::default()).await?;
         Ok::<_, anyhow::Error>(trust.check(&app::Caller::server(), &check.urn).await?)
+    }
+    .await;
+    app.shutdown();
+    result
+}
+
+/// `thingbase ca ...`.
+#[derive(Debug)]
+pub enum CaCommand {
+    /// The CA's chain and fingerprint.
+    Show,
+    /// An operator's CA (chain PEM, PKCS#8 key PEM) becomes the hub's, before the first start.
+    Import { chain_pem: String, key_pem: String },
+}
+
+/// Runs a `thingbase ca` command on the database; returns what to print.
+pub async fn ca(database: &Database, sealing_key: Option<&str>, command: CaCommand) -> anyhow::Result<String> {
+    let store = database.open(Durability::Process, 1).await?;
+    let app = app::App::new(store, store::Paging { default_top: 1, max_top: 1 });
+    let result = async {
+        match command {
+            CaCommand::Show => match app::devices::authority_pem(&app).await? {
+                Some((pem, fingerprint)) => {
+                    Ok(format!("{pem}SHA-256 fingerprint of the CA certificate: {fingerprint}"))
+                }
+                None => anyhow::bail!("there is no CA yet: the first `thingbase serve` makes one"),
+            },
+            CaCommand::Import { chain_pem, key_pem } => {
+                let sealing = tls::sealing_key(sealing_key, &database.data_dir)?;
+                let fingerprint = app::devices::import_authority(&app, &sealing, &chain_pem, &key_pem).await?;
+                Ok(format!("imported; SHA-256 fingerprint of the CA certificate: {fingerprint}"))
+            }
+        }
     }
     .await;
     app.shutdown();

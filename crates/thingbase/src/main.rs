@@ -34,6 +34,9 @@ enum Command {
     /// API tokens, on the database under --data-dir.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The hub's certificate authority, on the database under --data-dir.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Devices, on the database under --data-dir.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -125,6 +128,29 @@ enum TokenCommand {
     /// Revokes a token (a running server notices within seconds).
     Revoke {
         id: i64,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Prints the CA certificate chain (PEM) and its SHA-256 fingerprint, for devices to check
+    /// what /.well-known/est/cacerts serves.
+    Show {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Makes an operator's CA (e.g. an intermediate of their own PKI) the hub's, before the
+    /// first start: its certificate chain (PEM, the CA first) and its PKCS#8 private key (PEM).
+    Import {
+        #[arg(long)]
+        certificate: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// The key that seals the CA (64 hex digits); else sealing.key in --data-dir.
+        #[arg(long, env = "THINGBASE_SEALING_KEY", hide_env_values = true)]
+        sealing_key: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -367,6 +393,21 @@ fn main() -> anyhow::Result<()> {
             store.shutdown();
             let moved = moved?;
             eprintln!("imported {} rows of {} tables", moved.rows, moved.tables);
+            Ok(())
+        }
+        Command::Ca(command) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let (dir, sealing_key, command) = match command {
+                CaCommand::Show { dir } => (dir, None, thingbase::CaCommand::Show),
+                CaCommand::Import { certificate, key, sealing_key, dir } => {
+                    let read = |p: &PathBuf| {
+                        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+                    };
+                    let command = thingbase::CaCommand::Import { chain_pem: read(&certificate)?, key_pem: read(&key)? };
+                    (dir, sealing_key, command)
+                }
+            };
+            println!("{}", runtime.block_on(thingbase::ca(&dir.database(), sealing_key.as_deref(), command))?);
             Ok(())
         }
         Command::Device(DeviceCommand::Check { urn, json, sealing_key, baseline_profile, dir }) => {

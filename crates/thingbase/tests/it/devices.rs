@@ -847,3 +847,215 @@ fn device_check_prints_the_report_from_the_command_line() {
     assert_eq!(report["result"], "fail");
     assert_eq!(report["profile"], "thingbase-baseline");
 }
+
+#[test]
+fn a_key_registered_ahead_enrolls_without_a_token_and_weak_keys_are_refused() {
+    let hub = hub("device-zero-touch");
+    let class = hub.class("WS-ZT", &[TEMPERATURE], "2035-01-01T00:00:00Z");
+    let (thing, _) = hub.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:ops:32473-ZeroTouch-42";
+    let key = rcgen::KeyPair::generate().expect("key");
+    let response = hub.register(json!({
+        "urn": urn, "class": class, "thing": thing, "enrollmentToken": false, "publicKey": key.public_key_pem(),
+        "firmwareVersion": "1.4.2",
+    }));
+    assert_eq!(response.status, 201, "{}", response.text);
+    assert!(response.json.get("enrollmentToken").is_none());
+    let request = |key: &rcgen::KeyPair| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![rcgen::SanType::URI(urn.try_into().expect("ia5"))];
+        params.serialize_request(key).expect("csr").pem().expect("pem")
+    };
+    let other = rcgen::KeyPair::generate().expect("key");
+    let (status, body) =
+        tls_request(&hub, None, "POST", "/.well-known/est/simpleenroll", &[], request(&other).as_bytes())
+            .expect("https");
+    assert_eq!(status, 401, "another key needs a token: {}", String::from_utf8_lossy(&body));
+    let (status, body) =
+        tls_request(&hub, None, "POST", "/.well-known/est/simpleenroll", &[], request(&key).as_bytes()).expect("https");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hub.device(urn)["state"], "admitted");
+
+    // An RSA key of 1024 bits, made by openssl, is refused with the reason.
+    let token = hub.register_for_token("urn:dev:ops:32473-Weak-1", class, thing);
+    let weak = hub.file("weak.csr");
+    let made = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout"])
+        .arg(hub.file("weak.key"))
+        .args(["-subj", "/CN=urn:dev:ops:32473-Weak-1", "-out"])
+        .arg(&weak)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (code, body) = curl(&[
+        "--cacert",
+        path(&hub.ca),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "--data-binary",
+        &format!("@{}", path(&weak)),
+        &format!("{}/.well-known/est/simpleenroll", hub.https()),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("2048"), "{body}");
+}
+
+#[test]
+fn an_admitted_device_whose_support_period_ends_is_quarantined() {
+    let hub = hub("device-support-ends");
+    let ends = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let class = hub.class("WS-EOL", &[TEMPERATURE], &ends.to_string());
+    let (thing, datastreams) = hub.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:mac:0024befffe804ff8";
+    let token = hub.register_for_token(urn, class, thing);
+    let (code, body, cert, key) = hub.enroll_with_openssl("eol", urn, &token);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(hub.device(urn)["state"], "admitted");
+    let target = format!("/v1.1/Datastreams({})/Observations", datastreams[0]);
+    let (status, body) = hub.curl_as(&cert, &key, "POST", &target, Some(&observation(1.0)));
+    assert_eq!(status, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // Refused at once, before any evaluation records it (the device's principal checks the date)...
+    let mut refused = (0, String::new());
+    for _ in 0..60 {
+        refused = hub.curl_as(&cert, &key, "POST", &target, Some(&observation(2.0)));
+        if refused.0 == 403 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(refused.0, 403, "{}", refused.1);
+    assert!(refused.1.contains("5.3-13"), "{}", refused.1);
+    // ...and quarantined, and audited, by the next evaluation.
+    let report = hub.admin("POST", &format!("/admin/devices/{urn}/check"), None);
+    assert_eq!(report.json["result"], "fail", "{}", report.text);
+    assert_eq!(hub.device(urn)["state"], "quarantined");
+    let audit = hub.admin("GET", "/admin/audit", None);
+    let quarantined = audit.json["value"].as_array().expect("entries").iter().any(|e| {
+        e["event"] == "device_state_changed" && e["detail"]["to"] == "quarantined" && e["detail"]["urn"] == urn
+    });
+    assert!(quarantined, "{}", audit.text);
+    assert_eq!(hub.observation_count(), 1);
+}
+
+#[test]
+fn an_operators_own_ca_is_imported_before_the_first_start_and_signs_the_devices() {
+    if std::env::var("THINGBASE_TEST_BACKEND").as_deref() == Ok("postgres") {
+        // `thingbase ca import` is tested on the data directory's SQLite file.
+        return;
+    }
+    let files = TempDir::new("operator-ca");
+    let data = TempDir::new("operator-ca-data");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&files.0).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The operator's root and an intermediate for the hub (P-256, PKCS#8).
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Operator Root",
+    ]);
+    std::fs::write(
+        files.0.join("ext.cnf"),
+        "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("ext");
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "hub.key",
+        "-out",
+        "hub.csr",
+        "-subj",
+        "/CN=Operator Hub CA",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "hub.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-out",
+        "hub.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let chain = std::fs::read_to_string(files.0.join("hub.pem")).expect("hub")
+        + &std::fs::read_to_string(files.0.join("root.pem")).expect("root");
+    std::fs::write(files.0.join("chain.pem"), chain).expect("chain");
+    let thingbase = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_thingbase"))
+            .args(args)
+            .args(["--sealing-key", crate::support::TEST_SEALING_KEY, "--data-dir"])
+            .arg(&data.0)
+            .output()
+            .expect("thingbase runs")
+    };
+    let certificate = files.0.join("chain.pem");
+    let key = files.0.join("hub.key");
+    let imported = thingbase(&["ca", "import", "--certificate", path(&certificate), "--key", path(&key)]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let again = thingbase(&["ca", "import", "--certificate", path(&certificate), "--key", path(&key)]);
+    assert!(!again.status.success(), "a second CA is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"), "{}", String::from_utf8_lossy(&again.stderr));
+
+    let data_dir = data.0.clone();
+    let server = TestServer::start_with("operator-ca", move |c| {
+        c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+        c.data_dir = data_dir;
+    });
+    let hub = Hub { ca: files.0.join("root.pem"), server, files };
+    let class = hub.class("WS-OP", &[TEMPERATURE], "2035-01-01T00:00:00Z");
+    let (thing, _) = hub.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:mac:0024befffe804ff9";
+    let token = hub.register_for_token(urn, class, thing);
+    // The device trusts the operator's root only; the hub's TLS chain leads there.
+    let (code, body, cert, _) = hub.enroll_with_openssl("op", urn, &token);
+    assert_eq!(code, 200, "{body}");
+    let verified = Command::new("openssl")
+        .args(["verify", "-CAfile", path(&hub.file("root.pem")), "-untrusted", path(&hub.file("hub.pem")), path(&cert)])
+        .output()
+        .expect("openssl verify");
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert_eq!(hub.device(urn)["state"], "admitted");
+    let shown = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+        .args(["ca", "show", "--data-dir"])
+        .arg(&data.0)
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("SHA-256 fingerprint"),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
