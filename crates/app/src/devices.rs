@@ -751,9 +751,9 @@ impl Trust {
             .write_job(&Caller::server(), None, move |writer| {
                 let device =
                     writer.principals().device(id)?.ok_or_else(|| AppError::NotFound(format!("no device {id}")))?;
-                let report = report_of(writer, &profile, &device)?;
+                let (report, has_credential) = report_of(writer, &profile, &device)?;
                 let before = device.state;
-                let (state, reason) = next_state(&device, &report);
+                let (state, reason) = next_state(&device, has_credential, &report);
                 let report_json = report.to_json().to_string();
                 writer.principals().set_device_state(id, state, &reason, Some(&report_json))?;
                 let device = writer.principals().device(id)?.unwrap_or(device);
@@ -788,34 +788,28 @@ impl Trust {
     /// TLS. The token is used up only when a certificate is issued.
     pub async fn enroll(&self, token: Option<&str>, csr: &[u8]) -> Result<pki::IssuedCertificate, AppError> {
         let csr = pki::parse_csr(csr).map_err(|e| AppError::bad("invalid_csr", e.to_string()))?;
-        let token_hash = token.map(|t| sha256_hex(t.trim().as_bytes()));
-        let key_fingerprint = csr.public_key_fingerprint();
         let csr_urns = csr_urns(&csr)?;
-        let found = self
-            .app
-            .read_job(&Caller::server(), move |reader| {
-                let principals = reader.principals();
-                match &token_hash {
-                    Some(_) => Ok(None),
-                    None => Ok(principals
-                        .devices(None)?
-                        .into_iter()
-                        .find(|d| d.preregistered_key.as_deref() == Some(&key_fingerprint))),
-                }
-            })
-            .await?;
-        if token.is_none() && found.is_none() {
-            return Err(AppError::Unauthenticated(
-                "enrollment needs the device's one-time token (Authorization: Bearer tbe_...) or a key registered ahead".into(),
-            ));
-        }
-        self.issue(
-            Issue { token: token.map(|t| sha256_hex(t.trim().as_bytes())), device: found.map(|d| d.id) },
-            csr,
-            csr_urns,
-            "device_enrolled",
-        )
-        .await
+        let how = match token {
+            Some(token) => Issue { token: Some(sha256_hex(token.trim().as_bytes())), device: None },
+            None => {
+                let key = csr.public_key_fingerprint();
+                let found = self
+                    .app
+                    .read_job(&Caller::server(), move |reader| {
+                        Ok(reader.principals().device_by_preregistered_key(&key)?)
+                    })
+                    .await?;
+                let Some(device) = found else {
+                    return Err(AppError::Unauthenticated(
+                        "enrollment needs the device's one-time token (Authorization: Bearer tbe_...) or a key \
+                         registered ahead"
+                            .into(),
+                    ));
+                };
+                Issue { token: None, device: Some(device.id) }
+            }
+        };
+        self.issue(how, csr, csr_urns, "device_enrolled").await
     }
 
     /// `simplereenroll`: a new certificate for a device authenticated by its current one.
@@ -1158,8 +1152,9 @@ fn related(reader: &mut dyn Reader, thing: i64, name: &str) -> Result<Vec<i64>, 
     Ok(reader.related(EntityType::Thing, model::Id(thing), navigation)?.into_iter().map(|id| id.0).collect())
 }
 
-/// Gathers the evidence about `device` and evaluates it.
-fn report_of(writer: &mut dyn Writer, profile: &Profile, device: &DeviceRecord) -> Result<Report, AppError> {
+/// Gathers the evidence about `device` and evaluates it; also whether it holds any credential
+/// at all (a certificate, live or not, a secret or a pre-installed password).
+fn report_of(writer: &mut dyn Writer, profile: &Profile, device: &DeviceRecord) -> Result<(Report, bool), AppError> {
     let class = writer
         .principals()
         .device_class(device.class)?
@@ -1182,23 +1177,19 @@ fn report_of(writer: &mut dyn Writer, profile: &Profile, device: &DeviceRecord) 
             }
         }
     }
+    let has_credential = !certificates.is_empty() || device.secret_hash.is_some() || device.password_findings.is_some();
     let evidence =
         Evidence { device, class: &class, certificates: &certificates, shared_keys, feeds, now: Instant::now() };
-    Ok(gate::evaluate(profile, &evidence))
+    Ok((gate::evaluate(profile, &evidence), has_credential))
 }
 
 /// Where an evaluation moves a device: operators' states stay; a device without a
 /// credential stays registered; passing admits; failing keeps it pending, or quarantines it
 /// once it had been admitted.
-fn next_state(device: &DeviceRecord, report: &Report) -> (DeviceState, String) {
+fn next_state(device: &DeviceRecord, has_credential: bool, report: &Report) -> (DeviceState, String) {
     match device.state {
         DeviceState::Suspended | DeviceState::Retired => (device.state, device.state_reason.clone()),
-        _ if device.secret_hash.is_none()
-            && report.findings.iter().any(|f| f.id == "5.5-7" && f.outcome == gate::Outcome::NotApplicable)
-            && device.password_findings.is_none() =>
-        {
-            (DeviceState::Registered, "registered; no credential yet".into())
-        }
+        _ if !has_credential => (DeviceState::Registered, "registered; no credential yet".into()),
         _ if report.passed() => (DeviceState::Admitted, report.reason()),
         DeviceState::Admitted | DeviceState::Quarantined => (DeviceState::Quarantined, report.reason()),
         _ => (DeviceState::Pending, report.reason()),

@@ -383,6 +383,9 @@ pub fn evaluate(profile: &Profile, evidence: &Evidence<'_>) -> Report {
                     (Pass, "its pre-installed password is unique to it and no known default".into())
                 }
                 (None, None, true) => (Pass, "authenticates with its own random secret issued by the hub".into()),
+                (_, None, false) if !evidence.certificates.is_empty() => {
+                    (Pass, "its certificates were its own, issued by the hub's CA (none is live: see 5.5-7)".into())
+                }
                 (_, None, false) => (Fail, "it holds no credential yet: enroll it (EST) or issue it a secret".into()),
             },
             "5.1-2" => match &findings {

@@ -257,7 +257,7 @@ pub async fn enroll(settings: &Settings) -> anyhow::Result<()> {
     let https = hub.server.https_addrs[0];
     let plain = client_config(&hub.ca, None)?;
     // Enough tokens for a rate well above the target in every round.
-    let per_round = ((settings.seconds * 400.0) as usize).max(100);
+    let per_round = ((settings.seconds * 1500.0) as usize).max(100);
     println!(
         "EST simpleenroll at concurrency {}, {} s per run, {} rounds ({per_round} devices registered per round)",
         settings.concurrency, settings.seconds, settings.rounds

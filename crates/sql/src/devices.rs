@@ -59,6 +59,7 @@ pub fn device_by(d: &dyn Dialect, column: DeviceKey) -> String {
         DeviceKey::Urn => "urn",
         DeviceKey::Thing => "thing_id",
         DeviceKey::Secret => "secret_hash",
+        DeviceKey::PreregisteredKey => "preregistered_key",
     };
     format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE {column} = {} ORDER BY id", p(d, 1))
 }
@@ -70,6 +71,7 @@ pub enum DeviceKey {
     Urn,
     Thing,
     Secret,
+    PreregisteredKey,
 }
 
 /// The devices of project `?1`, or all when `?1` is NULL.

@@ -173,6 +173,10 @@ impl Devices for Access<'_> {
         Ok(())
     }
 
+    fn device_by_preregistered_key(&mut self, fingerprint: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self.device_where(DeviceKey::PreregisteredKey, text(fingerprint))?.into_iter().next())
+    }
+
     fn device_by_secret(&mut self, hash: &str) -> Result<Option<DeviceRecord>, StoreError> {
         Ok(self.device_where(DeviceKey::Secret, text(hash))?.into_iter().next())
     }

@@ -275,6 +275,9 @@ pub trait Devices {
     /// another device has is a conflict.
     fn set_device_secret(&mut self, id: i64, hash: Option<&str>, findings: Option<&str>) -> Result<(), StoreError>;
 
+    /// The device whose key registered ahead has the SHA-256 `fingerprint`.
+    fn device_by_preregistered_key(&mut self, fingerprint: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
     /// The device whose secret hashes to `hash`.
     fn device_by_secret(&mut self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
 
