@@ -112,3 +112,189 @@ fn announcements_round_trip_with_runs_of_ids_and_stay_within_the_limit() {
     assert_eq!(crate::announce::decode("tb1 0\nC Things 5-1"), None, "a backwards run");
     assert_eq!(crate::announce::decode("tb1 0\nX Things 1"), None);
 }
+
+/// The admission gate's evaluation, on records made here (it is pure).
+mod gate {
+    use model::Instant;
+    use store::{CertificateRecord, DeviceClassRecord, DeviceRecord, DeviceState};
+
+    use crate::gate::{self, Evidence, Outcome, PasswordFindings, Profile};
+
+    fn at(seconds: i64) -> Instant {
+        Instant::from_micros(1_800_000_000_000_000 + seconds * 1_000_000)
+    }
+
+    fn class() -> DeviceClassRecord {
+        DeviceClassRecord {
+            id: 1,
+            manufacturer: "Acme".into(),
+            model: "WS-1".into(),
+            hardware_version: String::new(),
+            support_until: Some(at(1000)),
+            vulnerability_contact: Some("https://acme.example/security".into()),
+            sensing: r#"["http://example.org/t"]"#.into(),
+            mud_url: None,
+            update_mechanism: Some("suit".into()),
+            firmware: format!(r#"[{{"version":"1.0","digest":"sha256:{}"}}]"#, "a".repeat(64)),
+            created_at: at(0),
+        }
+    }
+
+    fn device() -> DeviceRecord {
+        DeviceRecord {
+            id: 1,
+            urn: "urn:dev:mac:0024befffe804ff1".into(),
+            project: 1,
+            class: 1,
+            thing: Some(1),
+            state: DeviceState::Pending,
+            state_reason: String::new(),
+            state_changed_at: at(0),
+            firmware_version: Some("1.0".into()),
+            secret_hash: None,
+            password_findings: None,
+            preregistered_key: None,
+            report: None,
+            created_at: at(0),
+        }
+    }
+
+    fn certificate(revoked: bool) -> CertificateRecord {
+        CertificateRecord {
+            id: 1,
+            device: 1,
+            serial: "01".into(),
+            fingerprint: "f".into(),
+            key_fingerprint: "k".into(),
+            not_before: at(-10),
+            not_after: at(500),
+            issued_at: at(-10),
+            revoked_at: revoked.then(|| at(5)),
+            revocation_reason: None,
+            pem: String::new(),
+        }
+    }
+
+    /// The outcome of each provision that did not pass, for `device` of `class` with
+    /// `certificates`, at `at(10)`.
+    fn failures(device: &DeviceRecord, class: &DeviceClassRecord, certificates: &[CertificateRecord]) -> Vec<String> {
+        let evidence = Evidence {
+            device,
+            class,
+            certificates,
+            shared_keys: vec![],
+            feeds: vec![("Datastreams(1)".into(), vec!["http://example.org/t".into()])],
+            now: at(10),
+        };
+        let report = gate::evaluate(&Profile::default_profile(), &evidence);
+        report
+            .findings
+            .iter()
+            .filter(|f| f.outcome == Outcome::Fail)
+            .map(|f| format!("{}: {}", f.id, f.evidence))
+            .collect()
+    }
+
+    #[test]
+    fn a_declared_enrolled_device_passes_every_provision() {
+        assert_eq!(failures(&device(), &class(), &[certificate(false)]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_missing_declaration_fails_its_provision() {
+        let class = DeviceClassRecord {
+            support_until: Some(at(5)),
+            vulnerability_contact: Some("call us".into()),
+            update_mechanism: None,
+            ..class()
+        };
+        assert_eq!(
+            failures(&device(), &class, &[certificate(false)]),
+            [
+                "5.2-1: `call us` is not an https URL or a mailto address",
+                "5.3-2: its device class declares no software update mechanism",
+                "5.3-13: its support period ended at 2027-01-15T08:00:05Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_revoked_certificate_fails_5_5_7_and_nothing_at_all_fails_5_1_1() {
+        assert_eq!(
+            failures(&device(), &class(), &[certificate(true)]),
+            ["5.5-7: certificate 01 was revoked; re-enroll it with a new token"]
+        );
+        assert_eq!(
+            failures(&device(), &class(), &[]),
+            ["5.1-1: it holds no credential yet: enroll it (EST) or issue it a secret"]
+        );
+    }
+
+    #[test]
+    fn pre_installed_passwords_are_checked_for_defaults_identifiers_and_length() {
+        let urn = "urn:dev:ops:32473-Thermo-7788";
+        let identifiers = ["32473", "Thermo", "7788"];
+        assert_eq!(
+            gate::check_password("ADMIN", &identifiers, urn),
+            PasswordFindings { default: true, short: true, ..Default::default() }
+        );
+        assert_eq!(
+            gate::check_password("my-thermo-77881", &identifiers, urn),
+            PasswordFindings { derived: true, ..Default::default() }
+        );
+        assert_eq!(gate::check_password("correct horse battery", &identifiers, urn), PasswordFindings::default());
+        let defaulted = DeviceRecord {
+            secret_hash: Some("h".into()),
+            password_findings: Some(PasswordFindings { default: true, ..Default::default() }.to_json()),
+            ..device()
+        };
+        assert_eq!(
+            failures(&defaulted, &class(), &[]),
+            ["5.1-1: its pre-installed password is a well-known default password"]
+        );
+    }
+
+    #[test]
+    fn undeclared_sensing_fails_5_8_3() {
+        let evidence = Evidence {
+            device: &device(),
+            class: &class(),
+            certificates: &[certificate(false)],
+            shared_keys: vec![],
+            feeds: vec![("Datastreams(2)".into(), vec!["http://example.org/humidity".into()])],
+            now: at(10),
+        };
+        let report = gate::evaluate(&Profile::default_profile(), &evidence);
+        assert_eq!(report.reason(), "5.8-3: undeclared sensing: Datastreams(2) observes http://example.org/humidity");
+    }
+
+    #[test]
+    fn profiles_change_levels_and_refuse_what_they_do_not_know() {
+        let shipped = Profile::parse(gate::DEFAULT_PROFILE).expect("the shipped profile parses");
+        assert_eq!((shipped.name.as_str(), shipped.version), ("thingbase-baseline", 1));
+        assert!(shipped.relaxed().is_empty());
+        let relaxed =
+            Profile::parse(r#"{"profile": "lab", "version": 2, "provisions": {"5.3-13": "off", "5.3-8": "required"}}"#)
+                .expect("parses");
+        assert_eq!(relaxed.relaxed(), ["5.3-13"]);
+        let old = DeviceClassRecord { support_until: Some(at(5)), ..class() };
+        let evidence = Evidence {
+            device: &device(),
+            class: &old,
+            certificates: &[certificate(false)],
+            shared_keys: vec![],
+            feeds: vec![],
+            now: at(10),
+        };
+        let report = gate::evaluate(&relaxed, &evidence);
+        assert!(report.passed(), "{}", report.to_text());
+        assert!(report.findings.iter().all(|f| f.id != "5.3-13"), "off provisions are not reported");
+        let unknown = Profile::parse(r#"{"profile": "x", "version": 1, "provisions": {"9.9-9": "required"}}"#);
+        assert_eq!(
+            unknown.map_err(|e| e.to_string()).err().as_deref(),
+            Some("baseline profile: unknown provision `9.9-9`")
+        );
+        let level = Profile::parse(r#"{"profile": "x", "version": 1, "provisions": {"5.1-1": "maybe"}}"#);
+        assert!(level.is_err());
+    }
+}
