@@ -105,7 +105,8 @@ pub struct Registration {
 pub struct Registered {
     pub device: DeviceRecord,
     pub enrollment_token: Option<(String, Instant)>,
-    pub secret: Option<String>,
+    /// The secret and the DTLS pre-shared key that goes with it.
+    pub secret: Option<(String, String)>,
 }
 
 /// An operator's change of a device's state.
@@ -359,6 +360,51 @@ impl Trust {
         }
     }
 
+    /// The DTLS pre-shared key of a device whose secret hashes to `secret_hash` (CoAP over
+    /// DTLS): `tbp_` and 64 hex digits, an HMAC of that hash under a key derived from the
+    /// sealing key, so it needs no storage of its own, changes with the secret, and a copy of
+    /// the database alone does not reveal it.
+    fn psk_of(&self, secret_hash: &str) -> String {
+        let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.pepper) else { return String::new() };
+        mac.update(b"dtls-psk:");
+        mac.update(secret_hash.as_bytes());
+        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        format!("tbp_{hex}")
+    }
+
+    /// The pre-shared key a device with URN `identity` uses for DTLS, if it has a secret and
+    /// is not retired; looked up for every DTLS handshake (the PSK identity is the URN).
+    pub async fn dtls_psk(&self, identity: &str) -> Result<Option<Vec<u8>>, AppError> {
+        let Ok(urn) = DeviceUrn::parse(identity) else { return Ok(None) };
+        let key = urn.as_str().to_owned();
+        let device =
+            self.app.read_job(&Caller::server(), move |reader| Ok(reader.principals().device_by_urn(&key)?)).await?;
+        Ok(device
+            .filter(|d| d.state != DeviceState::Retired)
+            .and_then(|d| d.secret_hash)
+            .map(|hash| self.psk_of(&hash).into_bytes()))
+    }
+
+    /// The principal of a device that completed a DTLS handshake with its pre-shared key.
+    pub async fn psk_principal(&self, identity: &str) -> Result<Principal, AppError> {
+        let urn = parse_urn(identity)
+            .map_err(|_| AppError::Unauthenticated("the PSK identity is not a device URN".into()))?;
+        let key = urn.as_str().to_owned();
+        let found = self
+            .app
+            .read_job(&Caller::server(), move |reader| {
+                let principals = reader.principals();
+                let Some(device) = principals.device_by_urn(&key)? else { return Ok(None) };
+                let class = principals.device_class(device.class)?;
+                Ok(Some((device, class)))
+            })
+            .await?;
+        match found {
+            Some((device, class)) if device.secret_hash.is_some() => device_principal(&device, class.as_ref()),
+            _ => Err(AppError::Unauthenticated(format!("{urn} has no pre-shared key"))),
+        }
+    }
+
     fn secret_hash(&self, secret: &str) -> String {
         let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.pepper) else { return String::new() };
         mac.update(secret.as_bytes());
@@ -508,6 +554,10 @@ impl Trust {
         self.forget_cached();
         // A device with a secret or password holds a credential: evaluate it now.
         let record = self.evaluate_and_store(device, "registered").await?.0;
+        let secret = secret.map(|secret| {
+            let psk = self.psk_of(&self.secret_hash(&secret));
+            (secret, psk)
+        });
         Ok(Registered { device: record, enrollment_token: token.map(|t| (t, token_expires)), secret })
     }
 
@@ -563,8 +613,9 @@ impl Trust {
         Ok((token, expires))
     }
 
-    /// A new random secret for the device (replacing its secret or password).
-    pub async fn new_secret(&self, caller: &Caller, urn: &str) -> Result<String, AppError> {
+    /// A new random secret for the device (replacing its secret or password), and the DTLS
+    /// pre-shared key that goes with it.
+    pub async fn new_secret(&self, caller: &Caller, urn: &str) -> Result<(String, String), AppError> {
         let device = self.visible_device(caller, urn).await?;
         require_project_admin(caller, device.project)?;
         if device.state == DeviceState::Retired {
@@ -581,7 +632,8 @@ impl Trust {
         self.audit(crate::audit::actor_of(caller), "device_secret_issued", json!({"urn": device.urn})).await;
         self.forget_cached();
         self.evaluate_and_store(id, "secret issued").await?;
-        Ok(secret)
+        let psk = self.psk_of(&self.secret_hash(&secret));
+        Ok((secret, psk))
     }
 
     /// Suspends, reinstates or retires a device.

@@ -321,8 +321,9 @@ async fn register(
                 out["enrollmentToken"] = json!(token);
                 out["enrollmentTokenExpiresAt"] = json!(expires.to_string());
             }
-            if let Some(secret) = registered.secret {
+            if let Some((secret, psk)) = registered.secret {
                 out["secret"] = json!(secret);
+                out["dtlsPsk"] = json!(psk);
             }
             Ok(reply(201, out))
         }
@@ -349,7 +350,10 @@ async fn device_action(
                     let (token, expires) = trust.new_enrollment_token(&caller, &urn).await?;
                     return Ok(reply(201, json!({"enrollmentToken": token, "expiresAt": expires.to_string()})));
                 }
-                "secret" => return Ok(reply(201, json!({"secret": trust.new_secret(&caller, &urn).await?}))),
+                "secret" => {
+                    let (secret, psk) = trust.new_secret(&caller, &urn).await?;
+                    return Ok(reply(201, json!({"secret": secret, "dtlsPsk": psk})));
+                }
                 "check" => return Ok(reply(200, trust.check(&caller, &urn).await?.to_json())),
                 "suspend" => StateChange::Suspend,
                 "reinstate" => StateChange::Reinstate,
