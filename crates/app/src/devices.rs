@@ -771,6 +771,12 @@ impl Trust {
         if !parsed.components().is_empty() {
             out["device"] = json!(device.urn);
             out["components"] = json!(parsed.components());
+            // A component is linked to the Datastreams of the device's Thing that name it in
+            // their properties: `"properties": {"urn": "urn:dev:..._humidity"}`.
+            out["componentDatastreams"] = match thing {
+                Some(thing) => self.component_datastreams(thing, parsed.as_str()).await?.into_iter().collect(),
+                None => json!([]),
+            };
         }
         out["thing"] = match thing {
             Some(thing) => json!({"@iot.id": thing, "@iot.selfLink": link("Things", thing)}),
@@ -790,6 +796,17 @@ impl Trust {
             "mqttTopics": topics,
         });
         Ok(out)
+    }
+
+    /// The Datastreams of `thing` whose `properties/urn` is `urn`.
+    async fn component_datastreams(&self, thing: i64, urn: &str) -> Result<Vec<i64>, AppError> {
+        let path = odata::parse_path(&format!("Things({thing})/Datastreams"))?;
+        let text = format!("$filter=properties/urn%20eq%20'{urn}'&$select=id&$top=1000");
+        let query = odata::parse_query(&text, EntityType::Datastream, &odata::Limits::default())?;
+        match self.app.read(&Caller::server(), path, query).await? {
+            crate::ReadResult::Collection { rows, .. } => Ok(rows.rows.iter().map(|row| row.id.0).collect()),
+            _ => Ok(Vec::new()),
+        }
     }
 
     // ----- the gate -----

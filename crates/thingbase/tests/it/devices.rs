@@ -302,11 +302,22 @@ fn a_device_enrolls_with_openssl_and_curl_and_publishes_over_mqtts_and_https() {
     let resolved: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(resolved["device"], urn);
     assert_eq!(resolved["components"], json!(["temperature"]));
+    assert_eq!(resolved["componentDatastreams"], json!([]), "no Datastream names the component yet");
     assert_eq!(resolved["thing"]["@iot.id"], thing);
     assert_eq!(resolved["datastreams"][0]["@iot.id"], datastreams[0]);
     assert_eq!(resolved["certificates"][0]["status"], "valid");
     assert_eq!(resolved["endpoints"]["mqttTopics"][0], topic);
     assert!(resolved["thing"]["@iot.selfLink"].as_str().is_some_and(|l| l.starts_with("https://")), "{resolved}");
+
+    // A Datastream that names the component in its properties is linked to it.
+    let named = hub.admin(
+        "PATCH",
+        &format!("/v1.1/Datastreams({})", datastreams[0]),
+        Some(json!({"properties": {"urn": format!("{urn}_temperature")}})),
+    );
+    assert_eq!(named.status, 200, "{}", named.text);
+    let resolved = hub.admin("GET", &format!("/resolve/{urn}_temperature"), None);
+    assert_eq!(resolved.json["componentDatastreams"], json!([datastreams[0]]), "{}", resolved.text);
 
     // The audit log tells the story.
     let audit = hub.admin("GET", "/admin/audit", None);
