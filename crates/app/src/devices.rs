@@ -80,6 +80,8 @@ pub struct NewClass {
     pub update_mechanism: Option<String>,
     /// `(version, digest)` in release order.
     pub firmware: Vec<(String, String)>,
+    /// The manufacturer's RFC 8520 MUD file.
+    pub mud: Option<Value>,
 }
 
 /// A device as an operator registers it.
@@ -425,6 +427,12 @@ impl Trust {
         if class.manufacturer.trim().is_empty() || class.model.trim().is_empty() {
             return Err(AppError::bad("invalid_device_class", "a device class needs a manufacturer and a model"));
         }
+        let mud_url = match &class.mud {
+            Some(mud) => {
+                Some(gate::check_mud(mud, class.mud_url.as_deref()).map_err(|e| AppError::bad("invalid_mud", e))?)
+            }
+            None => class.mud_url.clone(),
+        };
         let record = DeviceClassRecord {
             id: 0,
             manufacturer: class.manufacturer,
@@ -433,7 +441,7 @@ impl Trust {
             support_until: class.support_until,
             vulnerability_contact: class.vulnerability_contact,
             sensing: Value::from(class.sensing).to_string(),
-            mud_url: class.mud_url,
+            mud_url,
             update_mechanism: class.update_mechanism,
             firmware: Value::Array(
                 class
@@ -444,6 +452,7 @@ impl Trust {
             )
             .to_string(),
             created_at: Instant::now(),
+            mud: class.mud.as_ref().map(Value::to_string),
         };
         let stored = record.clone();
         let id = self
@@ -1334,6 +1343,7 @@ pub fn class_json(class: &DeviceClassRecord) -> Value {
         "mudUrl": class.mud_url,
         "updateMechanism": class.update_mechanism,
         "firmware": serde_json::from_str::<Value>(&class.firmware).unwrap_or(Value::Null),
+        "mud": class.mud.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
     })
 }
 

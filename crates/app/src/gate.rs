@@ -431,6 +431,9 @@ pub fn evaluate(profile: &Profile, evidence: &Evidence<'_>) -> Report {
                 }
             }
             "5.3-13" => match class.support_until {
+                _ if mud_unsupported(class) => {
+                    (Fail, "its MUD file (RFC 8520) says the model is no longer supported (is-supported: false)".into())
+                }
                 Some(until) if until > now => (Pass, format!("supported until {until}")),
                 Some(until) => (Fail, format!("its support period ended at {until}")),
                 None => (Fail, "its device class declares no support period".into()),
@@ -501,6 +504,44 @@ pub fn evaluate(profile: &Profile, evidence: &Evidence<'_>) -> Report {
         evaluated_at: now,
         findings: out,
     }
+}
+
+/// Whether the class's MUD file says the model is no longer supported.
+fn mud_unsupported(class: &DeviceClassRecord) -> bool {
+    let Some(text) = class.mud.as_deref() else { return false };
+    let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    value.pointer("/ietf-mud:mud/is-supported") == Some(&Value::Bool(false))
+}
+
+/// Checks a MUD file (RFC 8520 §2.1, the `ietf-mud:mud` container): `mud-version` 1, an https
+/// `mud-url` (the one the class declares, if it declares one), `last-update`, `is-supported`;
+/// returns its URL. The ACLs it references are stored, not enforced (the hub is no network
+/// controller).
+pub fn check_mud(mud: &Value, declared_url: Option<&str>) -> Result<String, String> {
+    let container = mud
+        .get("ietf-mud:mud")
+        .and_then(Value::as_object)
+        .ok_or("a MUD file is a JSON object with an `ietf-mud:mud` container (RFC 8520 §2.1)")?;
+    if container.get("mud-version").and_then(Value::as_i64) != Some(1) {
+        return Err("`mud-version` must be 1".into());
+    }
+    let url = container.get("mud-url").and_then(Value::as_str).ok_or("the MUD file has no `mud-url`")?;
+    if !url.starts_with("https://") || url.len() <= "https://".len() {
+        return Err(format!("`mud-url` must be an https URL (RFC 8520 §1.4), not `{url}`"));
+    }
+    if let Some(declared) = declared_url
+        && declared != url
+    {
+        return Err(format!("the MUD file's `mud-url` {url} is not the class's mudUrl {declared}"));
+    }
+    let updated = container.get("last-update").and_then(Value::as_str).ok_or("the MUD file has no `last-update`")?;
+    if updated.parse::<Instant>().is_err() {
+        return Err(format!("`last-update` must be a date-and-time, not `{updated}`"));
+    }
+    if !container.get("is-supported").is_some_and(Value::is_boolean) {
+        return Err("`is-supported` must be true or false".into());
+    }
+    Ok(url.to_owned())
 }
 
 /// The ObservedProperty definitions a class declares.

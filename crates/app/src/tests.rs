@@ -137,6 +137,7 @@ mod gate {
             update_mechanism: Some("suit".into()),
             firmware: format!(r#"[{{"version":"1.0","digest":"sha256:{}"}}]"#, "a".repeat(64)),
             created_at: at(0),
+            mud: None,
         }
     }
 

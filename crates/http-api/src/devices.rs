@@ -264,6 +264,10 @@ async fn create_class(
                 mud_url: text(&map, "mudUrl")?,
                 update_mechanism: text(&map, "updateMechanism")?,
                 firmware,
+                mud: match map.get("mud") {
+                    None | Some(Json::Null) => None,
+                    Some(mud) => Some(mud.clone()),
+                },
             };
             let record = trust.register_class(&caller, class).await?;
             Ok(reply(201, app::devices::class_json(&record)))

@@ -13,15 +13,15 @@ fn p(d: &dyn Dialect, n: usize) -> String {
 }
 
 pub const CLASS_COLUMNS: &str = "id, manufacturer, model, hardware_version, support_until, vulnerability_contact, \
-                                 sensing, mud_url, update_mechanism, firmware, created_at";
+                                 sensing, mud_url, update_mechanism, firmware, created_at, mud";
 
 /// Inserts a class `(manufacturer .. created_at)` in the order of [`CLASS_COLUMNS`] without
 /// the id, returning its id.
 pub fn insert_class(d: &dyn Dialect) -> String {
     format!(
         "INSERT INTO device_classes (manufacturer, model, hardware_version, support_until, vulnerability_contact, \
-         sensing, mud_url, update_mechanism, firmware, created_at) VALUES ({}) RETURNING id",
-        list(d, 10)
+         sensing, mud_url, update_mechanism, firmware, created_at, mud) VALUES ({}) RETURNING id",
+        list(d, 11)
     )
 }
 

@@ -43,6 +43,7 @@ fn class_of(row: &dyn SqlRow) -> Result<DeviceClassRecord, StoreError> {
         update_mechanism: row.text(8)?,
         firmware: row.required_text(9)?,
         created_at: instant(row, 10)?,
+        mud: row.text(11)?,
     })
 }
 
@@ -107,6 +108,7 @@ impl Devices for Access<'_> {
             optional_text(class.update_mechanism.as_deref()),
             text(&class.firmware),
             Param::Integer(class.created_at.micros()),
+            optional_text(class.mud.as_deref()),
         ];
         self.inserted_id(&statements::insert_class(self.dialect), &params)
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "principals", include_str!("../migrations/0005_principals.sql")),
     (6, "audit", include_str!("../migrations/0006_audit.sql")),
     (7, "devices", include_str!("../migrations/0007_devices.sql")),
+    (8, "device_mud", include_str!("../migrations/0008_device_mud.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

@@ -1582,6 +1582,7 @@ fn device_class(w: &mut dyn Writer, model: &str) -> Result<i64, StoreError> {
         update_mechanism: Some("suit".into()),
         firmware: "[]".into(),
         created_at: at(0),
+        mud: Some(r#"{"ietf-mud:mud":{"mud-version":1}}"#.into()),
     })
 }
 
@@ -1643,6 +1644,7 @@ pub fn devices_are_unique_by_urn_and_found_by_thing_and_secret(store: &dyn Store
     assert_eq!(all.expect("read").len(), 2);
     let class_back = class_back.expect("read").expect("the class");
     assert_eq!((class_back.model.as_str(), class_back.support_until), ("WS-1", Some(at(86_400))));
+    assert_eq!(class_back.mud.as_deref(), Some(r#"{"ietf-mud:mud":{"mud-version":1}}"#));
     // A state change without a report keeps the last report.
     write(store, move |w| w.principals().set_device_state(first, DeviceState::Quarantined, "undeclared", None));
     let kept =

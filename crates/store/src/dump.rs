@@ -103,7 +103,7 @@ pub const TABLES: &[Table] = &[
     }),
     table!("device_classes", key ["id"], generated true, {
         "id": I, "manufacturer": T, "model": T, "hardware_version": T, "support_until": I,
-        "vulnerability_contact": T, "sensing": T, "mud_url": T, "update_mechanism": T, "firmware": T, "created_at": I,
+        "vulnerability_contact": T, "sensing": T, "mud_url": T, "update_mechanism": T, "firmware": T, "created_at": I, "mud": T,
     }),
     table!("devices", key ["id"], generated true, {
         "id": I, "urn": T, "project_id": I, "class_id": I, "thing_id": I, "state": T, "state_reason": T,

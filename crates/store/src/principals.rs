@@ -125,6 +125,8 @@ pub struct DeviceClassRecord {
     /// JSON array of `{"version", "digest"}`.
     pub firmware: String,
     pub created_at: Instant,
+    /// The RFC 8520 MUD file, JSON text as given.
+    pub mud: Option<String>,
 }
 
 /// A device's place in its life cycle.

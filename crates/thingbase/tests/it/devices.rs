@@ -1070,3 +1070,44 @@ fn an_operators_own_ca_is_imported_before_the_first_start_and_signs_the_devices(
         String::from_utf8_lossy(&shown.stderr)
     );
 }
+
+#[test]
+fn a_mud_file_is_checked_and_one_that_says_unsupported_keeps_data_out() {
+    let hub = hub("device-mud");
+    let mud = |supported: bool| {
+        json!({"ietf-mud:mud": {
+            "mud-version": 1, "mud-url": "https://acme.example/mud/ws-9.json",
+            "last-update": "2026-11-01T10:00:00+01:00", "cache-validity": 48, "is-supported": supported,
+            "systeminfo": "Acme WS-9 weather station", "mfg-name": "Acme", "model-name": "WS-9",
+        }})
+    };
+    let class = |model: &str, mud: Value| {
+        hub.admin(
+            "POST",
+            "/admin/device-classes",
+            Some(json!({
+                "manufacturer": "Acme", "model": model, "supportUntil": "2035-01-01T00:00:00Z",
+                "vulnerabilityContact": "mailto:security@acme.example", "sensing": [TEMPERATURE],
+                "updateMechanism": "suit", "firmware": [{"version": "1.4.2", "digest": format!("sha256:{}", "cd".repeat(32))}],
+                "mud": mud,
+            })),
+        )
+    };
+    let bad = class("WS-8", json!({"ietf-mud:mud": {"mud-version": 1, "mud-url": "http://acme.example/x.json"}}));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.json["message"].as_str().is_some_and(|m| m.contains("https")), "{}", bad.text);
+    let supported = class("WS-9", mud(true));
+    assert_eq!(supported.status, 201, "{}", supported.text);
+    assert_eq!(supported.json["mudUrl"], "https://acme.example/mud/ws-9.json", "taken from the MUD file");
+    let ended = class("WS-9-old", mud(false));
+    assert_eq!(ended.status, 201, "{}", ended.text);
+    let (thing, _) = hub.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:mac:0024befffe8050aa";
+    let response = hub.register(json!({
+        "urn": urn, "class": ended.json["id"], "thing": thing, "secret": true, "enrollmentToken": false,
+        "firmwareVersion": "1.4.2",
+    }));
+    assert_eq!(response.status, 201, "{}", response.text);
+    assert_eq!(response.json["state"], "pending");
+    assert!(response.json["reason"].as_str().is_some_and(|r| r.contains("is-supported: false")), "{}", response.text);
+}
