@@ -127,17 +127,26 @@ pub(crate) fn answer(result: Result<Reply, ApiError>) -> Reply {
 async fn whoami(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    transport: Option<axum::Extension<crate::auth::Transport>>,
     headers: HeaderMap,
 ) -> Reply {
     answer(
         async {
-            let (_, caller) = who(&state, &headers, peer).await?;
+            // A device asks with its client certificate, so the transport counts here.
+            if matches!(state.auth, AuthMode::Off) {
+                return Err(ApiError::new(404, "access_control_off", "access control is off (--auth off)"));
+            }
+            let caller = caller(&state, Some(peer.ip()), &headers, transport.as_deref()).await?;
             let p = &caller.principal;
             let identity = match &p.identity {
                 Identity::Anonymous => json!({"kind": "anonymous"}),
                 Identity::User { id, name } => json!({"kind": "user", "id": id, "name": name}),
                 Identity::Token { id, user, .. } => json!({"kind": "token", "id": id, "user": user}),
-                Identity::Device(device) => json!({"kind": "device", "urn": device.urn, "thing": device.thing}),
+                Identity::Device(device) => json!({
+                    "kind": "device", "urn": device.urn, "project": device.project, "thing": device.thing,
+                    "admitted": device.admission == access::Admission::Admitted,
+                    "refusal": p.refusal(),
+                }),
                 Identity::Server => json!({"kind": "server"}),
             };
             let roles: Vec<Json> =

@@ -293,6 +293,13 @@ fn a_device_enrolls_with_openssl_and_curl_and_publishes_over_mqtts_and_https() {
     // The device reads as a viewer of its project and sees itself.
     let (status, body) = hub.curl_as(&cert, &key, "GET", &format!("/devices/{urn}"), None);
     assert_eq!(status, 200, "{body}");
+    let (status, body) = hub.curl_as(&cert, &key, "GET", "/admin/whoami", None);
+    assert_eq!(status, 200, "{body}");
+    let me: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        me["identity"],
+        json!({"kind": "device", "urn": urn, "project": 1, "thing": thing, "admitted": true, "refusal": null})
+    );
     let (status, _) = hub.curl_as(&cert, &key, "POST", "/v1.1/Things", Some(&json!({"name": "x", "description": "y"})));
     assert_eq!(status, 403);
 
