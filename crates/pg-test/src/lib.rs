@@ -72,6 +72,7 @@ wait "$server"
 #[derive(Debug)]
 pub struct Cluster {
     bin: PathBuf,
+    root: PathBuf,
     port: u16,
     /// The write end of the watchdog's stdin, which only has to stay open for as long as the
     /// process lives.
@@ -123,6 +124,39 @@ impl Cluster {
             ],
         )?;
         Ok(self.url(&name))
+    }
+
+    /// Turns TLS on for TCP connections to the cluster with this server certificate and key
+    /// (PEM), without a restart; clients that do not ask for TLS still connect without it.
+    pub fn enable_tls(&self, certificate_pem: &str, key_pem: &str) -> Result<(), String> {
+        let dir = self.root.join("tls");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let (certificate, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&certificate, certificate_pem).map_err(|e| format!("cannot write the certificate: {e}"))?;
+        std::fs::write(&key, key_pem).map_err(|e| format!("cannot write the key: {e}"))?;
+        // The server refuses a key others can read.
+        run(Command::new("chmod").arg("600").arg(&key))?;
+        if running_as_root()? {
+            run(Command::new("chown").arg("-R").arg(format!("{SUPERUSER}:{SUPERUSER}")).arg(&dir))?;
+        }
+        let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+        self.psql(
+            &self.url("postgres"),
+            &[
+                &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", quote(&certificate)),
+                &format!("ALTER SYSTEM SET ssl_key_file = '{}'", quote(&key)),
+                "ALTER SYSTEM SET ssl = on",
+                "SELECT pg_reload_conf()",
+            ],
+        )?;
+        // The reload is asynchronous: wait until the server says TLS is on.
+        for _ in 0..100 {
+            if self.psql(&self.url("postgres"), &["SHOW ssl"]).unwrap_or_default().trim() == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("the server did not turn TLS on".into())
     }
 
     fn url(&self, database: &str) -> String {
@@ -214,7 +248,7 @@ impl Cluster {
             .spawn()
             .map_err(|e| format!("cannot start the PostgreSQL watchdog `sh`: {e}"))?;
         let lifeline = child.stdin.take().ok_or("the watchdog has no stdin")?;
-        let mut cluster = Cluster { bin: bin.to_owned(), port, lifeline };
+        let mut cluster = Cluster { bin: bin.to_owned(), root: root.to_owned(), port, lifeline };
         match cluster.wait_until_ready(&mut child, root)? {
             Ready::Accepting => Ok(Ok(cluster)),
             Ready::Stopped(log) => {

@@ -45,11 +45,23 @@ pub struct PostgresOptions {
     pub writers: usize,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
+    pub tls: DatabaseTls,
+}
+
+/// How connections to the database are secured.
+#[derive(Clone, Debug, Default)]
+pub enum DatabaseTls {
+    /// As the URL says, without TLS (`sslmode` other than `disable` finds no TLS to use).
+    #[default]
+    Off,
+    /// TLS always (`sslmode=require` whatever the URL says), the server's certificate verified
+    /// against these trust anchors (DER) and its name against the URL's host.
+    Verified { roots: Vec<Vec<u8>> },
 }
 
 impl PostgresOptions {
     pub fn new(url: impl Into<String>) -> PostgresOptions {
-        PostgresOptions { url: url.into(), readers: 4, writers: 1, max_group: 1024 }
+        PostgresOptions { url: url.into(), readers: 4, writers: 1, max_group: 1024, tls: DatabaseTls::Off }
     }
 }
 
@@ -67,8 +79,32 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// A client for the database of `options`, over TLS when they ask for it.
+fn client(options: &PostgresOptions) -> Result<postgres::Client, StoreError> {
+    let mut config: postgres::Config = options.url.parse().map_err(db_error)?;
+    match &options.tls {
+        DatabaseTls::Off => config.connect(postgres::NoTls).map_err(db_error),
+        DatabaseTls::Verified { roots } => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store
+                    .add(rustls::pki_types::CertificateDer::from(root.clone()))
+                    .map_err(|e| StoreError::Database(format!("a database CA certificate: {e}").into()))?;
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| StoreError::Database(e.to_string().into()))?
+                .with_root_certificates(store)
+                .with_no_client_auth();
+            config.ssl_mode(postgres::config::SslMode::Require);
+            config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).map_err(db_error)
+        }
+    }
+}
+
 fn connect(options: &PostgresOptions) -> Result<PgConnection, StoreError> {
-    let client = postgres::Client::connect(&options.url, postgres::NoTls).map_err(db_error)?;
+    let client = client(options)?;
     let conn = PgConnection::new(client);
     // Instants are integers and text is compared as bytes: nothing depends on the session's
     // time zone or collation but the statements' own `AT TIME ZONE 'UTC'`.
@@ -169,8 +205,9 @@ fn write_loop(conn: PgConnection, jobs: WriteQueue, max_group: usize, maintains:
 fn listen_loop(options: &PostgresOptions, stopping: &AtomicBool, listener: &(dyn Fn(&str) + Send + Sync)) {
     let mut failures = 0u32;
     while !stopping.load(Ordering::Relaxed) {
-        let client = postgres::Client::connect(&options.url, postgres::NoTls)
-            .and_then(|mut client| client.batch_execute(&format!("LISTEN {}", sql::ANNOUNCE_CHANNEL)).map(|()| client));
+        let client = client(options).and_then(|mut client| {
+            client.batch_execute(&format!("LISTEN {}", sql::ANNOUNCE_CHANNEL)).map(|()| client).map_err(db_error)
+        });
         let mut client = match client {
             Ok(client) => {
                 failures = 0;

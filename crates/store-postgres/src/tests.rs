@@ -272,3 +272,72 @@ fn deleting_a_generated_feature_waits_for_observations_being_created_of_it() {
     assert_eq!(left.unwrap().flatten(), Some(0), "no Observation outlives its feature");
     store.shutdown();
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM, with the CA's DER.
+fn server_certificate(name: &str) -> (Vec<u8>, String, String) {
+    let ca = pki::CertificateAuthority::generate(name).expect("a CA");
+    let not_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let identity = ca.issue_server(&["127.0.0.1".to_owned()], not_after).expect("a server certificate");
+    let pem = |label: &str, der: &[u8]| {
+        use std::fmt::Write as _;
+        let text = base64_encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for chunk in text.as_bytes().chunks(64) {
+            let _ = writeln!(out, "{}", String::from_utf8_lossy(chunk));
+        }
+        let _ = writeln!(out, "-----END {label}-----");
+        out
+    };
+    let chain: String = identity.chain_der.iter().map(|der| pem("CERTIFICATE", der)).collect();
+    (ca.certificate_der().to_vec(), chain, pem("PRIVATE KEY", &identity.key_pkcs8_der))
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn connections_use_verified_tls_when_asked_and_refuse_an_unknown_server() {
+    let cluster = pg_test::cluster().unwrap_or_else(|e| panic!("a PostgreSQL cluster for the tests: {e}"));
+    let (ca, chain, key) = server_certificate("database CA");
+    cluster.enable_tls(&chain, &key).expect("TLS on");
+    let url = database("tls");
+    let mut options = PostgresOptions::new(url.clone());
+    options.readers = 1;
+    options.tls = crate::DatabaseTls::Verified { roots: vec![ca] };
+    let store = PostgresStore::open(options).expect("a store over TLS");
+    // Every connection of this database is encrypted (the store's, as pg_stat_ssl says).
+    let name = url.rsplit('/').next().expect("a database name").to_owned();
+    let conn = connection("tls_observer");
+    let encrypted = query_one(
+        &conn,
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.datname = $1",
+        &[Param::Text(name)],
+        |row| Ok((row.required_integer(0)?, row.required_integer(1)?)),
+    )
+    .expect("query")
+    .expect("a row");
+    assert!(encrypted.1 >= 2, "the store's writer and reader are connected: {encrypted:?}");
+    assert_eq!(encrypted.0, encrypted.1, "all of them over TLS: {encrypted:?}");
+    store.shutdown();
+    // A server whose certificate another CA signed is refused.
+    let (other, _, _) = server_certificate("another CA");
+    let mut options = PostgresOptions::new(database("tls_refused"));
+    options.tls = crate::DatabaseTls::Verified { roots: vec![other] };
+    let refused = PostgresStore::open(options);
+    assert!(refused.is_err(), "an unverified server is refused");
+}

@@ -22,6 +22,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Writer connections to PostgreSQL (0: the backend's default, one).
     pub database_writers: usize,
+    /// Trust anchors for TLS to PostgreSQL (PEM); see [`Database::tls_ca`].
+    pub database_ca: Option<PathBuf>,
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
     /// The MQTT port of the embedded broker (0 picks a free one).
@@ -61,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("thingbase-data"),
             database_url: None,
             database_writers: 0,
+            database_ca: None,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
             mqtt_port: 1883,
@@ -133,6 +136,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         data_dir: config.data_dir.clone(),
         url: config.database_url.clone(),
         writers: config.database_writers,
+        tls_ca: config.database_ca.clone(),
     };
     let (durability, readers) = (config.durability, config.readers);
     let store = database.open(durability, readers).await?;
@@ -323,6 +327,9 @@ pub struct Database {
     pub url: Option<String>,
     /// PostgreSQL writer connections (0: the default).
     pub writers: usize,
+    /// Trust anchors (a PEM file) for TLS to PostgreSQL: with them every connection uses TLS
+    /// and verifies the server's certificate and name.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Database {
@@ -332,6 +339,13 @@ impl Database {
             Some(url) => {
                 let mut options = store_postgres::PostgresOptions::new(url.clone());
                 options.readers = readers;
+                if let Some(path) = &self.tls_ca {
+                    let pem = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the database CA file {}", path.display()))?;
+                    let roots = tls::pem_certificates(&pem);
+                    anyhow::ensure!(!roots.is_empty(), "{} holds no PEM certificate", path.display());
+                    options.tls = store_postgres::DatabaseTls::Verified { roots };
+                }
                 if self.writers > 0 {
                     options.writers = self.writers;
                 }

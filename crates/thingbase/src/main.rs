@@ -68,11 +68,15 @@ struct DataDir {
     /// file under --data-dir.
     #[arg(long = "database", env = "THINGBASE_DATABASE_URL")]
     database_url: Option<String>,
+    /// Trust anchors (PEM) for TLS to PostgreSQL: every connection then uses TLS and checks
+    /// the server's certificate and host name.
+    #[arg(long, env = "THINGBASE_DATABASE_CA")]
+    database_ca: Option<PathBuf>,
 }
 
 impl DataDir {
     fn database(self) -> thingbase::Database {
-        thingbase::Database { data_dir: self.data_dir, url: self.database_url, writers: 0 }
+        thingbase::Database { data_dir: self.data_dir, url: self.database_url, writers: 0, tls_ca: self.database_ca }
     }
 }
 
@@ -222,6 +226,10 @@ struct Serve {
     /// connection has in flight together may then be stored in another order than sent.
     #[arg(long, env = "THINGBASE_DATABASE_WRITERS", default_value_t = 1)]
     database_writers: usize,
+    /// Trust anchors (PEM) for TLS to PostgreSQL: every connection then uses TLS and checks
+    /// the server's certificate and host name (as libpq's sslmode=verify-full).
+    #[arg(long, env = "THINGBASE_DATABASE_CA")]
+    database_ca: Option<PathBuf>,
     /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). By default every IPv4
     /// interface (0.0.0.0) with access control on, and loopback only (127.0.0.1) with
     /// `--auth off`.
@@ -449,6 +457,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir: serve.data_dir,
                 database_url: serve.database_url,
                 database_writers: serve.database_writers,
+                database_ca: serve.database_ca,
                 bind: match (serve.bind.is_empty(), serve.auth) {
                     (false, _) => serve.bind,
                     (true, AuthFlag::Required) => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],

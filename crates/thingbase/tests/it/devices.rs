@@ -1118,3 +1118,67 @@ fn a_mud_file_is_checked_and_one_that_says_unsupported_keeps_data_out() {
     assert_eq!(response.json["state"], "pending");
     assert!(response.json["reason"].as_str().is_some_and(|r| r.contains("is-supported: false")), "{}", response.text);
 }
+
+/// PEM of a DER block.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body: String = base64_lines(der);
+    format!("-----BEGIN {label}-----\n{body}-----END {label}-----\n")
+}
+
+#[test]
+fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
+    // Always on PostgreSQL, as several_nodes.rs: the throwaway cluster, with TLS turned on.
+    let cluster = pg_test::cluster().unwrap_or_else(|e| panic!("a PostgreSQL cluster: {e}"));
+    let ca = pki::CertificateAuthority::generate("database CA").expect("CA");
+    let not_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let server = ca.issue_server(&["127.0.0.1".to_owned()], not_after).expect("server certificate");
+    let chain: String = server.chain_der.iter().map(|der| pem("CERTIFICATE", der)).collect();
+    cluster.enable_tls(&chain, &pem("PRIVATE KEY", &server.key_pkcs8_der)).expect("TLS on");
+    let url = cluster.database("it_devices_two_nodes").unwrap_or_else(|e| panic!("a database: {e}"));
+    let files = TempDir::new("two-nodes-db-ca");
+    let database_ca = files.0.join("database-ca.pem");
+    std::fs::write(&database_ca, pem("CERTIFICATE", ca.certificate_der())).expect("CA file");
+    let node = |i: usize| {
+        let (url, database_ca) = (url.clone(), database_ca.clone());
+        TestServer::start_with(&format!("devices-node-{i}"), move |c| {
+            c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+            c.database_url = Some(url);
+            c.database_ca = Some(database_ca);
+        })
+    };
+    let (a, b) = (node(0), node(1));
+    let ca_of = |server: &TestServer| request_with("GET", &format!("{}/pki/ca.pem", root(server)), None, &[]).text;
+    assert_eq!(ca_of(&a), ca_of(&b), "one CA for both nodes");
+    let hub_a = Hub { ca: files.0.join("hub-ca.pem"), server: a, files: TempDir::new("two-nodes-a") };
+    std::fs::write(&hub_a.ca, ca_of(&hub_a.server)).expect("hub CA");
+    let class = hub_a.class("WS-N", &[TEMPERATURE], "2035-01-01T00:00:00Z");
+    let (thing, datastreams) = hub_a.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:mac:0024befffe8050bb";
+    let token = hub_a.register_for_token(urn, class, thing);
+    let (code, body, cert, key) = hub_a.enroll_with_openssl("n", urn, &token);
+    assert_eq!(code, 200, "{body}");
+    // The certificate from node A opens node B's HTTPS listener and its data is stored.
+    let hub_b = Hub { ca: hub_a.ca.clone(), server: b, files: TempDir::new("two-nodes-b") };
+    let (status, body) = hub_b.curl_as(
+        &cert,
+        &key,
+        "POST",
+        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
+        Some(&observation(7.0)),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(hub_a.observation_count(), 1);
+    // Both nodes' connections to the database are encrypted.
+    let name = url.rsplit('/').next().expect("name").to_owned();
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &cluster.port().to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!(
+            "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{name}'"
+        ))
+        .output()
+        .expect("psql");
+    let counts = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (plain, all) = counts.split_once(' ').expect("two counts");
+    assert_eq!(plain, "0", "no connection without TLS: {counts}");
+    assert!(all.parse::<u32>().expect("a count") >= 4, "both nodes are connected: {counts}");
+}
