@@ -44,6 +44,25 @@ fn trust(state: &ApiState) -> Result<&Arc<Trust>, ApiError> {
     })
 }
 
+/// A device-management request: the hub's `Trust` and the caller, authenticated with the
+/// transport it came over (a device's client certificate counts).
+struct Asked {
+    trust: Arc<Trust>,
+    caller: Caller,
+}
+
+impl axum::extract::FromRequestParts<ApiState> for Asked {
+    type Rejection = Reply;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Asked, Reply> {
+        let trust = Arc::clone(trust(state).map_err(|e| e.reply())?);
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let transport = parts.extensions.get::<Transport>().cloned();
+        let caller = caller(state, peer, &parts.headers, transport.as_ref()).await.map_err(|e| e.reply())?;
+        Ok(Asked { trust, caller })
+    }
+}
+
 /// The request's caller, with the transport it came over.
 async fn who(
     state: &ApiState,
@@ -224,68 +243,56 @@ fn integer(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<i64>
 }
 
 /// `POST /admin/device-classes`.
-async fn create_class(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn create_class(asked: Asked, bytes: Bytes) -> Reply {
     answer(
         async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, None).await?;
-            let map = body(&bytes)?;
-            let firmware = match map.get("firmware") {
-                None | Some(Json::Null) => Vec::new(),
-                Some(Json::Array(items)) => items
-                    .iter()
-                    .map(|item| {
-                        let version = item.get("version").and_then(Json::as_str);
-                        let digest = item.get("digest").and_then(Json::as_str);
-                        match (version, digest) {
-                            (Some(v), d) => Ok((v.to_owned(), d.unwrap_or_default().to_owned())),
-                            _ => Err(ApiError::new(
-                                400,
-                                "invalid_property",
-                                "`firmware` must be an array of {\"version\", \"digest\"} objects",
-                            )),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(_) => return Err(ApiError::new(400, "invalid_property", "`firmware` must be an array")),
-            };
-            let class = NewClass {
-                manufacturer: text(&map, "manufacturer")?.unwrap_or_default(),
-                model: text(&map, "model")?.unwrap_or_default(),
-                hardware_version: text(&map, "hardwareVersion")?.unwrap_or_default(),
-                support_until: instant(&map, "supportUntil")?,
-                vulnerability_contact: text(&map, "vulnerabilityContact")?,
-                sensing: strings(&map, "sensing")?,
-                mud_url: text(&map, "mudUrl")?,
-                update_mechanism: text(&map, "updateMechanism")?,
-                firmware,
-                mud: match map.get("mud") {
-                    None | Some(Json::Null) => None,
-                    Some(mud) => Some(mud.clone()),
-                },
-            };
-            let record = trust.register_class(&caller, class).await?;
+            let class = new_class(&body(&bytes)?)?;
+            let record = asked.trust.register_class(&asked.caller, class).await?;
             Ok(reply(201, app::devices::class_json(&record)))
         }
         .await,
     )
 }
 
-async fn list_classes(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Reply {
+/// A device class from its JSON.
+fn new_class(map: &serde_json::Map<String, Json>) -> Result<NewClass, ApiError> {
+    let firmware = match map.get("firmware") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let version = item.get("version").and_then(Json::as_str);
+                let digest = item.get("digest").and_then(Json::as_str);
+                match (version, digest) {
+                    (Some(v), d) => Ok((v.to_owned(), d.unwrap_or_default().to_owned())),
+                    _ => Err(ApiError::new(
+                        400,
+                        "invalid_property",
+                        "`firmware` must be an array of {\"version\", \"digest\"} objects",
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::new(400, "invalid_property", "`firmware` must be an array")),
+    };
+    Ok(NewClass {
+        manufacturer: text(map, "manufacturer")?.unwrap_or_default(),
+        model: text(map, "model")?.unwrap_or_default(),
+        hardware_version: text(map, "hardwareVersion")?.unwrap_or_default(),
+        support_until: instant(map, "supportUntil")?,
+        vulnerability_contact: text(map, "vulnerabilityContact")?,
+        sensing: strings(map, "sensing")?,
+        mud_url: text(map, "mudUrl")?,
+        update_mechanism: text(map, "updateMechanism")?,
+        firmware,
+        mud: map.get("mud").filter(|m| !m.is_null()).cloned(),
+    })
+}
+
+async fn list_classes(asked: Asked) -> Reply {
     answer(
         async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, None).await?;
-            let classes = trust.device_classes(&caller).await?;
+            let classes = asked.trust.device_classes(&asked.caller).await?;
             Ok(reply(200, json!({"value": classes.iter().map(app::devices::class_json).collect::<Vec<_>>()})))
         }
         .await,
@@ -294,16 +301,10 @@ async fn list_classes(
 
 /// `POST /admin/devices`: registers a device; the enrollment token (and secret) are in this
 /// answer only.
-async fn register(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn register(asked: Asked, bytes: Bytes) -> Reply {
     answer(
         async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, None).await?;
+            let (trust, caller) = (&asked.trust, &asked.caller);
             let map = body(&bytes)?;
             let urn = text(&map, "urn")?.ok_or_else(|| ApiError::new(400, "missing_property", "`urn` is required"))?;
             let class = integer(&map, "class")?
@@ -319,8 +320,8 @@ async fn register(
                 enrollment_token: !matches!(map.get("enrollmentToken"), Some(Json::Bool(false))),
                 secret: flag(&map, "secret")?,
             };
-            let registered = trust.register(&caller, registration).await?;
-            let mut out = trust.device(&caller, &registered.device.urn).await?;
+            let registered = trust.register(caller, registration).await?;
+            let mut out = trust.device(caller, &registered.device.urn).await?;
             if let Some((token, expires)) = registered.enrollment_token {
                 out["enrollmentToken"] = json!(token);
                 out["enrollmentTokenExpiresAt"] = json!(expires.to_string());
@@ -336,29 +337,21 @@ async fn register(
 }
 
 /// `POST /admin/devices/{urn}/{token|secret|suspend|reinstate|retire|check}`.
-async fn device_action(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((urn, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn device_action(asked: Asked, Path((urn, action)): Path<(String, String)>, bytes: Bytes) -> Reply {
     answer(
         async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, None).await?;
-            let reason = if bytes.is_empty() { None } else { text(&body(&bytes)?, "reason")? };
-            let reason = reason.unwrap_or_default();
+            let (trust, caller) = (&asked.trust, &asked.caller);
+            let reason = reason(&bytes)?;
             let change = match action.as_str() {
                 "token" => {
-                    let (token, expires) = trust.new_enrollment_token(&caller, &urn).await?;
+                    let (token, expires) = trust.new_enrollment_token(caller, &urn).await?;
                     return Ok(reply(201, json!({"enrollmentToken": token, "expiresAt": expires.to_string()})));
                 }
                 "secret" => {
-                    let (secret, psk) = trust.new_secret(&caller, &urn).await?;
+                    let (secret, psk) = trust.new_secret(caller, &urn).await?;
                     return Ok(reply(201, json!({"secret": secret, "dtlsPsk": psk})));
                 }
-                "check" => return Ok(reply(200, trust.check(&caller, &urn).await?.to_json())),
+                "check" => return Ok(reply(200, trust.check(caller, &urn).await?.to_json())),
                 "suspend" => StateChange::Suspend,
                 "reinstate" => StateChange::Reinstate,
                 "retire" => StateChange::Retire,
@@ -368,64 +361,41 @@ async fn device_action(
                     format!("unknown device action `{other}`: token, secret, check, suspend, reinstate or retire"),
                 ))?,
             };
-            Ok(reply(200, trust.change_state(&caller, &urn, change, &reason).await?))
+            Ok(reply(200, trust.change_state(caller, &urn, change, &reason).await?))
         }
         .await,
     )
+}
+
+/// The optional `{"reason": ...}` of a state change or revocation.
+fn reason(bytes: &Bytes) -> Result<String, ApiError> {
+    if bytes.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(text(&body(bytes)?, "reason")?.unwrap_or_default())
 }
 
 /// `POST /admin/certificates/{serial}/revoke` with an optional `{"reason": ...}`.
-async fn revoke(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(serial): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
-    answer(
-        async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, None).await?;
-            let reason = if bytes.is_empty() { None } else { text(&body(&bytes)?, "reason")? };
-            Ok(reply(200, trust.revoke(&caller, &serial, &reason.unwrap_or_default()).await?))
-        }
-        .await,
-    )
+async fn revoke(asked: Asked, Path(serial): Path<String>, bytes: Bytes) -> Reply {
+    answer(async { Ok(reply(200, asked.trust.revoke(&asked.caller, &serial, &reason(&bytes)?).await?)) }.await)
 }
 
 /// `GET /devices/{urn}`.
-async fn device(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    transport: Option<axum::Extension<Transport>>,
-    Path(urn): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    answer(
-        async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, transport.as_deref()).await?;
-            Ok(reply(200, trust.device(&caller, &urn).await?))
-        }
-        .await,
-    )
+async fn device(asked: Asked, Path(urn): Path<String>) -> Reply {
+    answer(async { Ok(reply(200, asked.trust.device(&asked.caller, &urn).await?)) }.await)
 }
 
 /// `GET /devices/{urn}/conformance`: the admission report, evaluated now; JSON, or readable
 /// text with `Accept: text/plain` or `?format=text`.
 async fn conformance(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    transport: Option<axum::Extension<Transport>>,
+    asked: Asked,
     Path(urn): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
 ) -> Reply {
     answer(
         async {
-            let trust = trust(&state)?;
-            let caller = who(&state, &headers, peer, transport.as_deref()).await?;
-            let report = trust.check(&caller, &urn).await?;
+            let report = asked.trust.check(&asked.caller, &urn).await?;
             let wants_text = query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "format=text"))
                 || headers
                     .get(header::ACCEPT)
