@@ -208,6 +208,12 @@ impl Hub {
         curl(&args)
     }
 
+    /// POSTs an Observation to Datastream `datastream` over HTTPS as the device of `cert`.
+    fn post_as(&self, cert: &Path, key: &Path, datastream: i64, result: f64) -> (u16, String) {
+        let path = format!("/v1.1/Datastreams({datastream})/Observations");
+        self.curl_as(cert, key, "POST", &path, Some(&observation(result)))
+    }
+
     /// `mosquitto_pub` over MQTTS with QoS 1 (MQTT 5): whether it ran to the end, and what it
     /// printed (with `-d`, the PUBACK's reason code).
     fn mosquitto_pub(&self, credentials: &[&str], topic: &str, message: &Value) -> (bool, String) {
@@ -279,13 +285,7 @@ fn a_device_enrolls_with_openssl_and_curl_and_publishes_over_mqtts_and_https() {
     let topic = format!("v1.1/Datastreams({})/Observations", datastreams[0]);
     let (ran, printed) = hub.mosquitto_pub(&["--cert", path(&cert), "--key", path(&key)], &topic, &observation(21.5));
     assert!(ran && printed.contains("RC:0"), "{printed}");
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(22.5)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, datastreams[0], 22.5);
     assert_eq!(status, 201, "{body}");
     let results = hub.admin("GET", "/v1.1/Observations?$orderby=result&$select=result", None);
     assert_eq!(results.json["value"], json!([{"result": 21.5}, {"result": 22.5}]));
@@ -413,13 +413,7 @@ fn a_revoked_certificate_fails_its_handshake_and_only_a_new_token_enrolls_again(
         String::from_utf8_lossy(&crl.stdout)
     );
     let before = hub.observation_count();
-    let (status, _) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(1.0)),
-    );
+    let (status, _) = hub.post_as(&cert, &key, datastreams[0], 1.0);
     assert_eq!(status, 0, "no HTTP answer after a failed handshake");
     let topic = format!("v1.1/Datastreams({})/Observations", datastreams[0]);
     let (ran, printed) = hub.mosquitto_pub(&["--cert", path(&cert), "--key", path(&key)], &topic, &observation(1.0));
@@ -437,13 +431,7 @@ fn a_revoked_certificate_fails_its_handshake_and_only_a_new_token_enrolls_again(
         hub.enroll_with_openssl("r2", urn, fresh.json["enrollmentToken"].as_str().expect("token"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(hub.device(urn)["state"], "admitted");
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(2.0)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, datastreams[0], 2.0);
     assert_eq!(status, 201, "{body}");
 }
 
@@ -460,13 +448,7 @@ fn a_device_past_its_support_period_is_refused_with_the_reason() {
     let device = hub.device(urn);
     assert_eq!(device["state"], "pending");
     assert!(device["reason"].as_str().is_some_and(|r| r.contains("5.3-13: its support period ended")), "{device}");
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(3.0)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, datastreams[0], 3.0);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("support period ended"), "{body}");
     let topic = format!("v1.1/Datastreams({})/Observations", datastreams[0]);
@@ -575,13 +557,7 @@ fn an_admitted_device_is_quarantined_when_it_sends_undeclared_data_or_writes_els
     assert_eq!(hub.device(urn)["state"], "admitted");
 
     // Another Thing's Datastream: refused, nothing else happens.
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", others[0]),
-        Some(&observation(1.0)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, others[0], 1.0);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("its own Thing"), "{body}");
     assert_eq!(hub.device(urn)["state"], "admitted");
@@ -600,13 +576,7 @@ fn an_admitted_device_is_quarantined_when_it_sends_undeclared_data_or_writes_els
     );
     assert_eq!(added.status, 201, "{}", added.text);
     let humidity = added.json["@iot.id"].as_i64().expect("id");
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({humidity})/Observations"),
-        Some(&observation(40.0)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, humidity, 40.0);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("5.8-3"), "{body}");
     let mut state = Value::Null;
@@ -619,13 +589,7 @@ fn an_admitted_device_is_quarantined_when_it_sends_undeclared_data_or_writes_els
     }
     assert_eq!(state, "quarantined");
     // Quarantined: even its declared stream is refused now.
-    let (status, body) = hub.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(2.0)),
-    );
+    let (status, body) = hub.post_as(&cert, &key, datastreams[0], 2.0);
     assert_eq!(status, 403, "{body}");
     assert_eq!(hub.observation_count(), 0);
 }
@@ -1159,13 +1123,7 @@ fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     assert_eq!(code, 200, "{body}");
     // The certificate from node A opens node B's HTTPS listener and its data is stored.
     let hub_b = Hub { ca: hub_a.ca.clone(), server: b, files: TempDir::new("two-nodes-b") };
-    let (status, body) = hub_b.curl_as(
-        &cert,
-        &key,
-        "POST",
-        &format!("/v1.1/Datastreams({})/Observations", datastreams[0]),
-        Some(&observation(7.0)),
-    );
+    let (status, body) = hub_b.post_as(&cert, &key, datastreams[0], 7.0);
     assert_eq!(status, 201, "{body}");
     assert_eq!(hub_a.observation_count(), 1);
     // Both nodes' connections to the database are encrypted.
