@@ -3,9 +3,9 @@
 //! - `ci`: everything CI checks, in fail-fast order: formatting, clippy with warnings as
 //!   errors, then the whole test suite (unit tests and the integration binary), the
 //!   integration binary once more on PostgreSQL (`THINGBASE_TEST_BACKEND=postgres`, a
-//!   throwaway cluster from `pg-test`), and a short fuzz run. First it installs what the
-//!   tests need and the machine lacks: Python clients from PyPI, Mosquitto, and PostgreSQL
-//!   with PostGIS from Debian.
+//!   throwaway cluster from `pg-test`), the CoAP tests (`--features coap`), and a short fuzz
+//!   run. First it installs what the tests need and the machine lacks: Python clients from
+//!   PyPI, Mosquitto, libcoap's client, and PostgreSQL with PostGIS from Debian.
 //! - `fuzz [seconds]`: builds the fuzz targets in `fuzz/` with libFuzzer coverage
 //!   instrumentation (the flags `cargo fuzz --sanitizer none` uses, so no nightly and no
 //!   cargo-fuzz install is needed) and runs each for `seconds` (default 20). Crashes stop with
@@ -50,7 +50,8 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Installs what the test suites drive the servers with: the PyPI `frost_sta_client` and
-/// `paho-mqtt`; Debian's `mosquitto` and `mosquitto-clients`; and PostgreSQL with PostGIS
+/// `paho-mqtt`; Debian's `mosquitto`, `mosquitto-clients` and `libcoap3-bin`
+/// (`coap-client`); and PostgreSQL with PostGIS
 /// (`postgresql` and `postgresql-postgis`), which `pg-test` starts throwaway clusters of.
 fn install_test_tools() -> anyhow::Result<()> {
     let present = Command::new("python3").args(["-c", "import frost_sta_client, paho.mqtt.client"]).status();
@@ -69,6 +70,10 @@ fn install_test_tools() -> anyhow::Result<()> {
     // run a real Mosquitto beside it.
     if ["mosquitto", "mosquitto_pub"].iter().any(|tool| which(tool).is_none()) {
         packages.extend(["mosquitto", "mosquitto-clients"]);
+    }
+    // The CoAP tests (`--features coap`) drive the DTLS listener with libcoap's client.
+    if ["coap-client", "coap-client-openssl", "coap-client-gnutls"].iter().all(|tool| which(tool).is_none()) {
+        packages.push("libcoap3-bin");
     }
     // The PostgreSQL backend's tests. Both names are Debian's metapackages for its default
     // PostgreSQL version (15 on Debian 12, where `postgresql-postgis` pulls in
@@ -147,12 +152,15 @@ fn ci() -> anyhow::Result<()> {
     if !status.success() {
         bail!("the integration suite failed on PostgreSQL");
     }
+    // CoAP over DTLS is a feature of its own: its integration tests, with libcoap's client.
+    cargo(&["test", "-p", "thingbase", "--test", "integration", "--features", "coap", "--quiet", "coap::"])?;
     fuzz(15)?;
     eprintln!("ci passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
-const FUZZ_TARGETS: &[&str] = &["odata_path", "odata_query", "entity_json", "mqtt_packet", "device_urn", "csr"];
+const FUZZ_TARGETS: &[&str] =
+    &["odata_path", "odata_query", "entity_json", "mqtt_packet", "device_urn", "csr", "coap_message"];
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();

@@ -62,6 +62,10 @@ fn crate_boundaries_hold() {
         ("sensorthings-json", &["tokio", "axum", "rusqlite", "store-sqlite", "sql", "app"]),
         ("broker", &["model", "odata", "sql", "store", "app", "axum", "rusqlite", "sensorthings-json"]),
         ("mqtt-api", &["axum", "rusqlite", "store-sqlite", "sql", "http-api"]),
+        (
+            "coap-api",
+            &["rusqlite", "axum", "store", "store-sql", "store-sqlite", "store-postgres", "sql", "http-api", "broker"],
+        ),
         ("http-api", &["broker", "mqtt-api"]),
         ("access", &["store", "sql", "rusqlite", "tokio", "axum", "store-sqlite", "app"]),
         (

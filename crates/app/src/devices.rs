@@ -363,15 +363,17 @@ impl Trust {
     }
 
     /// The DTLS pre-shared key of a device whose secret hashes to `secret_hash` (CoAP over
-    /// DTLS): `tbp_` and 64 hex digits, an HMAC of that hash under a key derived from the
-    /// sealing key, so it needs no storage of its own, changes with the secret, and a copy of
-    /// the database alone does not reveal it.
+    /// DTLS): `tbp_` and 28 base64url characters (168 bits), an HMAC of that hash under a key
+    /// derived from the sealing key, so it needs no storage of its own, changes with the
+    /// secret, and a copy of the database alone does not reveal it. 32 bytes in all: DTLS
+    /// stacks of constrained devices hold no longer keys (tinydtls' and mbedTLS' default
+    /// maximum; libcoap's `coap-client -k` silently cuts keys at 64 bytes).
     fn psk_of(&self, secret_hash: &str) -> String {
         let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.pepper) else { return String::new() };
         mac.update(b"dtls-psk:");
         mac.update(secret_hash.as_bytes());
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        format!("tbp_{hex}")
+        let digest = mac.finalize().into_bytes();
+        format!("tbp_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..21]))
     }
 
     /// The pre-shared key a device with URN `identity` uses for DTLS, if it has a secret and

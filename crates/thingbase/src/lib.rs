@@ -46,6 +46,9 @@ pub struct Config {
     pub https_port: Option<u16>,
     /// The MQTTS port; `None`: no MQTTS.
     pub mqtts_port: Option<u16>,
+    /// The CoAPS (CoAP over DTLS, UDP) port; `None`: none. Served only by a build with the
+    /// `coap` feature, with access control on.
+    pub coaps_port: Option<u16>,
     /// DNS names and addresses of the hub's own TLS certificate (besides localhost).
     pub tls_names: Vec<String>,
     /// The key sealing the CA in the database (64 hex digits); else `sealing.key` in the data
@@ -80,6 +83,7 @@ impl Default for Config {
             readers: 4,
             https_port: Some(8443),
             mqtts_port: Some(8883),
+            coaps_port: Some(5684),
             tls_names: Vec::new(),
             sealing_key: None,
             baseline_profile: None,
@@ -104,6 +108,8 @@ pub struct Server {
     pub mqtt_addrs: Vec<SocketAddr>,
     pub https_addrs: Vec<SocketAddr>,
     pub mqtts_addrs: Vec<SocketAddr>,
+    /// The CoAPS sockets (with the `coap` feature and access control on).
+    pub coaps_addrs: Vec<SocketAddr>,
     app: app::App,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -272,6 +278,11 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
             tasks.push(tls::serve_mqtts(listener, trust, mqtt.broker.clone(), watch.clone())?);
         }
     }
+    // CoAP over DTLS for devices with pre-shared keys, in builds with the `coap` feature.
+    #[cfg(feature = "coap")]
+    let coaps_addrs = serve_coaps(&config, trust.as_ref(), &app, &watch, &mut tasks).await?;
+    #[cfg(not(feature = "coap"))]
+    let coaps_addrs = Vec::new();
     for listener in http_listeners {
         let local = listener.local_addr()?;
         tracing::info!(%local, "HTTP API listening; SensorThings service root at /v1.1, MQTT over WebSocket at /mqtt");
@@ -306,7 +317,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
                 .await;
         }));
     }
-    Ok(Server { http_addrs, mqtt_addrs, https_addrs, mqtts_addrs, app, shutdown, tasks })
+    Ok(Server { http_addrs, mqtt_addrs, https_addrs, mqtts_addrs, coaps_addrs, app, shutdown, tasks })
 }
 
 /// A management command of the `thingbase project|user|token` subcommands.
@@ -485,6 +496,33 @@ async fn bind(bind: &[IpAddr], port: u16, what: &str) -> anyhow::Result<Vec<toki
 
 fn local_addrs(listeners: &[tokio::net::TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
     listeners.iter().map(tokio::net::TcpListener::local_addr).collect()
+}
+
+/// The CoAPS listeners: one UDP socket per address in `bind`, whose devices shake hands with
+/// the pre-shared keys of `trust` (none without access control).
+#[cfg(feature = "coap")]
+async fn serve_coaps(
+    config: &Config,
+    trust: Option<&Arc<app::devices::Trust>>,
+    app: &app::App,
+    watch: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let (Some(trust), Some(port)) = (trust, config.coaps_port) else { return Ok(Vec::new()) };
+    let mut addrs = Vec::with_capacity(config.bind.len());
+    for ip in &config.bind {
+        let addr = SocketAddr::new(*ip, port);
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for CoAP over DTLS on {addr}"))?;
+        let local = socket.local_addr()?;
+        tracing::info!(%local, "CoAPS listening (DTLS 1.2, PSK identity = device URN, key = its dtlsPsk)");
+        let settings = coap_api::CoapSettings::default();
+        let stop = tls::stopped(watch.clone());
+        tasks.push(tokio::spawn(coap_api::serve(socket, app.clone(), Arc::clone(trust), settings, stop)));
+        addrs.push(local);
+    }
+    Ok(addrs)
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.

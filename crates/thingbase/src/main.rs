@@ -249,6 +249,11 @@ struct Serve {
     /// control on; 0 picks a free one).
     #[arg(long, env = "THINGBASE_MQTTS_PORT", default_value_t = 8883)]
     mqtts_port: u16,
+    /// The CoAPS port (UDP): CoAP over DTLS 1.2 for devices with a secret, PSK identity = the
+    /// device's URN, key = its dtlsPsk (with access control on; 0 picks a free one). Needs a
+    /// build with the `coap` feature; ignored without it.
+    #[arg(long, env = "THINGBASE_COAPS_PORT", default_value_t = 5684)]
+    coaps_port: u16,
     /// DNS names or addresses the hub's TLS certificate is also for (besides localhost);
     /// repeat or comma-separate. The first is the host name the resolver gives devices.
     #[arg(long, env = "THINGBASE_TLS_NAMES", value_delimiter = ',')]
@@ -502,6 +507,7 @@ fn main() -> anyhow::Result<()> {
                 readers: serve.readers,
                 https_port: Some(serve.https_port),
                 mqtts_port: Some(serve.mqtts_port),
+                coaps_port: Some(serve.coaps_port),
                 tls_names: serve.tls_name,
                 sealing_key: serve.sealing_key,
                 baseline_profile: serve.baseline_profile,

@@ -6,6 +6,8 @@ mod support;
 mod access_control;
 mod batch;
 mod batch_multipart;
+#[cfg(feature = "coap")]
+mod coap;
 mod create_update_delete;
 mod data_arrays;
 mod devices;

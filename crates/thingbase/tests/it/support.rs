@@ -62,6 +62,7 @@ impl TestServer {
             mqtt_port: 0,
             https_port: Some(0),
             mqtts_port: Some(0),
+            coaps_port: Some(0),
             // One key for every test server, so data moved between them (export, import,
             // several nodes) keeps its CA usable, as operators must do.
             sealing_key: Some(TEST_SEALING_KEY.into()),
@@ -88,6 +89,12 @@ impl TestServer {
     /// The first address of the MQTTS listener (with access control on).
     pub fn mqtts_addr(&self) -> std::net::SocketAddr {
         self.server.as_ref().map(|s| s.mqtts_addrs[0]).expect("a running server with MQTTS")
+    }
+
+    /// The first address of the CoAPS listener (with access control on and the `coap` feature).
+    #[cfg(feature = "coap")]
+    pub fn coaps_addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().map(|s| s.coaps_addrs[0]).expect("a running server with CoAPS")
     }
 
     /// The server's data directory.
