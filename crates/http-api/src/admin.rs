@@ -11,8 +11,7 @@ use access::{Grant, Identity, Role};
 use app::Caller;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path};
 use axum::routing::{delete, get, patch, post, put};
 use serde_json::{Value as Json, json};
 
@@ -33,15 +32,10 @@ pub fn routes() -> Router<ApiState> {
 }
 
 /// `GET /admin/audit?after=<id>&limit=<n>`: the audit log, oldest first.
-async fn audit(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Reply {
+async fn audit(admin: Admin, axum::extract::RawQuery(query): axum::extract::RawQuery) -> Reply {
     answer(
         async {
-            let (_, caller) = who(&state, &headers, peer).await?;
+            let Admin { caller, app, .. } = admin;
             let mut after = 0;
             let mut limit = 1000;
             for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
@@ -55,7 +49,7 @@ async fn audit(
                     _ => return Err(ApiError::new(400, "invalid_parameter", format!("unknown parameter `{key}`"))),
                 }
             }
-            let entries = state.app.audit_entries(&caller, after, limit).await?;
+            let entries = app.audit_entries(&caller, after, limit).await?;
             let value: Vec<Json> = entries
                 .iter()
                 .map(|e| {
@@ -69,20 +63,31 @@ async fn audit(
     )
 }
 
-/// The authenticator and the caller, or 404 when access control is off.
-async fn who(
-    state: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<(std::sync::Arc<app::auth::Authenticator>, Caller), ApiError> {
-    let AuthMode::Required(authenticator) = &state.auth else {
-        return Err(ApiError::new(
-            404,
-            "access_control_off",
-            "access control is off (--auth off): there is nothing to manage",
-        ));
-    };
-    Ok((authenticator.clone(), caller(state, Some(peer.ip()), headers, None).await?))
+/// An admin request: the authenticator and the caller (authenticated with the transport it
+/// came over), or 404 when access control is off.
+struct Admin {
+    auth: std::sync::Arc<app::auth::Authenticator>,
+    caller: Caller,
+    app: app::App,
+}
+
+impl axum::extract::FromRequestParts<ApiState> for Admin {
+    type Rejection = Reply;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Admin, Reply> {
+        let AuthMode::Required(auth) = &state.auth else {
+            return Err(ApiError::new(
+                404,
+                "access_control_off",
+                "access control is off (--auth off): there is nothing to manage",
+            )
+            .reply());
+        };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let transport = parts.extensions.get::<crate::auth::Transport>();
+        let caller = caller(state, peer, &parts.headers, transport).await.map_err(|e| e.reply())?;
+        Ok(Admin { auth: auth.clone(), caller, app: state.app.clone() })
+    }
 }
 
 pub(crate) fn body(bytes: &Bytes) -> Result<serde_json::Map<String, Json>, ApiError> {
@@ -124,20 +129,10 @@ pub(crate) fn answer(result: Result<Reply, ApiError>) -> Reply {
     result.unwrap_or_else(|e| e.reply())
 }
 
-async fn whoami(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    transport: Option<axum::Extension<crate::auth::Transport>>,
-    headers: HeaderMap,
-) -> Reply {
+async fn whoami(admin: Admin) -> Reply {
     answer(
         async {
-            // A device asks with its client certificate, so the transport counts here.
-            if matches!(state.auth, AuthMode::Off) {
-                return Err(ApiError::new(404, "access_control_off", "access control is off (--auth off)"));
-            }
-            let caller = caller(&state, Some(peer.ip()), &headers, transport.as_deref()).await?;
-            let p = &caller.principal;
+            let p = &admin.caller.principal;
             let identity = match &p.identity {
                 Identity::Anonymous => json!({"kind": "anonymous"}),
                 Identity::User { id, name } => json!({"kind": "user", "id": id, "name": name}),
@@ -161,14 +156,10 @@ fn project_json(p: &store::ProjectRecord) -> Json {
     json!({"id": p.id, "name": p.name, "openData": p.open_data})
 }
 
-async fn projects(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Reply {
+async fn projects(admin: Admin) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let projects = auth.projects(&caller).await?;
             Ok(reply(200, json!({"value": projects.iter().map(project_json).collect::<Vec<_>>()})))
         }
@@ -176,15 +167,10 @@ async fn projects(
     )
 }
 
-async fn create_project(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn create_project(admin: Admin, bytes: Bytes) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let map = body(&bytes)?;
             let name =
                 text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
@@ -195,16 +181,10 @@ async fn create_project(
     )
 }
 
-async fn update_project(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    bytes: Bytes,
-) -> Reply {
+async fn update_project(admin: Admin, Path(id): Path<i64>, bytes: Bytes) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let map = body(&bytes)?;
             let open_data = match map.get("openData") {
                 Some(Json::Bool(b)) => *b,
@@ -223,15 +203,10 @@ async fn update_project(
     )
 }
 
-async fn create_user(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn create_user(admin: Admin, bytes: Bytes) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let map = body(&bytes)?;
             let name =
                 text(&map, "name")?.ok_or_else(|| ApiError::new(400, "missing_property", "`name` is required"))?;
@@ -242,16 +217,10 @@ async fn create_user(
     )
 }
 
-async fn set_role(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path((user, project)): Path<(i64, i64)>,
-    bytes: Bytes,
-) -> Reply {
+async fn set_role(admin: Admin, Path((user, project)): Path<(i64, i64)>, bytes: Bytes) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let map = body(&bytes)?;
             auth.set_role(&caller, user, project, Some(role(map.get("role"))?)).await?;
             Ok(Reply::empty(204))
@@ -260,15 +229,10 @@ async fn set_role(
     )
 }
 
-async fn remove_role(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path((user, project)): Path<(i64, i64)>,
-) -> Reply {
+async fn remove_role(admin: Admin, Path((user, project)): Path<(i64, i64)>) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             auth.set_role(&caller, user, project, None).await?;
             Ok(Reply::empty(204))
         }
@@ -276,15 +240,10 @@ async fn remove_role(
     )
 }
 
-async fn create_token(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Reply {
+async fn create_token(admin: Admin, bytes: Bytes) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             let map = body(&bytes)?;
             let label =
                 text(&map, "label")?.ok_or_else(|| ApiError::new(400, "missing_property", "`label` is required"))?;
@@ -322,15 +281,10 @@ async fn create_token(
     )
 }
 
-async fn revoke_token(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Reply {
+async fn revoke_token(admin: Admin, Path(id): Path<i64>) -> Reply {
     answer(
         async {
-            let (auth, caller) = who(&state, &headers, peer).await?;
+            let Admin { auth, caller, .. } = admin;
             auth.revoke_token(&caller, id).await?;
             Ok(Reply::empty(204))
         }
