@@ -128,6 +128,9 @@ pub struct Authenticator {
 pub struct Generation {
     hub: u64,
     user: u64,
+    /// For a device: the generation of device states (any device's state or credentials
+    /// changed since makes it stale); `None` for other principals, whom that does not concern.
+    devices: Option<u64>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -183,7 +186,14 @@ impl Authenticator {
         let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let user =
             user.and_then(|user| self.user_generations.lock().ok().and_then(|g| g.get(&user).copied())).unwrap_or(0);
-        Generation { hub, user }
+        Generation { hub, user, devices: None }
+    }
+
+    /// [`Authenticator::generation`] of a principal like the one `was` was taken for (a device
+    /// follows device changes as well).
+    pub fn generation_like(&self, user: Option<i64>, was: Option<Generation>) -> Generation {
+        let devices = was.and_then(|w| w.devices).map(|_| self.app.devices_generation());
+        Generation { devices, ..self.generation(user) }
     }
 
     /// [`Authenticator::authenticate`] with the generation the principal is current at. The hub's
@@ -194,14 +204,16 @@ impl Authenticator {
         credentials: Credentials,
     ) -> Result<(Principal, Generation), AppError> {
         let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let devices = self.app.devices_generation();
         let principal = self.authenticate(credentials).await?;
-        let generation = Generation { hub, ..self.generation(user_of(&principal)) };
+        let devices = matches!(principal.identity, Identity::Device(_)).then_some(devices);
+        let generation = Generation { hub, devices, ..self.generation(user_of(&principal)) };
         Ok((principal, generation))
     }
 
     /// Whether nothing changed the rights of `user` since `at`.
     pub fn is_current(&self, user: Option<i64>, at: Generation) -> bool {
-        self.generation(user) == at
+        self.generation_like(user, Some(at)) == at
     }
 
     fn bump(&self, user: Option<i64>) {

@@ -356,10 +356,13 @@ impl Trust {
         }
     }
 
+    /// Forgets the cached device principals, and tells long-lived sessions (MQTT) of devices
+    /// to check theirs again before their next publish.
     fn forget_cached(&self) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
+        self.app.devices_changed();
     }
 
     /// The DTLS pre-shared key of a device whose secret hashes to `secret_hash` (CoAP over
@@ -847,7 +850,6 @@ impl Trust {
                 json!({"urn": device.urn, "from": before.name(), "to": device.state.name(), "reason": device.state_reason, "occasion": occasion}),
             ).await;
             self.forget_cached();
-            self.app.devices_changed();
         }
         Ok((device, report))
     }

@@ -150,8 +150,9 @@ pub fn current(access: &MqttAccess, session: &Session) -> Option<Arc<Caller>> {
         state.refreshing = true;
         let (authenticator, credentials, user, shared) =
             (authenticator.clone(), session.credentials.clone(), session.user, session.state.clone());
+        let was = state.generation;
         tokio::spawn(async move {
-            let generation = authenticator.generation(user);
+            let generation = authenticator.generation_like(user, was);
             let principal = authenticator.authenticate(credentials).await;
             if let Ok(mut state) = shared.lock() {
                 state.refreshing = false;

@@ -1140,3 +1140,72 @@ fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     assert_eq!(plain, "0", "no connection without TLS: {counts}");
     assert!(all.parse::<u32>().expect("a count") >= 4, "both nodes are connected: {counts}");
 }
+
+#[test]
+fn an_open_mqtts_connection_of_a_device_is_refused_at_its_next_publish_once_suspended() {
+    use std::io::BufRead as _;
+    let hub = hub("device-mqtt-suspend");
+    let class = hub.class("WS-MQ", &[TEMPERATURE], "2035-01-01T00:00:00Z");
+    let (thing, datastreams) = hub.thing(&[TEMPERATURE]);
+    let urn = "urn:dev:mac:0024befffe8050cc";
+    let token = hub.register_for_token(urn, class, thing);
+    let (code, body, cert, key) = hub.enroll_with_openssl("mq", urn, &token);
+    assert_eq!(code, 200, "{body}");
+    // One connection for every line given on its standard input.
+    let port = hub.server.mqtts_addr().port().to_string();
+    let topic = format!("v1.1/Datastreams({})/Observations", datastreams[0]);
+    // stdbuf: its debug lines must come as they are printed, not when a pipe's buffer fills.
+    let mut publisher = Command::new("stdbuf")
+        .args([
+            "-oL",
+            "mosquitto_pub",
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "--cafile",
+            path(&hub.ca),
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+        ])
+        .args(["-V", "mqttv5", "-q", "1", "-d", "-l", "-t", &topic])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs");
+    let mut stdin = publisher.stdin.take().expect("stdin");
+    let stdout = publisher.stdout.take().expect("stdout");
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let puback = |mid: u32| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match printed.recv_timeout(left) {
+                Ok(line) if line.contains(&format!("PUBACK (Mid: {mid}, RC:")) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no PUBACK for message {mid}");
+    };
+    writeln!(stdin, "{}", observation(1.0)).expect("line 1");
+    assert!(puback(1).contains("RC:0"), "the first publish is stored");
+    let suspended = hub.admin("POST", &format!("/admin/devices/{urn}/suspend"), Some(json!({"reason": "stolen"})));
+    assert_eq!(suspended.status, 200, "{}", suspended.text);
+    assert_eq!(suspended.json["state"], "suspended");
+    // The very next publish on the same connection is refused, not the next one after a
+    // periodic re-check.
+    writeln!(stdin, "{}", observation(2.0)).expect("line 2");
+    assert!(puback(2).contains("RC:135"), "not authorized once suspended");
+    drop(stdin);
+    let _ = publisher.wait();
+    assert_eq!(hub.observation_count(), 1);
+}
