@@ -44,6 +44,12 @@ pub enum WriteOp {
     Delete {
         path: ResourcePath,
     },
+    /// DELETE of a collection with a `$filter` (an extension, as FROST-Server has): every
+    /// entity of the collection the filter matches, up to [`MAX_FILTERED_DELETE`].
+    DeleteMatching {
+        path: ResourcePath,
+        query: odata::Query,
+    },
     /// POST or PUT of `.../Nav/$ref`: link the entity `id` of the navigation's target type.
     Link {
         path: ResourcePath,
@@ -72,6 +78,11 @@ pub enum WriteOutcome {
         entity: EntityType,
         id: Id,
     },
+    /// A filtered delete: how many entities it deleted.
+    DeletedMatching {
+        entity: EntityType,
+        count: u64,
+    },
     Linked,
     Unlinked,
 }
@@ -92,6 +103,7 @@ impl WriteOp {
             WriteOp::Create { path, .. }
             | WriteOp::Update { path, .. }
             | WriteOp::Delete { path }
+            | WriteOp::DeleteMatching { path, .. }
             | WriteOp::Link { path, .. }
             | WriteOp::Unlink { path, .. } => path,
         }
@@ -121,9 +133,76 @@ pub fn apply(w: &mut dyn Writer, op: WriteOp) -> Result<WriteOutcome, AppError> 
                 Err(AppError::NotFound(format!("{}({id}) does not exist", entity.set_name())))
             }
         }
+        WriteOp::DeleteMatching { path, query } => delete_matching(w, &path, &query),
         WriteOp::Link { path, id } => link_at(w, &path, id),
         WriteOp::Unlink { path, id } => unlink_at(w, &path, id),
     }
+}
+
+/// The most entities one filtered DELETE removes; a filter matching more is refused before
+/// anything is deleted (narrow it, e.g. by time windows), so one request never holds the
+/// writer for long.
+pub const MAX_FILTERED_DELETE: u64 = 100_000;
+
+/// Deletes the entities of the collection at `path` that `query`'s `$filter` matches, in one
+/// transaction, then puts the derived times of the Datastreams they belonged to right once
+/// each.
+fn delete_matching(w: &mut dyn Writer, path: &ResourcePath, query: &odata::Query) -> Result<WriteOutcome, AppError> {
+    if query.filter.is_none() {
+        return Err(AppError::MethodNotAllowed(
+            "DELETE of a collection needs a $filter saying which entities to delete".into(),
+        ));
+    }
+    let entity = path.segments[path.segments.len() - 1].entity;
+    let ids_only = odata::Query {
+        select: Some(vec![odata::SelectItem::Id]),
+        expand: Vec::new(),
+        order_by: Vec::new(),
+        top: Some(MAX_FILTERED_DELETE + 1),
+        skip: 0,
+        count: None,
+        ..query.clone()
+    };
+    let paging = store::Paging { default_top: MAX_FILTERED_DELETE + 1, max_top: MAX_FILTERED_DELETE + 1 };
+    let mut ids = Vec::new();
+    crate::read::read_chunks(w, path, &ids_only, paging, 10_000, &mut |rows| {
+        ids.extend(rows.rows.iter().map(|row| row.id));
+        true
+    })?;
+    if ids.len() as u64 > MAX_FILTERED_DELETE {
+        return Err(AppError::bad(
+            "too_many_matches",
+            format!("the filter matches more than {MAX_FILTERED_DELETE} entities; delete them in smaller parts"),
+        ));
+    }
+    let mut parents: Vec<(EntityType, Id)> = Vec::new();
+    let mut count = 0;
+    for id in ids {
+        let of = match entity {
+            EntityType::Observation => observation_parents(w, id)?,
+            EntityType::FeatureOfInterest => feature_parents(w, id)?,
+            _ => Vec::new(),
+        };
+        if w.delete(entity, id)? {
+            count += 1;
+            for parent in of {
+                if !parents.contains(&parent) {
+                    parents.push(parent);
+                }
+            }
+        }
+    }
+    for (parent, parent_id) in parents {
+        // A parent deleted with its children (a cascade) has nothing left to recompute.
+        if w.project_of(parent, parent_id)?.is_none() {
+            continue;
+        }
+        w.recompute_times(parent, parent_id)?;
+        if entity == EntityType::FeatureOfInterest {
+            recompute_observed_area(w, parent, parent_id)?;
+        }
+    }
+    Ok(WriteOutcome::DeletedMatching { entity, count })
 }
 
 /// The type and id of the one entity `path` addresses; 404 if there is none.

@@ -94,6 +94,11 @@ pub fn write_op(request: Request<'_>, path: ResourcePath, base: &str) -> Result<
             };
             WriteOp::Update { path, body: json_body(request.body)?, mode }
         }
+        Method::Delete if app::addresses_collection(&path) && path.tail == Tail::None => {
+            let entity = path.segments[path.segments.len() - 1].entity;
+            let query = odata::parse_query(request.query, entity, &Limits::default())?;
+            WriteOp::DeleteMatching { path, query }
+        }
         Method::Delete => WriteOp::Delete { path },
         Method::Get | Method::Other => {
             return Err(ApiError::new(405, "method_not_allowed", "use GET, POST, PATCH, PUT or DELETE"));
@@ -113,6 +118,9 @@ pub async fn reply_for(
         WriteOutcome::Created { .. } => written(state, caller, base, outcome, 201, minimal).await,
         WriteOutcome::Updated { .. } => written(state, caller, base, outcome, 200, minimal).await,
         WriteOutcome::Deleted { .. } => Ok(Reply::empty(200)),
+        WriteOutcome::DeletedMatching { count, .. } => {
+            Ok(Reply::json(200, serde_json::json!({"deleted": count}).to_string().into_bytes()))
+        }
         WriteOutcome::Linked | WriteOutcome::Unlinked => Ok(Reply::empty(204)),
     }
 }

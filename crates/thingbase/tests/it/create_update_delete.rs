@@ -414,3 +414,31 @@ fn datastream_times_follow_observation_deletes_and_updates() {
     assert_eq!(server.delete(&format!("/Observations({first})")).status, 200);
     assert_eq!(times(&server), (Value::Null, Value::Null), "no Observations, no extent");
 }
+
+#[test]
+fn a_filtered_delete_removes_the_matching_observations_and_recomputes_the_datastream() {
+    let server = TestServer::start("cud-filtered-delete");
+    let (_, _, datastream) = thing_with_datastream(&server);
+    let (_, _, other) = thing_with_datastream(&server);
+    for (stream, day) in [(datastream, 1), (datastream, 2), (datastream, 3), (other, 1)] {
+        let time = format!("2019-12-0{day}T00:00:00Z");
+        server.create(&format!("/Datastreams({stream})/Observations"), json!({"result": day, "phenomenonTime": time}));
+    }
+    let path = format!("/Datastreams({datastream})/Observations?$filter=phenomenonTime%20lt%202019-12-03T00:00:00Z");
+    let deleted = server.delete(&path);
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(deleted.json, json!({"deleted": 2}));
+    assert_eq!(count(&server, &format!("/Datastreams({datastream})/Observations")), 1);
+    assert_eq!(count(&server, &format!("/Datastreams({other})/Observations")), 1, "only this Datastream's");
+    let stream = server.get(&format!("/Datastreams({datastream})"));
+    assert_eq!(stream.json["phenomenonTime"], "2019-12-03T00:00:00Z/2019-12-03T00:00:00Z", "recomputed");
+    // A filter matching nothing deletes nothing; a collection without a filter is refused.
+    let none = server.delete(&format!("/Observations?$filter=result%20gt%20100"));
+    assert_eq!((none.status, none.json.clone()), (200, json!({"deleted": 0})), "{}", none.text);
+    let everything = server.delete("/Observations");
+    assert_eq!(everything.status, 405, "{}", everything.text);
+    assert!(everything.text.contains("$filter"), "{}", everything.text);
+    let bad = server.delete("/Observations?$filter=nonsense%20eq%201");
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(count(&server, "/Observations"), 2, "nothing else changed");
+}
