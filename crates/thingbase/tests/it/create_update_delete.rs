@@ -433,7 +433,7 @@ fn a_filtered_delete_removes_the_matching_observations_and_recomputes_the_datast
     let stream = server.get(&format!("/Datastreams({datastream})"));
     assert_eq!(stream.json["phenomenonTime"], "2019-12-03T00:00:00Z/2019-12-03T00:00:00Z", "recomputed");
     // A filter matching nothing deletes nothing; a collection without a filter is refused.
-    let none = server.delete(&format!("/Observations?$filter=result%20gt%20100"));
+    let none = server.delete("/Observations?$filter=result%20gt%20100");
     assert_eq!((none.status, none.json.clone()), (200, json!({"deleted": 0})), "{}", none.text);
     let everything = server.delete("/Observations");
     assert_eq!(everything.status, 405, "{}", everything.text);
