@@ -297,11 +297,19 @@ fn users_sign_in_with_a_password_over_basic() {
     assert_eq!((short.status, short.json["error"].as_str()), (400, Some("invalid_password")));
 }
 
+/// The environment that points the binary at the suite's backend: `THINGBASE_DATABASE_URL`
+/// of a fresh database in the PostgreSQL pass, nothing (the data directory's SQLite file)
+/// otherwise.
+fn backend_env(name: &str) -> Vec<(&'static str, String)> {
+    crate::support::backend_database(name).map(|url| ("THINGBASE_DATABASE_URL", url)).into_iter().collect()
+}
+
 /// As a new user would meet it: start the real binary with access control on, read the
 /// one-time setup token it prints, make a project, a user and a token with it, post data.
 #[test]
 fn first_start_prints_a_one_time_setup_token() {
     let dir = TempDir::new("auth-setup");
+    let backend = backend_env("auth_setup");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_thingbase"))
         .args([
@@ -320,6 +328,7 @@ fn first_start_prints_a_one_time_setup_token() {
             "warn",
         ])
         .env("THINGBASE_DATA_DIR", &dir.0)
+        .envs(backend.clone())
         .env_remove("THINGBASE_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -671,10 +680,12 @@ fn failed_mqtt_connects_share_the_address_allowance_with_http() {
 #[test]
 fn the_command_line_manages_projects_users_and_tokens() {
     let dir = TempDir::new("auth-cli");
+    let backend = backend_env("auth_cli");
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_thingbase"))
             .args(args)
             .env("THINGBASE_DATA_DIR", &dir.0)
+            .envs(backend.clone())
             .env("THINGBASE_PASSWORD", "correct horse battery")
             .output()
             .expect("the binary runs");
@@ -707,6 +718,7 @@ fn the_command_line_manages_projects_users_and_tokens() {
             "warn",
         ])
         .env("THINGBASE_DATA_DIR", &dir.0)
+        .envs(backend.clone())
         .env("THINGBASE_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -728,6 +740,7 @@ fn the_command_line_manages_projects_users_and_tokens() {
     let bad = Command::new(env!("CARGO_BIN_EXE_thingbase"))
         .args(["user", "role", &user.to_string(), &project.to_string(), "owner"])
         .env("THINGBASE_DATA_DIR", &dir.0)
+        .envs(backend.clone())
         .output()
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("is not a role"));
