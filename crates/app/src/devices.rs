@@ -872,7 +872,7 @@ impl Trust {
         let csr = pki::parse_csr(csr).map_err(|e| AppError::bad("invalid_csr", e.to_string()))?;
         let csr_urns = csr_urns(&csr)?;
         let how = match token {
-            Some(token) => Issue { token: Some(sha256_hex(token.trim().as_bytes())), device: None },
+            Some(token) => Issue::Token(sha256_hex(token.trim().as_bytes())),
             None => {
                 let key = csr.public_key_fingerprint();
                 let found = self
@@ -888,7 +888,7 @@ impl Trust {
                             .into(),
                     ));
                 };
-                Issue { token: None, device: Some(device.id) }
+                Issue::Device(device.id)
             }
         };
         self.issue(how, csr, csr_urns, "device_enrolled").await
@@ -903,7 +903,7 @@ impl Trust {
         };
         let csr = pki::parse_csr(csr).map_err(|e| AppError::bad("invalid_csr", e.to_string()))?;
         let csr_urns = csr_urns(&csr)?;
-        self.issue(Issue { token: None, device: Some(device.id) }, csr, csr_urns, "device_reenrolled").await
+        self.issue(Issue::Device(device.id), csr, csr_urns, "device_reenrolled").await
     }
 
     async fn issue(
@@ -919,8 +919,8 @@ impl Trust {
             .app
             .write_job(&Caller::server(), None, move |writer| {
                 let principals = writer.principals();
-                let device = match (&how.token, how.device) {
-                    (Some(hash), _) => match principals.take_enrollment_token(hash, Instant::now())? {
+                let device = match &how {
+                    Issue::Token(hash) => match principals.take_enrollment_token(hash, Instant::now())? {
                         Ok(device) => device,
                         Err(TokenRefusal::Unknown) => {
                             return Err(AppError::Unauthenticated("unknown enrollment token".into()));
@@ -936,8 +936,7 @@ impl Trust {
                             ));
                         }
                     },
-                    (None, Some(device)) => device,
-                    (None, None) => return Err(AppError::Unauthenticated("no enrollment credential".into())),
+                    Issue::Device(device) => *device,
                 };
                 let device = principals
                     .device(device)?
@@ -1098,9 +1097,7 @@ pub async fn import_authority(
 ) -> Result<String, AppError> {
     let authority = pki::CertificateAuthority::from_pem(chain_pem, key_pem)
         .map_err(|e| AppError::bad("invalid_certificate_authority", e.to_string()))?;
-    let mut record = seal_authority(&authority, sealing, 0)?;
-    // The whole chain, so that `cacerts` hands devices the path to the operator's root.
-    record.chain_pem = authority.chain_der().iter().map(|der| der_to_pem(der)).collect();
+    let record = seal_authority(&authority, sealing, 0)?;
     let stored = app
         .write_job(&Caller::server(), None, move |writer| Ok(writer.principals().insert_authority(&record)?))
         .await?;
@@ -1117,25 +1114,16 @@ pub async fn import_authority(
 pub async fn authority_pem(app: &App) -> Result<Option<(String, String)>, AppError> {
     let record = app.read_job(&Caller::server(), |reader| Ok(reader.principals().authority()?)).await?;
     let Some(record) = record else { return Ok(None) };
-    let first = pem_certificates(&record.chain_pem)?.into_iter().next().unwrap_or_default();
+    let first = pki::pem_certificates(&record.chain_pem).map_err(internal)?.into_iter().next().unwrap_or_default();
     Ok(Some((record.chain_pem, sha256_hex(&first))))
 }
 
-fn der_to_pem(der: &[u8]) -> String {
-    let text = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in text.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
 /// How an issue is authorised: a token's hash, or a device already known.
-struct Issue {
-    token: Option<String>,
-    device: Option<i64>,
+enum Issue {
+    /// The SHA-256 hex of a one-time enrollment token.
+    Token(String),
+    /// A device known already (a key registered ahead, or its current certificate).
+    Device(i64),
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1170,13 +1158,9 @@ fn key_fingerprint(text: &str) -> Result<String, AppError> {
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(text.to_ascii_lowercase());
     }
-    let body: String = text.lines().filter(|line| !line.starts_with("-----")).collect::<Vec<_>>().join("");
-    if !text.contains("-----BEGIN PUBLIC KEY-----") {
-        return Err(AppError::bad("invalid_public_key", "publicKey must be a PEM public key or its SHA-256 in hex"));
-    }
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| AppError::bad("invalid_public_key", "the public key's PEM body is not base64"))?;
+    let der = pki::pem_public_key(text).map_err(|e| {
+        AppError::bad("invalid_public_key", format!("publicKey must be a PEM public key or its SHA-256 in hex ({e})"))
+    })?;
     Ok(sha256_hex(&der))
 }
 
@@ -1185,7 +1169,8 @@ fn seal_authority(
     sealing: &pki::SealingKey,
     crl_number: i64,
 ) -> Result<AuthorityRecord, AppError> {
-    let chain_pem = authority.certificate_pem();
+    // The whole chain, so that `cacerts` hands devices the path to an operator's root.
+    let chain_pem = authority.chain_der().iter().map(|der| pki::pem_encode("CERTIFICATE", der)).collect();
     let sealed = sealing.seal(&authority.key_pkcs8_der(), b"thingbase certificate authority");
     Ok(AuthorityRecord { chain_pem, sealed_key: base64::engine::general_purpose::STANDARD.encode(sealed), crl_number })
 }
@@ -1202,28 +1187,8 @@ fn unseal_authority(
                 .into(),
         )
     })?;
-    let chain = pem_certificates(&record.chain_pem)?;
+    let chain = pki::pem_certificates(&record.chain_pem).map_err(internal)?;
     pki::CertificateAuthority::from_parts(chain, &key).map_err(internal)
-}
-
-/// The DER certificates of a PEM text, in order.
-fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, AppError> {
-    let mut out = Vec::new();
-    let mut body = String::new();
-    let mut inside = false;
-    for line in pem.lines() {
-        let line = line.trim();
-        if line == "-----BEGIN CERTIFICATE-----" {
-            inside = true;
-            body.clear();
-        } else if line == "-----END CERTIFICATE-----" {
-            inside = false;
-            out.push(base64::engine::general_purpose::STANDARD.decode(&body).map_err(internal)?);
-        } else if inside {
-            body.push_str(line);
-        }
-    }
-    Ok(out)
 }
 
 /// The ids of the entities `thing` links through its navigation `name`.
@@ -1280,10 +1245,8 @@ fn next_state(device: &DeviceRecord, has_credential: bool, report: &Report) -> (
 
 /// The principal of a device as stored.
 fn device_principal(device: &DeviceRecord, class: Option<&DeviceClassRecord>) -> Result<Principal, AppError> {
-    match device.state {
-        DeviceState::Retired => return Err(AppError::Unauthenticated(format!("{} is retired", device.urn))),
-        DeviceState::Suspended => {}
-        _ => {}
+    if device.state == DeviceState::Retired {
+        return Err(AppError::Unauthenticated(format!("{} is retired", device.urn)));
     }
     let mut admission = match device.state {
         DeviceState::Admitted => Admission::Admitted,

@@ -87,9 +87,7 @@ async fn start() -> anyhow::Result<Hub> {
 }
 
 fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine as _;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    Ok(base64::engine::general_purpose::STANDARD.decode(body.trim())?)
+    pki::pem_certificates(pem)?.into_iter().next().context("a PEM certificate")
 }
 
 /// Registers `count` devices (from `first`) and returns their URNs and enrollment tokens.

@@ -112,10 +112,8 @@ impl CertificateAuthority {
     /// PKCS#8 private key ("PRIVATE KEY"). The checks are those of
     /// [`CertificateAuthority::from_parts`].
     pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<CertificateAuthority, PkiError> {
-        let chain_der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-            .map(|certificate| certificate.map(|der| der.to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PkiError::Pem(format!("the certificate chain: {e}")))?;
+        let chain_der =
+            crate::pem_certificates(chain_pem).map_err(|e| PkiError::Pem(format!("the certificate chain: {e}")))?;
         if chain_der.is_empty() {
             return Err(PkiError::Pem("the certificate chain has no \"CERTIFICATE\" block".into()));
         }

@@ -182,8 +182,28 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
+/// The certificates of a PEM text (the "CERTIFICATE" blocks, other blocks skipped), DER, in
+/// order.
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|certificate| certificate.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Pem(e.to_string()))
+}
+
+/// The SubjectPublicKeyInfo (DER) of a PEM "PUBLIC KEY".
+pub fn pem_public_key(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
+    SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|e| PkiError::Pem(format!("the public key: {e}")))
+}
+
 /// PEM with the usual 64-character lines and a final newline.
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

@@ -278,35 +278,8 @@ fn server_certificate(name: &str) -> (Vec<u8>, String, String) {
     let ca = pki::CertificateAuthority::generate(name).expect("a CA");
     let not_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
     let identity = ca.issue_server(&["127.0.0.1".to_owned()], not_after).expect("a server certificate");
-    let pem = |label: &str, der: &[u8]| {
-        use std::fmt::Write as _;
-        let text = base64_encode(der);
-        let mut out = format!("-----BEGIN {label}-----\n");
-        for chunk in text.as_bytes().chunks(64) {
-            let _ = writeln!(out, "{}", String::from_utf8_lossy(chunk));
-        }
-        let _ = writeln!(out, "-----END {label}-----");
-        out
-    };
-    let chain: String = identity.chain_der.iter().map(|der| pem("CERTIFICATE", der)).collect();
-    (ca.certificate_der().to_vec(), chain, pem("PRIVATE KEY", &identity.key_pkcs8_der))
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let chain: String = identity.chain_der.iter().map(|der| pki::pem_encode("CERTIFICATE", der)).collect();
+    (ca.certificate_der().to_vec(), chain, pki::pem_encode("PRIVATE KEY", &identity.key_pkcs8_der))
 }
 
 #[test]

@@ -353,7 +353,8 @@ impl Database {
                 if let Some(path) = &self.tls_ca {
                     let pem = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read the database CA file {}", path.display()))?;
-                    let roots = tls::pem_certificates(&pem);
+                    let roots = pki::pem_certificates(&pem)
+                        .with_context(|| format!("the database CA file {}", path.display()))?;
                     anyhow::ensure!(!roots.is_empty(), "{} holds no PEM certificate", path.display());
                     options.tls = store_postgres::DatabaseTls::Verified { roots };
                 }

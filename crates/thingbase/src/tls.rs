@@ -232,27 +232,6 @@ pub fn serve_mqtts<H: broker::Hooks>(
     })))
 }
 
-/// The DER certificates of a PEM text, in order (other blocks skipped).
-pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
-    use base64::Engine as _;
-    let mut out = Vec::new();
-    let mut body: Option<String> = None;
-    for line in pem.lines().map(str::trim) {
-        match (line, &mut body) {
-            ("-----BEGIN CERTIFICATE-----", _) => body = Some(String::new()),
-            ("-----END CERTIFICATE-----", Some(text)) => {
-                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) {
-                    out.push(der);
-                }
-                body = None;
-            }
-            (line, Some(text)) => text.push_str(line),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Refuses a profile file that cannot be read.
 pub fn baseline_profile(path: Option<&Path>) -> anyhow::Result<app::gate::Profile> {
     let Some(path) = path else { return Ok(app::gate::Profile::default_profile()) };

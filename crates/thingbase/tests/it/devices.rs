@@ -1083,12 +1083,6 @@ fn a_mud_file_is_checked_and_one_that_says_unsupported_keeps_data_out() {
     assert!(response.json["reason"].as_str().is_some_and(|r| r.contains("is-supported: false")), "{}", response.text);
 }
 
-/// PEM of a DER block.
-fn pem(label: &str, der: &[u8]) -> String {
-    let body: String = base64_lines(der);
-    format!("-----BEGIN {label}-----\n{body}-----END {label}-----\n")
-}
-
 #[test]
 fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     // Always on PostgreSQL, as several_nodes.rs: the throwaway cluster, with TLS turned on.
@@ -1096,12 +1090,12 @@ fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     let ca = pki::CertificateAuthority::generate("database CA").expect("CA");
     let not_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
     let server = ca.issue_server(&["127.0.0.1".to_owned()], not_after).expect("server certificate");
-    let chain: String = server.chain_der.iter().map(|der| pem("CERTIFICATE", der)).collect();
-    cluster.enable_tls(&chain, &pem("PRIVATE KEY", &server.key_pkcs8_der)).expect("TLS on");
+    let chain: String = server.chain_der.iter().map(|der| pki::pem_encode("CERTIFICATE", der)).collect();
+    cluster.enable_tls(&chain, &pki::pem_encode("PRIVATE KEY", &server.key_pkcs8_der)).expect("TLS on");
     let url = cluster.database("it_devices_two_nodes").unwrap_or_else(|e| panic!("a database: {e}"));
     let files = TempDir::new("two-nodes-db-ca");
     let database_ca = files.0.join("database-ca.pem");
-    std::fs::write(&database_ca, pem("CERTIFICATE", ca.certificate_der())).expect("CA file");
+    std::fs::write(&database_ca, pki::pem_encode("CERTIFICATE", ca.certificate_der())).expect("CA file");
     let node = |i: usize| {
         let (url, database_ca) = (url.clone(), database_ca.clone());
         TestServer::start_with(&format!("devices-node-{i}"), move |c| {
