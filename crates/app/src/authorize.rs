@@ -193,6 +193,22 @@ impl Reader for Authorizing<'_> {
         self.inner.related(entity, from, navigation)
     }
 
+    fn summary(&mut self, entity: EntityType, id: Id) -> Result<Option<store::statistics::Summary>, StoreError> {
+        self.inner.summary(entity, id)
+    }
+
+    fn rollups(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        level: i64,
+        from: model::Instant,
+        to: model::Instant,
+        sink: &mut dyn FnMut(store::statistics::Rollup),
+    ) -> Result<(), StoreError> {
+        self.inner.rollups(entity, id, level, from, to, sink)
+    }
+
     fn principals(&mut self) -> &mut dyn Principals {
         self.inner.principals()
     }

@@ -92,6 +92,65 @@ pub fn count(
     c.finish(sql)
 }
 
+/// The entities of `entity` with the ids `ids` (those the reader may see), shaped by `query`'s
+/// `$select`, in id order: how the latest Observations kept on (Multi)Datastreams are read.
+pub fn select_by_ids(
+    dialect: &dyn Dialect,
+    visibility: &Visibility,
+    entity: EntityType,
+    query: &Query,
+    ids: &[i64],
+    now: Instant,
+) -> (Statement, Selection) {
+    let mut c = Compiler::new(dialect, visibility, now);
+    let selection = selection(entity, query);
+    let ids = c.param(Param::IdList(ids.to_vec()));
+    let list = c.alias();
+    let root = c.alias();
+    let from_ids = c.dialect.id_list(&ids, &list);
+    let mut sql = format!("SELECT {}", c.field_list(&root, &selection));
+    sql.push_str(&format!(" FROM {from_ids} JOIN {} {root} ON {root}.id = {list}.value", entity.table()));
+    if let Some(visible) = c.visible(&root) {
+        sql.push_str(&format!(" WHERE {visible}"));
+    }
+    sql.push_str(&format!(" ORDER BY {root}.id"));
+    (c.finish(sql), selection)
+}
+
+/// `SELECT` the number of Observations the reader may see of the (Multi)Datastream `parent`
+/// (all of them when `None`), from the counts kept on (Multi)Datastreams.
+pub fn count_from_summaries(
+    dialect: &dyn Dialect,
+    visibility: &Visibility,
+    parent: Option<(EntityType, i64)>,
+    now: Instant,
+) -> Statement {
+    let mut c = Compiler::new(dialect, visibility, now);
+    let sum_of = |c: &mut Compiler, entity: EntityType, id: Option<i64>| {
+        let alias = c.alias();
+        let mut conditions: Vec<String> = c.visible(&alias).into_iter().collect();
+        if let Some(id) = id {
+            let p = c.param(Param::Integer(id));
+            conditions.push(format!("{alias}.id = {p}"));
+        }
+        let mut sql = format!("SELECT CAST(COALESCE(SUM({alias}.observation_count), 0) AS BIGINT) FROM {} {alias}", entity.table());
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql
+    };
+    let sql = match parent {
+        Some((entity, id)) => sum_of(&mut c, entity, Some(id)),
+        None => {
+            let ds = sum_of(&mut c, EntityType::Datastream, None);
+            let mds = sum_of(&mut c, EntityType::MultiDatastream, None);
+            format!("SELECT CAST(({ds}) + ({mds}) AS BIGINT)")
+        }
+    };
+    c.finish(sql)
+}
+
 /// The entities reached from each of `parents` (entities of type `parent`) through `navigation`,
 /// filtered, ordered and paged per parent by `query`. Rows are `(parent id, id, fields...)`,
 /// ordered by parent, then as the query asks.

@@ -124,17 +124,31 @@ pub fn lock_owners(dialect: &dyn Dialect, entity: EntityType) -> Vec<String> {
 pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<String> {
     let p1 = dialect.placeholder(1);
     // The Observations of the (Multi)Datastreams that `filter` selects.
+    // ... and their rollups (`observation_rollups.parent`: 0 Datastreams, 1 MultiDatastreams).
     let observations_of = |filter: &str| {
         vec![
             format!("DELETE FROM observations WHERE datastream_id IN (SELECT id FROM datastreams WHERE {filter})"),
             format!(
                 "DELETE FROM observations WHERE multi_datastream_id IN (SELECT id FROM multi_datastreams WHERE {filter})"
             ),
+            format!(
+                "DELETE FROM observation_rollups WHERE parent = 0 AND parent_id IN (SELECT id FROM datastreams WHERE {filter})"
+            ),
+            format!(
+                "DELETE FROM observation_rollups WHERE parent = 1 AND parent_id IN \
+                 (SELECT id FROM multi_datastreams WHERE {filter})"
+            ),
         ]
     };
     match entity {
-        EntityType::Datastream => vec![format!("DELETE FROM observations WHERE datastream_id = {p1}")],
-        EntityType::MultiDatastream => vec![format!("DELETE FROM observations WHERE multi_datastream_id = {p1}")],
+        EntityType::Datastream => vec![
+            format!("DELETE FROM observations WHERE datastream_id = {p1}"),
+            format!("DELETE FROM observation_rollups WHERE parent = 0 AND parent_id = {p1}"),
+        ],
+        EntityType::MultiDatastream => vec![
+            format!("DELETE FROM observations WHERE multi_datastream_id = {p1}"),
+            format!("DELETE FROM observation_rollups WHERE parent = 1 AND parent_id = {p1}"),
+        ],
         EntityType::FeatureOfInterest => vec![format!("DELETE FROM observations WHERE feature_id = {p1}")],
         EntityType::Thing => observations_of(&format!("thing_id = {p1}")),
         EntityType::Sensor => observations_of(&format!("sensor_id = {p1}")),
@@ -144,9 +158,14 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<Strin
             );
             vec![
                 format!("DELETE FROM observations WHERE multi_datastream_id IN ({linked})"),
+                format!("DELETE FROM observation_rollups WHERE parent = 1 AND parent_id IN ({linked})"),
                 format!("DELETE FROM multi_datastreams WHERE id IN ({linked})"),
                 format!(
                     "DELETE FROM observations WHERE datastream_id IN \
+                     (SELECT id FROM datastreams WHERE observed_property_id = {p1})"
+                ),
+                format!(
+                    "DELETE FROM observation_rollups WHERE parent = 0 AND parent_id IN \
                      (SELECT id FROM datastreams WHERE observed_property_id = {p1})"
                 ),
             ]

@@ -12,13 +12,16 @@ pub mod devices;
 mod dialect;
 pub mod fixed;
 pub mod principals;
+pub mod statistics;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
 pub use columns::{Column, columns};
-pub use compile::{ExpandedPage, Page, Selection, count, count_expanded, select, select_expanded};
+pub use compile::{
+    ExpandedPage, Page, Selection, count, count_expanded, count_from_summaries, select, select_by_ids, select_expanded,
+};
 pub use dialect::{ANNOUNCE_CHANNEL, Dialect, PostgresDialect, SqliteDialect};
 pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};
 

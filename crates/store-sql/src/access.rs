@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use model::{EntityType, Id, Instant, Link, Navigation};
 use odata::{Expr, Query, Visibility};
 use sql::{Dialect, Page, Param, Statement};
+use store::statistics::Point;
 use store::{Expanded, Paging, Reader, Record, Row, Rows, StoreError, Writer};
 
 use crate::values::{bind, decode};
@@ -59,6 +60,14 @@ const OBSERVATION_OWNERS: [EntityType; 3] =
     [EntityType::Datastream, EntityType::MultiDatastream, EntityType::FeatureOfInterest];
 
 impl Access<'_> {
+    /// What the write job leaves for the end of its group; only writers have it.
+    fn statistics(&mut self) -> Result<&mut crate::statistics::Statistics, StoreError> {
+        match self.pending.as_mut() {
+            Some(pending) => Ok(&mut pending.statistics),
+            None => Err(StoreError::Rejected("statistics change only inside a write job".into())),
+        }
+    }
+
     /// `statement` with the dialect's lock when a write job reads an entity Observations can
     /// refer to.
     fn locking(&self, entity: EntityType, mut statement: Statement) -> Statement {
@@ -101,6 +110,18 @@ impl Access<'_> {
         for item in &query.expand {
             let nav = item.navigation;
             let sub = &item.query;
+            if self.pending.is_none()
+                && matches!(entity, EntityType::Datastream | EntityType::MultiDatastream)
+                && nav.target == EntityType::Observation
+                && nav.many
+                && sub.filter.is_none()
+                && sub.skip == 0
+                && sub.top.unwrap_or(paging.default_top).min(paging.max_top) == 1
+                && is_latest_first(&sub.order_by)
+            {
+                self.expand_latest(entity, item, rows, &parents, paging, now)?;
+                continue;
+            }
             let page = if nav.many {
                 Page { limit: Some(sub.top.unwrap_or(paging.default_top).min(paging.max_top) + 1), offset: sub.skip }
             } else {
@@ -158,6 +179,78 @@ impl Access<'_> {
     }
 }
 
+impl Access<'_> {
+    /// `$expand=Observations($top=1;$orderby=phenomenonTime desc)` of (Multi)Datastreams: their
+    /// latest Observations and counts as kept on them, in two statements.
+    fn expand_latest(
+        &self,
+        entity: EntityType,
+        item: &odata::Expand,
+        rows: &mut [Row],
+        parents: &[i64],
+        paging: Paging,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let sub = &item.query;
+        let mut summaries: HashMap<i64, (u64, Option<i64>)> = HashMap::with_capacity(parents.len());
+        self.conn.query(
+            &sql::statistics::summaries(self.dialect, entity),
+            &[Param::IdList(parents.to_vec())],
+            &mut |row| {
+                summaries.insert(row.required_integer(0)?, (row.required_integer(1)?.max(0) as u64, row.integer(2)?));
+                Ok(true)
+            },
+        )?;
+        let mut latest: Vec<i64> = summaries.values().filter_map(|(_, id)| *id).collect();
+        latest.sort_unstable();
+        let target = item.navigation.target;
+        let (statement, selection) = sql::select_by_ids(self.dialect, self.visibility, target, sub, &latest, now);
+        let mut children: Vec<Row> =
+            self.run_select(&statement, &selection.fields, 0)?.into_iter().map(|(_, row)| row).collect();
+        self.expand(target, sub, &mut children, paging, now)?;
+        let mut by_id: HashMap<i64, Row> = children.into_iter().map(|row| (row.id.0, row)).collect();
+        for row in rows.iter_mut() {
+            let (observations, latest) = summaries.get(&row.id.0).copied().unwrap_or((0, None));
+            let mine: Vec<Row> = latest.and_then(|id| by_id.remove(&id)).into_iter().collect();
+            let more = !mine.is_empty() && observations > 1;
+            row.expanded.push(Expanded::Many(Rows {
+                fields: selection.fields.clone(),
+                rows: mine,
+                count: (sub.count == Some(true)).then_some(observations),
+                more,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// The (Multi)Datastream a resource path's constraint on Observations names, when that is all
+/// it says (`Datastreams(7)/Observations`: `Datastream/id eq 7`).
+fn parent_of(constraint: Option<&Expr>) -> Option<(EntityType, Id)> {
+    let Some(Expr::Binary { op: odata::BinaryOp::Eq, left, right }) = constraint else { return None };
+    let (Expr::Member(path), Expr::Literal(odata::Literal::Integer(id))) = (left.as_ref(), right.as_ref()) else {
+        return None;
+    };
+    match (path.hops.as_slice(), &path.member) {
+        ([hop], odata::Member::Id)
+            if matches!(hop.target, EntityType::Datastream | EntityType::MultiDatastream) && !hop.many =>
+        {
+            Some((hop.target, Id(*id)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `$orderby` is `phenomenonTime desc` and nothing else.
+fn is_latest_first(order_by: &[odata::OrderBy]) -> bool {
+    match order_by {
+        [odata::OrderBy { expr: Expr::Member(path), descending: true }] => {
+            path.hops.is_empty() && matches!(path.member, odata::Member::Property(p) if p.name == "phenomenonTime")
+        }
+        _ => false,
+    }
+}
+
 impl Reader for Access<'_> {
     fn query_chunks(
         &mut self,
@@ -177,12 +270,37 @@ impl Reader for Access<'_> {
         } else {
             statement
         };
+        // Counts and latest Observations of whole (Multi)Datastreams are kept on them.
+        // (Not inside a write job: what its group changed is written only before the commit.)
+        let kept = entity == EntityType::Observation && self.pending.is_none() && query.filter.is_none();
+        let parent = if kept { parent_of(constraint) } else { None };
+        let whole = kept && (constraint.is_none() || parent.is_some());
         let mut count = if query.count == Some(true) {
-            let statement = sql::count(self.dialect, self.visibility, entity, query.filter.as_ref(), constraint, now);
+            let statement = if whole {
+                sql::count_from_summaries(self.dialect, self.visibility, parent.map(|(e, id)| (e, id.0)), now)
+            } else {
+                sql::count(self.dialect, self.visibility, entity, query.filter.as_ref(), constraint, now)
+            };
             Some(self.scalar_i64(&statement)? as u64)
         } else {
             None
         };
+        if let Some((parent, parent_id)) = parent
+            && whole
+            && limit == 1
+            && query.skip == 0
+            && is_latest_first(&query.order_by)
+        {
+            let summary = crate::statistics::summary(self.conn, self.dialect, parent, parent_id)?.unwrap_or_default();
+            let ids: Vec<i64> = summary.latest.iter().map(|l| l.id).collect();
+            let (statement, selection) = sql::select_by_ids(self.dialect, self.visibility, entity, query, &ids, now);
+            let mut rows: Vec<Row> =
+                self.run_select(&statement, &selection.fields, 0)?.into_iter().map(|(_, row)| row).collect();
+            self.expand(entity, query, &mut rows, paging, now)?;
+            let more = !rows.is_empty() && summary.observations > 1;
+            sink(Rows { fields: selection.fields, rows, count, more });
+            return Ok(());
+        }
         let chunk = chunk.clamp(1, limit.max(1).min(usize::MAX as u64) as usize);
         let fields = &selection.fields;
         let mut buffer: Vec<Row> = Vec::with_capacity(chunk.min(4096));
@@ -251,6 +369,22 @@ impl Reader for Access<'_> {
             Instant::now(),
         );
         Ok(self.run_select(&expanded.statement, &[], 1)?.into_iter().map(|(_, row)| row.id).collect())
+    }
+
+    fn summary(&mut self, entity: EntityType, id: Id) -> Result<Option<store::statistics::Summary>, StoreError> {
+        crate::statistics::summary(self.conn, self.dialect, entity, id)
+    }
+
+    fn rollups(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        level: i64,
+        from: Instant,
+        to: Instant,
+        sink: &mut dyn FnMut(store::statistics::Rollup),
+    ) -> Result<(), StoreError> {
+        crate::statistics::read_rollups(self.conn, self.dialect, entity, id, level, from, to, sink)
     }
 
     fn principals(&mut self) -> &mut dyn store::Principals {
@@ -323,12 +457,41 @@ fn link_table_only(navigation: &Navigation) -> StoreError {
     StoreError::Rejected(format!("{} is not a link-table navigation", navigation.name))
 }
 
-impl Writer for Access<'_> {
-    fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
-        Ok(self.insert_many(entity, std::slice::from_ref(record))?.pop().unwrap_or(Id(0)))
-    }
+/// An Observation as its (Multi)Datastream's statistics see it.
+struct ObservationFacts {
+    parent: (EntityType, Id),
+    start: Instant,
+    end: Option<Instant>,
+    result: store::Value,
+}
 
-    fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
+/// The Observation statistics' view of the records of inserted Observations, by parent.
+fn points_by_parent<'r>(records: &'r [Record], ids: &[Id]) -> Vec<((EntityType, Id), Vec<Point<'r>>)> {
+    static NULL: store::Value = store::Value::Null;
+    let mut by_parent: HashMap<(EntityType, Id), Vec<Point<'r>>> = HashMap::new();
+    for (record, id) in records.iter().zip(ids) {
+        let link = |name: &str| record.links.iter().find(|(n, _)| n.name == name).and_then(|(_, id)| *id);
+        let parent = match (link("Datastream"), link("MultiDatastream")) {
+            (Some(ds), _) => (EntityType::Datastream, ds),
+            (_, Some(mds)) => (EntityType::MultiDatastream, mds),
+            _ => continue,
+        };
+        let value = |name: &str| record.values.iter().find(|(p, _)| p.name == name).map(|(_, v)| v);
+        let (start, end) = match value("phenomenonTime") {
+            Some(store::Value::Instant(i)) => (*i, None),
+            Some(store::Value::Interval(i)) => (i.start(), Some(i.end())),
+            _ => continue,
+        };
+        let result = value("result").unwrap_or(&NULL);
+        by_parent.entry(parent).or_default().push(Point { id: *id, start, end, result });
+    }
+    let mut parents: Vec<_> = by_parent.into_iter().collect();
+    parents.sort_unstable_by_key(|(key, _)| *key);
+    parents
+}
+
+impl Access<'_> {
+    fn insert_rows(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
         let Some(first) = records.first() else { return Ok(Vec::new()) };
         let fields: Vec<&model::Property> = first.values.iter().map(|(p, _)| *p).collect();
         let (keys, _) = foreign_keys(first);
@@ -379,7 +542,7 @@ impl Writer for Access<'_> {
         Ok(ids)
     }
 
-    fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+    fn update_row(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
         if let (Some(_), Some(cache)) = (record.project, self.projects.as_mut()) {
             cache.remove(&(entity, id.0));
         }
@@ -396,11 +559,7 @@ impl Writer for Access<'_> {
         Ok(self.conn.execute(&sql_text, &values)? > 0)
     }
 
-    fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
-        // Cascades delete more than this entity, and a database may give a deleted id again.
-        if let Some(cache) = self.projects.as_mut() {
-            cache.clear();
-        }
+    fn delete_rows(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
         let key = [Param::Integer(id.0)];
         for sql_text in sql::fixed::lock_owners(self.dialect, entity) {
             self.conn.query(&sql_text, &key, &mut |_| Ok(true))?;
@@ -409,6 +568,87 @@ impl Writer for Access<'_> {
             self.conn.execute(&sql_text, &key)?;
         }
         Ok(self.conn.execute(&sql::delete(self.dialect, entity), &key)? > 0)
+    }
+
+    /// Counts inserted Observations into their parents' statistics.
+    fn count_in(&mut self, records: &[Record], ids: &[Id]) -> Result<(), StoreError> {
+        for ((parent, parent_id), points) in points_by_parent(records, ids) {
+            self.statistics()?.added(parent, parent_id, &points)?;
+        }
+        Ok(())
+    }
+
+    fn observation_facts(&self, id: Id) -> Result<Option<ObservationFacts>, StoreError> {
+        let found = query_one(self.conn, &sql::statistics::observation_facts(self.dialect), &[Param::Integer(id.0)], |row| {
+            let parent = match (row.integer(0)?, row.integer(1)?) {
+                (Some(ds), _) => Some((EntityType::Datastream, Id(ds))),
+                (_, Some(mds)) => Some((EntityType::MultiDatastream, Id(mds))),
+                _ => None,
+            };
+            let start = Instant::from_micros(row.required_integer(2)?);
+            let end = row.integer(3)?.map(Instant::from_micros);
+            let result = crate::statistics::result_at(row, 4)?;
+            Ok(parent.map(|parent| ObservationFacts { parent, start, end, result }))
+        })?;
+        Ok(found.flatten())
+    }
+}
+
+
+impl Writer for Access<'_> {
+    fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
+        Ok(self.insert_many(entity, std::slice::from_ref(record))?.pop().unwrap_or(Id(0)))
+    }
+
+    fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
+        let ids = self.insert_rows(entity, records)?;
+        if entity == EntityType::Observation {
+            self.count_in(records, &ids)?;
+        }
+        Ok(ids)
+    }
+
+    fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        if entity != EntityType::Observation {
+            return self.update_row(entity, id, record);
+        }
+        let before = self.observation_facts(id)?;
+        let updated = self.update_row(entity, id, record)?;
+        if let Some(before) = before {
+            self.statistics()?.removed(before.parent.0, before.parent.1, &[before.start])?;
+            if let Some(after) = self.observation_facts(id)? {
+                let point = Point { id, start: after.start, end: after.end, result: &after.result };
+                self.statistics()?.added(after.parent.0, after.parent.1, &[point])?;
+            }
+        }
+        Ok(updated)
+    }
+
+    fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
+        // Cascades delete more than this entity, and a database may give a deleted id again.
+        if let Some(cache) = self.projects.as_mut() {
+            cache.clear();
+        }
+        // The statistics of the (Multi)Datastreams whose Observations go.
+        let removed = if entity == EntityType::Observation { self.observation_facts(id)? } else { None };
+        let mut affected = Vec::new();
+        if let Some(sql_text) = sql::statistics::affected_parents(self.dialect, entity) {
+            self.conn.query(&sql_text, &[Param::Integer(id.0)], &mut |row| {
+                let parent = if row.required_integer(0)? == 0 { EntityType::Datastream } else { EntityType::MultiDatastream };
+                affected.push((parent, Id(row.required_integer(1)?)));
+                Ok(true)
+            })?;
+        }
+        let deleted = self.delete_rows(entity, id)?;
+        if deleted {
+            if let Some(facts) = removed {
+                self.statistics()?.removed(facts.parent.0, facts.parent.1, &[facts.start])?;
+            }
+            for (parent, parent_id) in affected {
+                self.statistics()?.rebuild(parent, parent_id)?;
+            }
+        }
+        Ok(deleted)
     }
 
     fn link(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<(), StoreError> {
@@ -435,7 +675,7 @@ impl Writer for Access<'_> {
         phenomenon: model::Interval,
         result: Option<model::Interval>,
     ) -> Result<(), StoreError> {
-        if let Some(pending) = self.pending.as_mut() {
+        if let Some(pending) = self.pending.as_mut().filter(|p| p.defers_extents) {
             pending.extend(entity, id, phenomenon, result);
             return Ok(());
         }
@@ -444,7 +684,7 @@ impl Writer for Access<'_> {
 
     fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
         self.conn.execute(&sql::fixed::recompute_times(self.dialect, entity), &[Param::Integer(id.0)])?;
-        if let Some(pending) = self.pending.as_mut() {
+        if let Some(pending) = self.pending.as_mut().filter(|p| p.defers_extents) {
             // Computed from every Observation this group wrote: what was pending is in it.
             pending.recomputed(entity, id);
         }

@@ -2,11 +2,12 @@
 //! to a bound), runs each in its own savepoint inside one transaction, commits, and only then
 //! reports each job's outcome. A job that fails is rolled back to its savepoint alone.
 //!
-//! Where the dialect asks for it (`Dialect::defers_derived_times`: PostgreSQL, whose writers
-//! run side by side), the derived time extents of Datastreams and the announcements to other
-//! nodes are not written by each job but gathered ([`Pending`]) and written once per group,
-//! just before the commit, Datastreams in key order: the row locks they take are then held
-//! only for the commit, and writers always take them in the same order.
+//! The statistics of Datastreams' Observations (`crate::statistics`) and the announcements to
+//! other nodes are not written by each job but gathered ([`Pending`]) and written once per
+//! group, just before the commit, in key order: the row locks they take are then held only for
+//! the commit, and writers always take them in the same order. Where the dialect asks for it
+//! (`Dialect::defers_derived_times`: PostgreSQL, whose writers run side by side), so are the
+//! derived time extents.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,9 +18,12 @@ use store::{StoreError, WriteDone, WriteJob};
 
 use crate::{Access, Connection, Dialect, ProjectCache};
 
-/// Derived time extents and announcements left for the end of a write group.
+/// Derived time extents, statistics and announcements left for the end of a write group.
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// Whether time extents wait for the end of the group too (else they are written at once).
+    pub defers_extents: bool,
+    pub statistics: crate::statistics::Statistics,
     /// By table and id: the phenomenon and result extents to widen the entity's times by.
     extents: BTreeMap<(&'static str, i64), (EntityType, Interval, Option<Interval>)>,
     /// Entities whose times a job recomputed from their Observations (which include whatever
@@ -33,6 +37,10 @@ fn widen(a: Interval, b: Interval) -> Interval {
 }
 
 impl Pending {
+    pub fn new(defers_extents: bool) -> Pending {
+        Pending { defers_extents, ..Pending::default() }
+    }
+
     pub fn extend(&mut self, entity: EntityType, id: Id, phenomenon: Interval, result: Option<Interval>) {
         self.extents
             .entry((entity.table(), id.0))
@@ -60,10 +68,11 @@ impl Pending {
             self.extend(entity, Id(id), phenomenon, result);
         }
         self.announcements.extend(job.announcements);
+        self.statistics.absorb(job.statistics);
     }
 
     fn is_empty(&self) -> bool {
-        self.extents.is_empty() && self.announcements.is_empty()
+        self.extents.is_empty() && self.announcements.is_empty() && self.statistics.is_empty()
     }
 
     /// Writes what is pending, in key order.
@@ -71,6 +80,7 @@ impl Pending {
         for ((_, id), (entity, phenomenon, result)) in &self.extents {
             write_extent(conn, dialect, *entity, Id(*id), *phenomenon, *result)?;
         }
+        self.statistics.write(conn, dialect)?;
         for chunk in self.announcements.chunks(64) {
             if let Some(sql_text) = dialect.announce_many(chunk.len()) {
                 let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
@@ -128,15 +138,12 @@ pub fn commit_group(
         return;
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
-    let mut pending = dialect.defers_derived_times().then(Pending::default);
+    let mut pending = Pending::new(dialect.defers_derived_times());
     for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, pending.as_mut(), job);
+        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, &mut pending, job);
         outcomes.push((done, outcome));
     }
-    let written = match &pending {
-        Some(pending) if !pending.is_empty() => write_pending(conn, dialect, pending),
-        _ => Ok(()),
-    };
+    let written = if pending.is_empty() { Ok(()) } else { write_pending(conn, dialect, &pending) };
     let committed = written.and_then(|()| conn.batch("COMMIT"));
     match committed {
         Ok(()) => {
@@ -185,12 +192,12 @@ fn run_in_savepoint(
     dialect: &dyn Dialect,
     visibility: &Visibility,
     projects: &mut ProjectCache,
-    group_pending: Option<&mut Pending>,
+    group_pending: &mut Pending,
     job: WriteJob,
 ) -> Result<(), StoreError> {
     conn.batch("SAVEPOINT job")?;
-    let mut job_pending = group_pending.is_some().then(Pending::default);
-    let mut access = Access { conn, dialect, visibility, projects: Some(projects), pending: job_pending.as_mut() };
+    let mut job_pending = Pending::new(group_pending.defers_extents);
+    let mut access = Access { conn, dialect, visibility, projects: Some(projects), pending: Some(&mut job_pending) };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {
@@ -201,8 +208,8 @@ fn run_in_savepoint(
         conn.batch("ROLLBACK TO SAVEPOINT job")?;
     }
     conn.batch("RELEASE SAVEPOINT job")?;
-    if let (Ok(()), Some(group), Some(job)) = (&result, group_pending, job_pending) {
-        group.absorb(job);
+    if result.is_ok() {
+        group_pending.absorb(job_pending);
     }
     result
 }

@@ -12,6 +12,7 @@ pub mod commit;
 mod devices;
 mod dump;
 mod principals;
+pub mod statistics;
 pub mod queues;
 mod values;
 

@@ -68,6 +68,9 @@ macro_rules! store_conformance_tests {
             certificates_are_revoked_once_and_listed_until_they_expire,
             the_authority_is_stored_once_and_numbers_its_crls,
             feeds_name_the_thing_and_what_it_observes,
+            statistics_follow_random_inserts_updates_and_deletes,
+            statistics_follow_cascades,
+            latest_observations_expand_from_what_is_kept,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1749,4 +1752,348 @@ pub fn feeds_name_the_thing_and_what_it_observes(store: &dyn Store) {
         read(store, move |r| (r.principals().feed(stream.0, false), r.principals().feed(999_999, false)));
     assert_eq!(feed.expect("read"), Some((Some(thing.0), vec!["https://example.org/temperature".to_owned()])));
     assert_eq!(missing.expect("read"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics of Observations (counts, latest, rollups)
+
+/// A small deterministic generator (SplitMix64), so a failing case can be run again.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random result: mostly numbers (integers and reals, some equal), sometimes text, a
+/// boolean, JSON or nothing; for a MultiDatastream an array of two such values.
+fn random_result(dice: &mut Dice, multi: bool) -> Value {
+    let one = |dice: &mut Dice| -> String {
+        match dice.below(10) {
+            0 => format!("\"s{}\"", dice.below(5)),
+            1 => "true".to_owned(),
+            2 => "null".to_owned(),
+            3 => format!("{{\"k\":{}}}", dice.below(3)),
+            4..=6 => format!("{}", dice.below(200) as i64 - 100),
+            _ => format!("{}.25", dice.below(2000) as i64 - 1000),
+        }
+    };
+    if multi {
+        return Value::Json(format!("[{},{}]", one(dice), one(dice)));
+    }
+    let text = one(dice);
+    match serde_json::from_str::<serde_json::Value>(&text).expect("valid JSON") {
+        serde_json::Value::Number(n) if n.is_i64() => Value::Integer(n.as_i64().unwrap_or(0)),
+        serde_json::Value::Number(n) => Value::Real(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Value::Text(s),
+        serde_json::Value::Bool(b) => Value::Boolean(b),
+        serde_json::Value::Null => Value::Null,
+        other => Value::Json(other.to_string()),
+    }
+}
+
+/// A random phenomenonTime within three days (so buckets of every level hold several), an
+/// interval now and then.
+fn random_time(dice: &mut Dice) -> Value {
+    let start = dice.below(3 * 86_400) as i64 - 86_400;
+    if dice.below(6) == 0 { Value::Interval(span(start, start + dice.below(500) as i64)) } else { Value::Instant(at(start)) }
+}
+
+/// The stored Observations of a (Multi)Datastream: (id, start, end or start, result).
+fn stored_observations(store: &dyn Store, entity: EntityType, id: Id) -> Vec<(i64, i64, i64, Value)> {
+    let constraint = format!("{}/id eq {id}", entity.name());
+    let paging = Paging { default_top: 100_000, max_top: 100_000 };
+    let rows = query(store, EntityType::Observation, Some(&constraint), "$select=id,phenomenonTime,result", paging);
+    rows.rows
+        .iter()
+        .map(|row| {
+            let (start, end) = match field(&rows.fields, row, "phenomenonTime") {
+                Value::Instant(i) => (i.micros(), i.micros()),
+                Value::Interval(i) => (i.start().micros(), i.end().micros()),
+                other => panic!("a phenomenonTime of {other:?}"),
+            };
+            (row.id.0, start, end, field(&rows.fields, row, "result").clone())
+        })
+        .collect()
+}
+
+/// The series values of a result, computed here independently of `statistics::members`.
+fn series_values(multi: bool, result: &Value) -> Vec<serde_json::Value> {
+    let json = match result {
+        Value::Integer(i) => serde_json::json!(i),
+        Value::Real(r) => serde_json::json!(r),
+        Value::Text(s) => serde_json::json!(s),
+        Value::Boolean(b) => serde_json::json!(b),
+        Value::Json(j) => serde_json::from_str(j).expect("stored JSON"),
+        _ => serde_json::Value::Null,
+    };
+    match (multi, json) {
+        (false, json) => vec![json],
+        (true, serde_json::Value::Array(items)) => items,
+        (true, _) => Vec::new(),
+    }
+}
+
+/// Checks count, latest and every rollup of `entity` `id` against its stored Observations.
+fn check_statistics(store: &dyn Store, entity: EntityType, id: Id) {
+    use crate::statistics::{LEVELS, Rollup};
+    let multi = entity == EntityType::MultiDatastream;
+    let rows = stored_observations(store, entity, id);
+    let summary = read(store, move |r| r.summary(entity, id)).expect("summary").expect("the parent exists");
+    assert_eq!(summary.observations, rows.len() as u64, "{entity}({id}): the count kept equals the stored rows");
+    let latest = rows.iter().max_by_key(|(oid, start, end, _)| (*start, *end, std::cmp::Reverse(*oid)));
+    assert_eq!(summary.latest.map(|l| l.id), latest.map(|l| l.0), "{entity}({id}): the latest Observation");
+    let constraint = format!("{}/id eq {id}", entity.name());
+    let top = query(store, EntityType::Observation, Some(&constraint), "$orderby=phenomenonTime desc&$top=1&$count=true", PAGING);
+    assert_eq!(ids(&top), latest.map(|l| Id(l.0)).into_iter().collect::<Vec<_>>(), "the latest as read");
+    assert_eq!(top.count, Some(rows.len() as u64), "the count as read");
+    assert_eq!(top.more, rows.len() > 1, "more after the latest");
+    for level in LEVELS {
+        let width = level * 1_000_000;
+        // (member, bucket) -> (observations, numbers, total, min, max, first (time, id), last (time, id), first, last)
+        type Oracle = (u64, u64, f64, Option<f64>, Option<f64>, (i64, i64), (i64, i64), String, String);
+        let mut expected: std::collections::BTreeMap<(u32, i64), Oracle> = std::collections::BTreeMap::new();
+        for (oid, start, _, result) in &rows {
+            for (member, value) in series_values(multi, result).into_iter().enumerate() {
+                let bucket = start.div_euclid(width) * width;
+                let number = value.as_f64();
+                let entry = expected.entry((member as u32, bucket)).or_insert((
+                    0,
+                    0,
+                    0.0,
+                    None,
+                    None,
+                    (i64::MAX, i64::MAX),
+                    (i64::MIN, i64::MIN),
+                    String::new(),
+                    String::new(),
+                ));
+                entry.0 += 1;
+                if let Some(n) = number {
+                    entry.1 += 1;
+                    entry.2 += n;
+                    entry.3 = Some(entry.3.map_or(n, |m: f64| m.min(n)));
+                    entry.4 = Some(entry.4.map_or(n, |m: f64| m.max(n)));
+                }
+                if (*start, *oid) < entry.5 {
+                    entry.5 = (*start, *oid);
+                    entry.7 = value.to_string();
+                }
+                if (*start, *oid) > entry.6 {
+                    entry.6 = (*start, *oid);
+                    entry.8 = value.to_string();
+                }
+            }
+        }
+        let stored: Vec<Rollup> = read(store, move |r| {
+            let mut out = Vec::new();
+            r.rollups(entity, id, level, Instant::from_micros(i64::MIN), Instant::from_micros(i64::MAX), &mut |row| {
+                out.push(row)
+            })
+            .map(|()| out)
+        })
+        .expect("rollups");
+        let got: Vec<(u32, i64)> = stored.iter().map(|r| (r.member, r.bucket)).collect();
+        let mut want: Vec<(u32, i64)> = expected.keys().copied().collect();
+        want.sort_by_key(|(member, bucket)| (*bucket, *member));
+        assert_eq!(got, want, "{entity}({id}) level {level}: the buckets kept");
+        for rollup in stored {
+            let e = &expected[&(rollup.member, rollup.bucket)];
+            let p = &rollup.partial;
+            let what = format!("{entity}({id}) level {level} bucket {} member {}", rollup.bucket, rollup.member);
+            assert_eq!((p.observations, p.numbers), (e.0, e.1), "{what}: counts");
+            assert!((p.total - e.2).abs() <= 1e-6 * e.2.abs().max(1.0), "{what}: sum {} vs {}", p.total, e.2);
+            assert_eq!((p.minimum, p.maximum), (e.3, e.4), "{what}: minimum and maximum");
+            assert_eq!(((p.first.time, p.first.id), (p.last.time, p.last.id)), (e.5, e.6), "{what}: first and last");
+            let same = |stored: &str, expected: &str| {
+                serde_json::from_str::<serde_json::Value>(stored).ok() == serde_json::from_str(expected).ok()
+            };
+            assert!(same(&p.first.result, &e.7) && same(&p.last.result, &e.8), "{what}: first and last results");
+        }
+    }
+}
+
+/// Two Datastreams and a MultiDatastream of two members, with one feature.
+fn statistics_setup(store: &dyn Store) -> (Id, Id, Id, Id) {
+    write(store, |w| {
+        let thing = thing(w, "t")?;
+        let a = datastream(w, thing, "a")?;
+        let b = datastream(w, thing, "b")?;
+        let first = observed_property(w, "m1")?;
+        let md = multi_datastream(w, thing, first)?;
+        let second = observed_property(w, "m2")?;
+        w.link(navigation_of(EntityType::MultiDatastream, "ObservedProperties"), md, second)?;
+        Ok((a, b, md, feature(w, "f")?))
+    })
+}
+
+/// Queues `job` without waiting; its outcome goes to `done`.
+fn queue(
+    store: &dyn Store,
+    done: &mpsc::Sender<Result<(), StoreError>>,
+    job: impl FnOnce(&mut dyn Writer) -> Result<(), StoreError> + Send + 'static,
+) {
+    let done = done.clone();
+    store.write(Visibility::All, Box::new(job), Box::new(move |outcome| drop(done.send(outcome))));
+}
+
+pub fn statistics_follow_random_inserts_updates_and_deletes(store: &dyn Store) {
+    let (a, b, md, foi) = statistics_setup(store);
+    for seed in 1..=3u64 {
+        let mut dice = Dice(seed);
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut queued = 0;
+        // Jobs queued together share write groups: inserts, then a failing job whose changes
+        // must not count.
+        for _ in 0..12 {
+            let mut batch = Vec::new();
+            for _ in 0..dice.below(40) + 1 {
+                let (parent, of) = match dice.below(3) {
+                    0 => (EntityType::Datastream, a),
+                    1 => (EntityType::Datastream, b),
+                    _ => (EntityType::MultiDatastream, md),
+                };
+                let result = random_result(&mut dice, parent == EntityType::MultiDatastream);
+                batch.push((parent, of, random_time(&mut dice), result));
+            }
+            let fails = dice.below(6) == 0;
+            queue(store, &done_tx, move |w| {
+                for (parent, of, time, result) in batch {
+                    observation(w, parent, of, foi, time, result)?;
+                }
+                if fails { Err(StoreError::Rejected("on purpose".into())) } else { Ok(()) }
+            });
+            queued += 1;
+        }
+        for _ in 0..queued {
+            let _ = done_rx.recv_timeout(WAIT).expect("a queued job is reported");
+        }
+        // Deletes and updates (new times and results, and moves between the Datastreams),
+        // again queued together.
+        let mut existing: Vec<(EntityType, i64)> = Vec::new();
+        for (entity, id) in [(EntityType::Datastream, a), (EntityType::Datastream, b), (EntityType::MultiDatastream, md)] {
+            existing.extend(stored_observations(store, entity, id).into_iter().map(|row| (entity, row.0)));
+        }
+        let mut queued = 0;
+        for _ in 0..10 {
+            let mut changes = Vec::new();
+            for _ in 0..dice.below(6) + 1 {
+                if existing.is_empty() {
+                    break;
+                }
+                let (entity, observation) = existing.swap_remove(dice.below(existing.len() as u64) as usize);
+                let change = match dice.below(3) {
+                    0 => None,
+                    _ => {
+                        let result = random_result(&mut dice, entity == EntityType::MultiDatastream);
+                        let mut values = vec![("result", result)];
+                        if dice.below(2) == 0 {
+                            values.push(("phenomenonTime", random_time(&mut dice)));
+                        }
+                        let mut links = Vec::new();
+                        if entity == EntityType::Datastream && dice.below(3) == 0 {
+                            links.push(("Datastream", Some(if dice.below(2) == 0 { a } else { b })));
+                        }
+                        existing.push((entity, observation));
+                        Some(record(EntityType::Observation, &values, &links))
+                    }
+                };
+                changes.push((Id(observation), change));
+            }
+            queue(store, &done_tx, move |w| {
+                for (id, change) in changes {
+                    match change {
+                        None => assert_ok(w.delete(EntityType::Observation, id)?)?,
+                        Some(record) => assert_ok(w.update(EntityType::Observation, id, &record)?)?,
+                    }
+                }
+                Ok(())
+            });
+            queued += 1;
+        }
+        for _ in 0..queued {
+            done_rx.recv_timeout(WAIT).expect("a queued job is reported").expect("the change commits");
+        }
+        check_statistics(store, EntityType::Datastream, a);
+        check_statistics(store, EntityType::Datastream, b);
+        check_statistics(store, EntityType::MultiDatastream, md);
+    }
+}
+
+/// `Ok` for a change that found its entity.
+fn assert_ok(found: bool) -> Result<(), StoreError> {
+    if found { Ok(()) } else { Err(StoreError::Rejected("the entity was not there".into())) }
+}
+
+pub fn statistics_follow_cascades(store: &dyn Store) {
+    let (a, b, md, foi) = statistics_setup(store);
+    let other = write(store, |w| feature(w, "other"));
+    write(store, move |w| {
+        for i in 0..30 {
+            let feature = if i % 3 == 0 { other } else { foi };
+            observation(w, EntityType::Datastream, a, feature, Value::Instant(at(i * 1000)), Value::Integer(i))?;
+            observation(w, EntityType::Datastream, b, feature, Value::Instant(at(i * 1000)), Value::Integer(i))?;
+            observation(w, EntityType::MultiDatastream, md, feature, Value::Instant(at(i * 7)), json("[1,2.5]"))?;
+        }
+        Ok(())
+    });
+    // Deleting a feature deletes its Observations of every parent.
+    assert!(write(store, move |w| w.delete(EntityType::FeatureOfInterest, other)));
+    for (entity, id) in [(EntityType::Datastream, a), (EntityType::Datastream, b), (EntityType::MultiDatastream, md)] {
+        check_statistics(store, entity, id);
+    }
+    // Deleting a Datastream deletes its rollups; deleting the Thing those of the rest.
+    assert!(write(store, move |w| w.delete(EntityType::Datastream, b)));
+    let left = |entity: EntityType, id: Id| {
+        read(store, move |r| {
+            let mut n = 0;
+            r.rollups(entity, id, 60, Instant::from_micros(i64::MIN), Instant::from_micros(i64::MAX), &mut |_| n += 1)
+                .map(|()| n)
+        })
+        .expect("rollups")
+    };
+    assert_eq!(left(EntityType::Datastream, b), 0, "a deleted Datastream keeps no rollups");
+    assert!(left(EntityType::Datastream, a) > 0);
+    let thing = related(store, EntityType::Datastream, a, "Thing")[0];
+    assert!(write(store, move |w| w.delete(EntityType::Thing, thing)));
+    assert_eq!(left(EntityType::Datastream, a), 0, "the Thing's Datastreams keep no rollups");
+    assert_eq!(left(EntityType::MultiDatastream, md), 0, "the Thing's MultiDatastreams keep no rollups");
+}
+
+pub fn latest_observations_expand_from_what_is_kept(store: &dyn Store) {
+    let (a, b, md, foi) = statistics_setup(store);
+    write(store, move |w| {
+        // Ties on phenomenonTime: the lower id comes first, as `$orderby` orders them.
+        for (i, t) in [5, 9, 9, 2].into_iter().enumerate() {
+            observation(w, EntityType::Datastream, a, foi, Value::Instant(at(t)), Value::Integer(i as i64))?;
+        }
+        observation(w, EntityType::MultiDatastream, md, foi, Value::Interval(span(1, 30)), json("[1,2]"))?;
+        observation(w, EntityType::MultiDatastream, md, foi, Value::Interval(span(1, 20)), json("[3,4]"))?;
+        Ok(())
+    });
+    let raw = "$expand=Observations($top=1;$orderby=phenomenonTime desc;$select=result;$count=true)&$orderby=id";
+    let streams = query(store, EntityType::Datastream, None, raw, PAGING);
+    let latest: Vec<(Id, Vec<Value>, Option<u64>, bool)> = streams
+        .rows
+        .iter()
+        .map(|row| match &row.expanded[0] {
+            Expanded::Many(rows) => (row.id, results(rows), rows.count, rows.more),
+            other => panic!("expanded {other:?}"),
+        })
+        .collect();
+    assert_eq!(latest, [(a, vec![Value::Integer(1)], Some(4), true), (b, vec![], Some(0), false)]);
+    let multi = query(store, EntityType::MultiDatastream, None, raw, PAGING);
+    let Expanded::Many(rows) = &multi.rows[0].expanded[0] else { panic!("expanded") };
+    assert_eq!(results(rows), [json("[1,2]")], "the longer interval comes first");
+    check_statistics(store, EntityType::Datastream, a);
+    check_statistics(store, EntityType::MultiDatastream, md);
 }

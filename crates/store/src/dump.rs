@@ -76,11 +76,13 @@ pub const TABLES: &[Table] = &[
         "id": I, "name": T, "description": T, "unit_of_measurement": J, "observation_type": T, "observed_area": J,
         "phenomenon_time_start": I, "phenomenon_time_end": I, "result_time_start": I, "result_time_end": I,
         "properties": J, "thing_id": I, "sensor_id": I, "observed_property_id": I, "project_id": I,
+        "observation_count": I, "latest_observation_id": I, "latest_start": I, "latest_end": I, "rollups_pending": I,
     }),
     table!("multi_datastreams", key ["id"], generated true, {
         "id": I, "name": T, "description": T, "unit_of_measurements": J, "observation_type": T,
         "multi_observation_data_types": J, "observed_area": J, "phenomenon_time_start": I, "phenomenon_time_end": I,
         "result_time_start": I, "result_time_end": I, "properties": J, "thing_id": I, "sensor_id": I, "project_id": I,
+        "observation_count": I, "latest_observation_id": I, "latest_start": I, "latest_end": I, "rollups_pending": I,
     }),
     table!("multi_datastream_observed_properties", key ["position"], generated true, {
         "position": I, "multi_datastream_id": I, "observed_property_id": I,
@@ -100,6 +102,11 @@ pub const TABLES: &[Table] = &[
     }),
     table!("multi_datastream_features", key ["multi_datastream_id", "feature_id"], generated false, {
         "multi_datastream_id": I, "feature_id": I,
+    }),
+    table!("observation_rollups", key ["parent", "parent_id", "level", "bucket", "member"], generated false, {
+        "parent": I, "parent_id": I, "member": I, "level": I, "bucket": I, "observations": I, "numbers": I,
+        "total": N, "minimum": N, "maximum": N, "first_time": I, "first_id": I, "first_result": T,
+        "last_time": I, "last_id": I, "last_result": T,
     }),
     table!("device_classes", key ["id"], generated true, {
         "id": I, "manufacturer": T, "model": T, "hardware_version": T, "support_until": I,

@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod dump;
 mod principals;
+pub mod statistics;
 
 pub use principals::{
     AuditEntry, AuthorityRecord, CertificateRecord, DeviceClassRecord, DeviceRecord, DeviceState, Devices, Feed,
@@ -116,6 +117,28 @@ pub trait Reader {
     /// The principal tables (users, tokens, projects) through the same connection.
     fn principals(&mut self) -> &mut dyn Principals;
 
+    /// The statistics kept on the Datastream or MultiDatastream `id`, whatever the job's
+    /// visibility; `None` if it does not exist.
+    fn summary(&mut self, entity: EntityType, id: Id) -> Result<Option<statistics::Summary>, StoreError> {
+        let _ = (entity, id);
+        Err(StoreError::Rejected("this store keeps no statistics".into()))
+    }
+
+    /// The stored rollups of width `level` seconds of the Datastream or MultiDatastream `id`
+    /// (every member) whose buckets start in `[from, to)`, in bucket order, handed to `sink`.
+    fn rollups(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        level: i64,
+        from: Instant,
+        to: Instant,
+        sink: &mut dyn FnMut(statistics::Rollup),
+    ) -> Result<(), StoreError> {
+        let _ = (entity, id, level, from, to, sink);
+        Err(StoreError::Rejected("this store keeps no rollups".into()))
+    }
+
     /// The project of an entity, whatever the job's visibility; `None` if it does not exist.
     fn project_of(&mut self, entity: EntityType, id: Id) -> Result<Option<access::ProjectId>, StoreError>;
 
@@ -187,6 +210,7 @@ pub trait Writer: Reader {
     /// from its Observations; needed when Observations go away or their times shrink, which
     /// [`Writer::extend_times`] cannot express.
     fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError>;
+
 
     /// The Locations of the Thing of a Datastream or MultiDatastream, with the feature
     /// generated from each so far.

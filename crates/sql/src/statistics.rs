@@ -1,0 +1,254 @@
+//! The statements that keep and read the statistics of (Multi)Datastreams' Observations
+//! (`store::statistics`): counts, latest Observations and rollups.
+
+use model::EntityType;
+
+use crate::dialect::Dialect;
+
+/// The columns of `observation_rollups`, in the order every statement here uses.
+pub const ROLLUP_COLUMNS: &str = "parent, parent_id, member, level, bucket, observations, numbers, total, minimum, \
+     maximum, first_time, first_id, first_result, last_time, last_id, last_result";
+
+/// How many values a row of [`ROLLUP_COLUMNS`] binds.
+pub const ROLLUP_WIDTH: usize = 16;
+
+/// The Observations' column that names their (Multi)Datastream.
+pub fn parent_column(entity: EntityType) -> &'static str {
+    match entity {
+        EntityType::MultiDatastream => "multi_datastream_id",
+        _ => "datastream_id",
+    }
+}
+
+/// Adds `?2` to the count of the (Multi)Datastream `?1` and makes the Observation `?3`
+/// (phenomenonTime start `?4`, end or start `?5`) its latest if it comes first in
+/// `phenomenonTime desc, id` order.
+pub fn add_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let p = |n| dialect.placeholder(n);
+    let later = format!(
+        "(latest_observation_id IS NULL OR {p4} > latest_start OR ({p4} = latest_start AND ({p5} > latest_end \
+         OR ({p5} = latest_end AND {p3} < latest_observation_id))))",
+        p3 = p(3),
+        p4 = p(4),
+        p5 = p(5)
+    );
+    format!(
+        "UPDATE {table} SET observation_count = observation_count + {p2}, \
+         latest_observation_id = CASE WHEN {later} THEN {p3} ELSE latest_observation_id END, \
+         latest_start = CASE WHEN {later} THEN {p4} ELSE latest_start END, \
+         latest_end = CASE WHEN {later} THEN {p5} ELSE latest_end END \
+         WHERE id = {p1}",
+        table = entity.table(),
+        p1 = p(1),
+        p2 = p(2),
+        p3 = p(3),
+        p4 = p(4),
+        p5 = p(5),
+    )
+}
+
+/// Adds `?2` (negative: takes away) to the count of the (Multi)Datastream `?1`.
+pub fn add_to_count(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "UPDATE {} SET observation_count = observation_count + {} WHERE id = {}",
+        entity.table(),
+        dialect.placeholder(2),
+        dialect.placeholder(1)
+    )
+}
+
+/// Sets the count of the (Multi)Datastream `?1` to the number of its Observations.
+pub fn recount(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "UPDATE {table} SET observation_count = (SELECT COUNT(*) FROM observations WHERE {column} = {p1}) WHERE id = {p1}",
+        table = entity.table(),
+        column = parent_column(entity),
+        p1 = dialect.placeholder(1)
+    )
+}
+
+/// The row `(id, phenomenonTime start, end or start)` of the Observation of the
+/// (Multi)Datastream `?1` that `$orderby=phenomenonTime desc` puts first.
+pub fn find_latest(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT id, phenomenon_time_start, COALESCE(phenomenon_time_end, phenomenon_time_start) FROM observations \
+         WHERE {column} = {p1} \
+         ORDER BY phenomenon_time_start DESC, COALESCE(phenomenon_time_end, phenomenon_time_start) DESC, id LIMIT 1",
+        column = parent_column(entity),
+        p1 = dialect.placeholder(1)
+    )
+}
+
+/// Sets the latest Observation of the (Multi)Datastream `?1` to `?2` (start `?3`, end `?4`;
+/// all NULL when it has none).
+pub fn set_latest(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "UPDATE {} SET latest_observation_id = {}, latest_start = {}, latest_end = {} WHERE id = {}",
+        entity.table(),
+        p(2),
+        p(3),
+        p(4),
+        p(1)
+    )
+}
+
+/// `(observation_count, latest_observation_id, latest_start, latest_end, rollups_pending)` of
+/// the (Multi)Datastream `?1`.
+pub fn summary(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT observation_count, latest_observation_id, latest_start, latest_end, rollups_pending FROM {} WHERE id = {}",
+        entity.table(),
+        dialect.placeholder(1)
+    )
+}
+
+/// Sets whether the rollups of the (Multi)Datastream `?1` are still to be built (`?2`, 0 or 1).
+pub fn set_rollups_pending(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!("UPDATE {} SET rollups_pending = {} WHERE id = {}", entity.table(), dialect.placeholder(2), dialect.placeholder(1))
+}
+
+/// The ids of the (Multi)Datastreams whose rollups are still to be built, at most `?1`.
+pub fn rollups_pending(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!("SELECT id FROM {} WHERE rollups_pending = 1 ORDER BY id LIMIT {}", entity.table(), dialect.placeholder(1))
+}
+
+/// Merges `rows` rows of [`ROLLUP_COLUMNS`] into the stored rollups: counts and sums add up,
+/// minimum and maximum widen, and the first and last Observations are the earlier and later
+/// of the two.
+pub fn merge_rollups(dialect: &dyn Dialect, rows: usize) -> String {
+    let mut values = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let cells: Vec<String> = (1..=ROLLUP_WIDTH).map(|i| dialect.placeholder(row * ROLLUP_WIDTH + i)).collect();
+        values.push(format!("({})", cells.join(", ")));
+    }
+    let r = "observation_rollups";
+    let earlier = format!(
+        "(excluded.first_time < {r}.first_time OR (excluded.first_time = {r}.first_time AND excluded.first_id < {r}.first_id))"
+    );
+    let later = format!(
+        "(excluded.last_time > {r}.last_time OR (excluded.last_time = {r}.last_time AND excluded.last_id > {r}.last_id))"
+    );
+    let pick = |condition: &str, column: &str| {
+        format!("{column} = CASE WHEN {condition} THEN excluded.{column} ELSE {r}.{column} END")
+    };
+    format!(
+        "INSERT INTO {r} ({ROLLUP_COLUMNS}) VALUES {values} \
+         ON CONFLICT (parent, parent_id, level, bucket, member) DO UPDATE SET \
+         observations = {r}.observations + excluded.observations, \
+         numbers = {r}.numbers + excluded.numbers, \
+         total = {r}.total + excluded.total, \
+         minimum = CASE WHEN {r}.minimum IS NULL OR excluded.minimum < {r}.minimum THEN excluded.minimum \
+         ELSE {r}.minimum END, \
+         maximum = CASE WHEN {r}.maximum IS NULL OR excluded.maximum > {r}.maximum THEN excluded.maximum \
+         ELSE {r}.maximum END, \
+         {}, {}, {}, {}, {}, {}",
+        pick(&earlier, "first_time"),
+        pick(&earlier, "first_id"),
+        pick(&earlier, "first_result"),
+        pick(&later, "last_time"),
+        pick(&later, "last_id"),
+        pick(&later, "last_result"),
+        values = values.join(", "),
+    )
+}
+
+/// Deletes the rollups (every member) of kind `?1`, parent `?2`, level `?3` and bucket `?4`.
+pub fn delete_bucket(dialect: &dyn Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "DELETE FROM observation_rollups WHERE parent = {} AND parent_id = {} AND level = {} AND bucket = {}",
+        p(1),
+        p(2),
+        p(3),
+        p(4)
+    )
+}
+
+/// Deletes every rollup of kind `?1` and parent `?2`.
+pub fn delete_rollups_of(dialect: &dyn Dialect) -> String {
+    format!(
+        "DELETE FROM observation_rollups WHERE parent = {} AND parent_id = {}",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}
+
+/// Rows `(id, phenomenonTime start, result_number, result_string, result_boolean,
+/// result_json)` of the Observations of the (Multi)Datastream `?1` starting in `[?2, ?3)`, in
+/// time order.
+pub fn raw_points(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "SELECT id, phenomenon_time_start, result_number, result_string, result_boolean, result_json \
+         FROM observations WHERE {column} = {p1} AND phenomenon_time_start >= {p2} AND phenomenon_time_start < {p3} \
+         ORDER BY phenomenon_time_start, id",
+        column = parent_column(entity),
+        p1 = p(1),
+        p2 = p(2),
+        p3 = p(3),
+    )
+}
+
+/// Rows of [`ROLLUP_COLUMNS`] without the first four (so: bucket, observations, ...) and with
+/// the member first, of kind `?1`, parent `?2` and level `?3` whose buckets start in
+/// `[?4, ?5)`, in bucket then member order.
+pub fn read_rollups(dialect: &dyn Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "SELECT member, bucket, observations, numbers, total, minimum, maximum, first_time, first_id, first_result, \
+         last_time, last_id, last_result FROM observation_rollups \
+         WHERE parent = {} AND parent_id = {} AND level = {} AND bucket >= {} AND bucket < {} ORDER BY bucket, member",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+/// Rows `(id, observation_count, latest_observation_id)` of the (Multi)Datastreams whose ids
+/// are the list `?1`.
+pub fn summaries(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT l.value, d.observation_count, d.latest_observation_id FROM {} JOIN {} d ON d.id = l.value",
+        dialect.id_list(&dialect.placeholder(1), "l"),
+        entity.table()
+    )
+}
+
+/// The row `(datastream_id, multi_datastream_id, phenomenon_time_start, phenomenon_time_end,
+/// result_number, result_string, result_boolean, result_json)` of the Observation `?1`.
+pub fn observation_facts(dialect: &dyn Dialect) -> String {
+    format!(
+        "SELECT datastream_id, multi_datastream_id, phenomenon_time_start, phenomenon_time_end, result_number, \
+         result_string, result_boolean, result_json FROM observations WHERE id = {}",
+        dialect.placeholder(1)
+    )
+}
+
+/// Rows `(parent, id)` (0: a Datastream, 1: a MultiDatastream) of the (Multi)Datastreams whose
+/// Observations deleting the entity `?1` of type `entity` deletes or changes.
+pub fn affected_parents(dialect: &dyn Dialect, entity: EntityType) -> Option<String> {
+    let p1 = dialect.placeholder(1);
+    let of = |filter: &str| {
+        format!(
+            "SELECT 0, id FROM datastreams WHERE {filter} UNION ALL SELECT 1, id FROM multi_datastreams WHERE {filter}"
+        )
+    };
+    Some(match entity {
+        EntityType::Datastream => format!("SELECT 0, id FROM datastreams WHERE id = {p1}"),
+        EntityType::MultiDatastream => format!("SELECT 1, id FROM multi_datastreams WHERE id = {p1}"),
+        EntityType::Thing => of(&format!("thing_id = {p1}")),
+        EntityType::Sensor => of(&format!("sensor_id = {p1}")),
+        EntityType::ObservedProperty => format!(
+            "SELECT 0, id FROM datastreams WHERE observed_property_id = {p1} UNION ALL \
+             SELECT 1, multi_datastream_id FROM multi_datastream_observed_properties WHERE observed_property_id = {p1}"
+        ),
+        EntityType::FeatureOfInterest => format!(
+            "SELECT DISTINCT CASE WHEN datastream_id IS NULL THEN 1 ELSE 0 END, \
+             COALESCE(datastream_id, multi_datastream_id) FROM observations WHERE feature_id = {p1}"
+        ),
+        _ => return None,
+    })
+}

@@ -1,0 +1,377 @@
+//! Keeping the statistics of (Multi)Datastreams' Observations (`store::statistics`): what the
+//! write jobs of a group change is gathered here and written once, just before the group
+//! commits, in key order (so writers side by side take row locks in one order).
+//!
+//! - Inserted Observations add to the count, may become the latest, and are merged into the
+//!   rollups of their buckets.
+//! - Removed (or moved) Observations take from the count; the latest Observation is looked up
+//!   again and the buckets they were in are computed again from what is stored (at the end of
+//!   the group, so from every job's rows).
+//! - A rebuild computes everything of one parent again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use model::{EntityType, Id, Instant};
+use sql::{Dialect, Param};
+use store::StoreError;
+use store::statistics::{self, Edge, LEVELS, Latest, Parent, Partial, Point, Rollup, RollupKey, Summary};
+
+use crate::{Connection, Number, SqlRow, query_one};
+
+/// The count change and latest candidate of one parent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    delta: i64,
+    latest: Option<Latest>,
+    /// Observations went away or changed: look the latest up again.
+    relook: bool,
+}
+
+/// What a job (or a group) leaves to write.
+#[derive(Debug, Default)]
+pub struct Statistics {
+    tallies: BTreeMap<(Parent, i64), Tally>,
+    rollups: BTreeMap<RollupKey, Partial>,
+    /// Buckets to compute again from the stored Observations: (parent, id, level, bucket).
+    dirty: BTreeSet<(Parent, i64, i64, i64)>,
+    rebuild: BTreeSet<(Parent, i64)>,
+}
+
+fn parent(entity: EntityType) -> Result<Parent, StoreError> {
+    Parent::of(entity).ok_or_else(|| StoreError::Rejected(format!("{} keeps no statistics", entity.set_name())))
+}
+
+impl Statistics {
+    pub fn added(&mut self, entity: EntityType, id: Id, points: &[Point<'_>]) -> Result<(), StoreError> {
+        let parent = parent(entity)?;
+        if points.is_empty() {
+            return Ok(());
+        }
+        let tally = self.tallies.entry((parent, id.0)).or_default();
+        tally.delta += points.len() as i64;
+        for point in points {
+            let key = point.latest_key();
+            if tally.latest.is_none_or(|known| key.is_later_than(&known)) {
+                tally.latest = Some(key);
+            }
+        }
+        statistics::contributions(parent, id, points, &mut self.rollups);
+        Ok(())
+    }
+
+    pub fn removed(&mut self, entity: EntityType, id: Id, starts: &[Instant]) -> Result<(), StoreError> {
+        let parent = parent(entity)?;
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let tally = self.tallies.entry((parent, id.0)).or_default();
+        tally.delta -= starts.len() as i64;
+        tally.relook = true;
+        for start in starts {
+            for level in LEVELS {
+                self.dirty.insert((parent, id.0, level, statistics::bucket_of(level, *start)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rebuild(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
+        self.rebuild.insert((parent(entity)?, id.0));
+        Ok(())
+    }
+
+    /// Takes in what a later job of the same group left.
+    pub fn absorb(&mut self, job: Statistics) {
+        for (key, tally) in job.tallies {
+            let mine = self.tallies.entry(key).or_default();
+            mine.delta += tally.delta;
+            mine.relook |= tally.relook;
+            if let Some(latest) = tally.latest
+                && mine.latest.is_none_or(|known| latest.is_later_than(&known))
+            {
+                mine.latest = Some(latest);
+            }
+        }
+        for (key, partial) in job.rollups {
+            match self.rollups.get_mut(&key) {
+                Some(mine) => mine.merge(&partial),
+                None => {
+                    self.rollups.insert(key, partial);
+                }
+            }
+        }
+        self.dirty.extend(job.dirty);
+        self.rebuild.extend(job.rebuild);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tallies.is_empty() && self.rollups.is_empty() && self.dirty.is_empty() && self.rebuild.is_empty()
+    }
+
+    /// Writes it all, in key order.
+    pub fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
+        for (&(parent, id), tally) in &self.tallies {
+            if self.rebuild.contains(&(parent, id)) {
+                continue;
+            }
+            let entity = parent.entity();
+            match tally.latest {
+                Some(latest) if !tally.relook => {
+                    let params = [
+                        Param::Integer(id),
+                        Param::Integer(tally.delta),
+                        Param::Integer(latest.id),
+                        Param::Integer(latest.start),
+                        Param::Integer(latest.end),
+                    ];
+                    conn.execute(&sql::statistics::add_observations(dialect, entity), &params)?;
+                }
+                _ => {
+                    if tally.delta != 0 {
+                        let params = [Param::Integer(id), Param::Integer(tally.delta)];
+                        conn.execute(&sql::statistics::add_to_count(dialect, entity), &params)?;
+                    }
+                    if tally.relook {
+                        look_up_latest(conn, dialect, entity, id)?;
+                    }
+                }
+            }
+        }
+        let merged: Vec<(&RollupKey, &Partial)> = self
+            .rollups
+            .iter()
+            .filter(|(key, _)| {
+                !self.rebuild.contains(&(key.parent, key.parent_id))
+                    && !self.dirty.contains(&(key.parent, key.parent_id, key.level, key.bucket))
+            })
+            .collect();
+        for chunk in merged.chunks(MERGE_ROWS) {
+            let mut params = Vec::with_capacity(chunk.len() * sql::statistics::ROLLUP_WIDTH);
+            for (key, partial) in chunk {
+                bind_rollup(key, partial, &mut params);
+            }
+            conn.execute(&sql::statistics::merge_rollups(dialect, chunk.len()), &params)?;
+        }
+        for &(parent, id, level, bucket) in &self.dirty {
+            if self.rebuild.contains(&(parent, id)) {
+                continue;
+            }
+            recompute_bucket(conn, dialect, parent, id, level, bucket)?;
+        }
+        for &(parent, id) in &self.rebuild {
+            rebuild(conn, dialect, parent, id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rollup rows merged by one statement.
+const MERGE_ROWS: usize = 64;
+
+fn bind_rollup(key: &RollupKey, partial: &Partial, params: &mut Vec<Param>) {
+    let real = |value: Option<f64>| value.map_or(Param::Null, Param::Real);
+    params.extend([
+        Param::Integer(key.parent.code()),
+        Param::Integer(key.parent_id),
+        Param::Integer(i64::from(key.member)),
+        Param::Integer(key.level),
+        Param::Integer(key.bucket),
+        Param::Integer(partial.observations as i64),
+        Param::Integer(partial.numbers as i64),
+        Param::Real(partial.total),
+        real(partial.minimum),
+        real(partial.maximum),
+        Param::Integer(partial.first.time),
+        Param::Integer(partial.first.id),
+        Param::Text(partial.first.result.clone()),
+        Param::Integer(partial.last.time),
+        Param::Integer(partial.last.id),
+        Param::Text(partial.last.result.clone()),
+    ]);
+}
+
+fn look_up_latest(conn: &dyn Connection, dialect: &dyn Dialect, entity: EntityType, id: i64) -> Result<(), StoreError> {
+    let key = [Param::Integer(id)];
+    let found = query_one(conn, &sql::statistics::find_latest(dialect, entity), &key, |row| {
+        Ok((row.required_integer(0)?, row.required_integer(1)?, row.required_integer(2)?))
+    })?;
+    let params = match found {
+        Some((observation, start, end)) => {
+            [Param::Integer(id), Param::Integer(observation), Param::Integer(start), Param::Integer(end)]
+        }
+        None => [Param::Integer(id), Param::Null, Param::Null, Param::Null],
+    };
+    conn.execute(&sql::statistics::set_latest(dialect, entity), &params)?;
+    Ok(())
+}
+
+/// The result held by the four result columns (number, string, boolean, JSON) from `at`.
+pub(crate) fn result_at(row: &dyn SqlRow, at: usize) -> Result<store::Value, StoreError> {
+    Ok(match row.number(at)? {
+        Some(Number::Integer(i)) => store::Value::Integer(i),
+        Some(Number::Real(r)) => store::Value::Real(r),
+        None => match (row.text(at + 1)?, row.boolean(at + 2)?, row.json(at + 3)?) {
+            (Some(s), _, _) => store::Value::Text(s),
+            (_, Some(b), _) => store::Value::Boolean(b),
+            (_, _, Some(j)) => store::Value::Json(j),
+            _ => store::Value::Null,
+        },
+    })
+}
+
+/// Reads the stored Observations of `parent` `id` starting in `[from, to)` in time order and
+/// hands their contributions to `each`, a day's worth of buckets at a time (the day's buckets
+/// are complete when handed over), then the rest.
+fn contributions_from_rows(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    parent: Parent,
+    id: i64,
+    from: i64,
+    to: i64,
+    each: &mut dyn FnMut(BTreeMap<RollupKey, Partial>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut gathered = BTreeMap::new();
+    let mut day = None;
+    let params = [Param::Integer(id), Param::Integer(from), Param::Integer(to)];
+    conn.query_large(&sql::statistics::raw_points(dialect, parent.entity()), &params, &mut |row| {
+        let start = Instant::from_micros(row.required_integer(1)?);
+        let this_day = statistics::bucket_of(86_400, start);
+        if day.is_some_and(|d| d != this_day) && !gathered.is_empty() {
+            each(std::mem::take(&mut gathered))?;
+        }
+        day = Some(this_day);
+        let result = result_at(row, 2)?;
+        let point = Point { id: Id(row.required_integer(0)?), start, end: None, result: &result };
+        statistics::contributions(parent, Id(id), &[point], &mut gathered);
+        Ok(true)
+    })?;
+    if !gathered.is_empty() {
+        each(gathered)?;
+    }
+    Ok(())
+}
+
+fn insert_rollups(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    rollups: &BTreeMap<RollupKey, Partial>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&RollupKey, &Partial)> = rollups.iter().collect();
+    for chunk in rows.chunks(MERGE_ROWS) {
+        let mut params = Vec::with_capacity(chunk.len() * sql::statistics::ROLLUP_WIDTH);
+        for (key, partial) in chunk {
+            bind_rollup(key, partial, &mut params);
+        }
+        conn.execute(&sql::statistics::merge_rollups(dialect, chunk.len()), &params)?;
+    }
+    Ok(())
+}
+
+/// Computes one bucket (every member) of one level again from the stored Observations.
+fn recompute_bucket(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    parent: Parent,
+    id: i64,
+    level: i64,
+    bucket: i64,
+) -> Result<(), StoreError> {
+    let params = [Param::Integer(parent.code()), Param::Integer(id), Param::Integer(level), Param::Integer(bucket)];
+    conn.execute(&sql::statistics::delete_bucket(dialect), &params)?;
+    contributions_from_rows(conn, dialect, parent, id, bucket, bucket + level * 1_000_000, &mut |mut gathered| {
+        gathered.retain(|key, _| key.level == level);
+        insert_rollups(conn, dialect, &gathered)
+    })
+}
+
+/// Computes every statistic of one parent again from its Observations.
+pub fn rebuild(conn: &dyn Connection, dialect: &dyn Dialect, parent: Parent, id: i64) -> Result<(), StoreError> {
+    let entity = parent.entity();
+    let key = [Param::Integer(id)];
+    conn.execute(&sql::statistics::recount(dialect, entity), &key)?;
+    look_up_latest(conn, dialect, entity, id)?;
+    conn.execute(&sql::statistics::delete_rollups_of(dialect), &[Param::Integer(parent.code()), Param::Integer(id)])?;
+    contributions_from_rows(conn, dialect, parent, id, i64::MIN, i64::MAX, &mut |gathered| {
+        insert_rollups(conn, dialect, &gathered)
+    })?;
+    conn.execute(&sql::statistics::set_rollups_pending(dialect, entity), &[Param::Integer(id), Param::Integer(0)])?;
+    Ok(())
+}
+
+pub fn summary(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    entity: EntityType,
+    id: Id,
+) -> Result<Option<Summary>, StoreError> {
+    query_one(conn, &sql::statistics::summary(dialect, entity), &[Param::Integer(id.0)], |row| {
+        let latest = match (row.integer(1)?, row.integer(2)?, row.integer(3)?) {
+            (Some(id), Some(start), Some(end)) => Some(Latest { start, end, id }),
+            _ => None,
+        };
+        Ok(Summary {
+            observations: row.required_integer(0)?.max(0) as u64,
+            latest,
+            rollups_pending: row.required_integer(4)? != 0,
+        })
+    })
+}
+
+fn real(row: &dyn SqlRow, i: usize) -> Result<Option<f64>, StoreError> {
+    Ok(row.number(i)?.map(|n| match n {
+        Number::Integer(i) => i as f64,
+        Number::Real(r) => r,
+    }))
+}
+
+pub fn read_rollups(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    entity: EntityType,
+    id: Id,
+    level: i64,
+    from: Instant,
+    to: Instant,
+    sink: &mut dyn FnMut(Rollup),
+) -> Result<(), StoreError> {
+    let parent = parent(entity)?;
+    let params = [
+        Param::Integer(parent.code()),
+        Param::Integer(id.0),
+        Param::Integer(level),
+        Param::Integer(from.micros()),
+        Param::Integer(to.micros()),
+    ];
+    conn.query_large(&sql::statistics::read_rollups(dialect), &params, &mut |row| {
+        let partial = Partial {
+            observations: row.required_integer(2)?.max(0) as u64,
+            numbers: row.required_integer(3)?.max(0) as u64,
+            total: real(row, 4)?.unwrap_or(0.0),
+            minimum: real(row, 5)?,
+            maximum: real(row, 6)?,
+            first: Edge { time: row.required_integer(7)?, id: row.required_integer(8)?, result: row.required_text(9)? },
+            last: Edge { time: row.required_integer(10)?, id: row.required_integer(11)?, result: row.required_text(12)? },
+        };
+        sink(Rollup { member: row.required_integer(0)?.max(0) as u32, bucket: row.required_integer(1)?, partial });
+        Ok(true)
+    })
+}
+
+/// The (Multi)Datastreams whose rollups are still to be built after an upgrade, at most `limit`.
+pub fn pending_rollups(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    limit: usize,
+) -> Result<Vec<(EntityType, Id)>, StoreError> {
+    let mut out = Vec::new();
+    for entity in [EntityType::Datastream, EntityType::MultiDatastream] {
+        let params = [Param::Integer(limit as i64)];
+        conn.query(&sql::statistics::rollups_pending(dialect, entity), &params, &mut |row| {
+            out.push((entity, Id(row.required_integer(0)?)));
+            Ok(true)
+        })?;
+    }
+    out.truncate(limit);
+    Ok(out)
+}

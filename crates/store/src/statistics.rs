@@ -1,0 +1,239 @@
+//! The statistics a store keeps of each Datastream's and MultiDatastream's Observations, so
+//! that time-series questions never scan them: how many there are, which is the latest, and
+//! rollups (count, numeric count, sum, minimum, maximum, first and last) per minute, hour and
+//! day, aligned to UTC.
+//!
+//! This module is the arithmetic, the same for every backend: which buckets an Observation
+//! falls in, what it contributes, and how contributions merge. Rollups are merged from the
+//! Observations written (per write group) and computed again from the stored Observations of a
+//! bucket when some of them go away or change, so a rollup always equals a computation over
+//! the raw rows it covers.
+
+use std::collections::BTreeMap;
+
+use model::{EntityType, Id, Instant};
+
+use crate::Value;
+
+/// The widths of the rollup levels kept, in seconds: a minute, an hour, a day.
+pub const LEVELS: [i64; 3] = [60, 3_600, 86_400];
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// The start of the bucket of width `level` seconds (UTC-aligned) that holds `time`.
+pub fn bucket_of(level: i64, time: Instant) -> i64 {
+    let width = level * MICROS_PER_SECOND;
+    time.micros().div_euclid(width) * width
+}
+
+/// Which kind of entity a rollup belongs to, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Parent {
+    Datastream = 0,
+    MultiDatastream = 1,
+}
+
+impl Parent {
+    pub fn of(entity: EntityType) -> Option<Parent> {
+        match entity {
+            EntityType::Datastream => Some(Parent::Datastream),
+            EntityType::MultiDatastream => Some(Parent::MultiDatastream),
+            _ => None,
+        }
+    }
+
+    pub fn entity(self) -> EntityType {
+        match self {
+            Parent::Datastream => EntityType::Datastream,
+            Parent::MultiDatastream => EntityType::MultiDatastream,
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+}
+
+/// One bucket of one series: a Datastream, or one member (a position of the result array) of
+/// a MultiDatastream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RollupKey {
+    pub parent: Parent,
+    pub parent_id: i64,
+    pub member: u32,
+    /// The bucket's width in seconds (one of [`LEVELS`]).
+    pub level: i64,
+    /// The bucket's start, microseconds since the epoch.
+    pub bucket: i64,
+}
+
+/// An Observation at an edge of a bucket: its phenomenonTime start, its id, and its result
+/// (or member of the result) as JSON text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    pub time: i64,
+    pub id: i64,
+    pub result: String,
+}
+
+/// What a set of Observations contributes to one bucket. Only numeric results count towards
+/// `numbers`, `total`, `minimum` and `maximum`; every Observation counts towards
+/// `observations`, `first` and `last` (by phenomenonTime start, then id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Partial {
+    pub observations: u64,
+    pub numbers: u64,
+    pub total: f64,
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
+    pub first: Edge,
+    pub last: Edge,
+}
+
+impl Partial {
+    /// What one Observation contributes; `value` is its result (or member of its result).
+    pub fn of(time: i64, id: i64, value: &serde_json::Value) -> Partial {
+        let number = value.as_f64().filter(|n| n.is_finite());
+        let edge = Edge { time, id, result: value.to_string() };
+        Partial {
+            observations: 1,
+            numbers: u64::from(number.is_some()),
+            total: number.unwrap_or(0.0),
+            minimum: number,
+            maximum: number,
+            first: edge.clone(),
+            last: edge,
+        }
+    }
+
+    /// Takes in `other` (Observations of the same bucket not counted yet).
+    pub fn merge(&mut self, other: &Partial) {
+        self.observations += other.observations;
+        self.numbers += other.numbers;
+        self.total += other.total;
+        self.minimum = min_of(self.minimum, other.minimum);
+        self.maximum = max_of(self.maximum, other.maximum);
+        if (other.first.time, other.first.id) < (self.first.time, self.first.id) {
+            self.first = other.first.clone();
+        }
+        if (other.last.time, other.last.id) > (self.last.time, self.last.id) {
+            self.last = other.last.clone();
+        }
+    }
+
+    /// The mean of the numeric results, if there are any.
+    pub fn average(&self) -> Option<f64> {
+        (self.numbers > 0).then(|| self.total / self.numbers as f64)
+    }
+}
+
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A stored Observation as the statistics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Point<'a> {
+    pub id: Id,
+    pub start: Instant,
+    /// The end of an interval phenomenonTime.
+    pub end: Option<Instant>,
+    pub result: &'a Value,
+}
+
+impl Point<'_> {
+    /// The key the latest Observation is chosen by: `$orderby=phenomenonTime desc` (start,
+    /// then end, descending), then id ascending.
+    pub fn latest_key(&self) -> Latest {
+        Latest { start: self.start.micros(), end: self.end.unwrap_or(self.start).micros(), id: self.id.0 }
+    }
+}
+
+/// The Observation that `$orderby=phenomenonTime desc` puts first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Latest {
+    pub start: i64,
+    /// The end of the phenomenonTime, or its start for an instant.
+    pub end: i64,
+    pub id: i64,
+}
+
+impl Latest {
+    /// Whether `self` comes before `other` in `phenomenonTime desc, id asc` order.
+    pub fn is_later_than(&self, other: &Latest) -> bool {
+        (self.start, self.end, std::cmp::Reverse(self.id)) > (other.start, other.end, std::cmp::Reverse(other.id))
+    }
+}
+
+/// The series values of one result: the result itself for a Datastream, each element of the
+/// array for a MultiDatastream (a result that is no array has none).
+pub fn members(parent: Parent, result: &Value) -> Vec<serde_json::Value> {
+    let json = match result {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(b) => serde_json::Value::Bool(*b),
+        Value::Integer(i) => serde_json::Value::from(*i),
+        Value::Real(r) => serde_json::Number::from_f64(*r).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Text(s) => serde_json::Value::String(s.clone()),
+        Value::Json(text) => serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
+        Value::Instant(_) | Value::Interval(_) => serde_json::Value::Null,
+    };
+    match parent {
+        Parent::Datastream => vec![json],
+        Parent::MultiDatastream => match json {
+            serde_json::Value::Array(items) => items,
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// The contributions of `points` (Observations of one parent) to every bucket of every level.
+pub fn contributions(parent: Parent, parent_id: Id, points: &[Point<'_>], into: &mut BTreeMap<RollupKey, Partial>) {
+    for point in points {
+        for (member, value) in members(parent, point.result).iter().enumerate() {
+            let partial = Partial::of(point.start.micros(), point.id.0, value);
+            for level in LEVELS {
+                let key = RollupKey {
+                    parent,
+                    parent_id: parent_id.0,
+                    member: member as u32,
+                    level,
+                    bucket: bucket_of(level, point.start),
+                };
+                match into.get_mut(&key) {
+                    Some(existing) => existing.merge(&partial),
+                    None => {
+                        into.insert(key, partial.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stored rollup row, as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollup {
+    pub member: u32,
+    pub bucket: i64,
+    pub partial: Partial,
+}
+
+/// The statistics kept on a Datastream or MultiDatastream row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub observations: u64,
+    pub latest: Option<Latest>,
+    /// Its rollups are being built (after an upgrade); until then, aggregates come from the
+    /// raw Observations.
+    pub rollups_pending: bool,
+}
