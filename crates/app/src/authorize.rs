@@ -209,6 +209,18 @@ impl Reader for Authorizing<'_> {
         self.inner.rollups(entity, id, level, from, to, sink)
     }
 
+    fn observation_points(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        filter: Option<&Expr>,
+        from: model::Instant,
+        to: model::Instant,
+        sink: &mut dyn FnMut(store::statistics::RawPoint) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.observation_points(entity, id, filter, from, to, sink)
+    }
+
     fn principals(&mut self) -> &mut dyn Principals {
         self.inner.principals()
     }

@@ -7,6 +7,7 @@
 //!
 //! Must not depend on a concrete backend, on axum or on the MQTT broker.
 
+pub mod aggregate;
 mod announce;
 pub mod audit;
 pub mod auth;
@@ -276,6 +277,39 @@ impl App {
             devices::quarantine_later(self, device.id, reason);
         }
         reply
+    }
+
+    /// Aggregates the Observations at `path` (`Datastreams(1)/Observations` or a
+    /// MultiDatastream's) as `request` asks.
+    pub async fn aggregate(
+        &self,
+        caller: &Caller,
+        path: ResourcePath,
+        request: aggregate::Request,
+    ) -> Result<aggregate::Aggregates, AppError> {
+        let n = path.segments.len();
+        let parent = match (path.segments.last(), n.checked_sub(2).map(|j| &path.segments[j])) {
+            (Some(last), Some(parent))
+                if last.entity == EntityType::Observation
+                    && last.key.is_none()
+                    && path.tail == odata::Tail::None
+                    && matches!(parent.entity, EntityType::Datastream | EntityType::MultiDatastream) =>
+            {
+                parent.key.map(|id| (parent.entity, id))
+            }
+            _ => None,
+        };
+        let Some((entity, id)) = parent else {
+            return Err(AppError::bad(
+                "invalid_aggregate",
+                "aggregates are of the Observations of one Datastream or MultiDatastream, e.g. Datastreams(1)/Observations",
+            ));
+        };
+        self.read_job(caller, move |reader| {
+            read::ensure_exists(reader, &path, n - 2)?;
+            aggregate::compute(reader, entity, id, &request)
+        })
+        .await
     }
 
     /// Answers a GET of `path` with `query`.

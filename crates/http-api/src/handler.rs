@@ -235,7 +235,7 @@ pub async fn get_response(
         }
         let entity = app::target_entity(&path);
         let query = odata::parse_query(raw_query, entity, &Limits::default())?;
-        if query.result_format == ResultFormat::DataArray {
+        if query.result_format == ResultFormat::DataArray || asks_aggregate(raw_query)? {
             return Ok(None);
         }
         let paging = state.app.paging();
@@ -272,6 +272,9 @@ pub async fn get(
     let entity = app::target_entity(path);
     let limits = Limits::default();
     let mut query = odata::parse_query(raw_query, entity, &limits)?;
+    if let Some(reply) = aggregate(state, caller, path, raw_query, &query).await? {
+        return Ok(reply);
+    }
     let data_array = query.result_format == ResultFormat::DataArray;
     if data_array {
         data_array::prepare(entity, path, &mut query)?;
@@ -328,6 +331,36 @@ pub async fn get(
         }
     }
     Ok(Reply::json(200, out.into_bytes()))
+}
+
+/// The custom query options of the aggregation extension (docs/timeseries.md).
+const AGGREGATE_OPTIONS: [&str; 3] = ["aggregate", "interval", "buckets"];
+
+fn asks_aggregate(raw_query: &str) -> Result<bool, ApiError> {
+    Ok(odata::split_query(raw_query)?.iter().any(|(name, _)| AGGREGATE_OPTIONS.contains(&name.as_str())))
+}
+
+/// The answer to a GET asking for aggregates, if it does.
+async fn aggregate(
+    state: &ApiState,
+    caller: &app::Caller,
+    path: &ResourcePath,
+    raw_query: &str,
+    query: &Query,
+) -> Result<Option<Reply>, ApiError> {
+    let pairs = odata::split_query(raw_query)?;
+    let Some(request) = app::aggregate::Request::parse(&pairs, query.filter.clone())? else { return Ok(None) };
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| name.starts_with('$') && name != "$filter") {
+        return Err(app::AppError::bad(
+            "invalid_aggregate",
+            format!("`{name}` does not apply to aggregates; only `$filter` narrows the Observations aggregated"),
+        )
+        .into());
+    }
+    let zone = request.zone_name.clone();
+    let answer = state.app.aggregate(caller, path.clone(), request).await?;
+    let body = app::aggregate::to_json(&answer, &zone);
+    Ok(Some(Reply::json(200, body.to_string().into_bytes())))
 }
 
 /// The path as a client would write it, e.g. `/Things(1)/Datastreams`.

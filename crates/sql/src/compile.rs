@@ -117,6 +117,43 @@ pub fn select_by_ids(
     (c.finish(sql), selection)
 }
 
+/// Rows `(id, phenomenonTime start, result_number, result_string, result_boolean,
+/// result_json)` of the Observations of the (Multi)Datastream `parent` whose phenomenonTime
+/// starts in `[from, to)` and that pass `filter`, in `(start, id)` order: the raw input of
+/// aggregates.
+#[allow(clippy::too_many_arguments, reason = "each is one independent input of the statement")]
+pub fn select_points(
+    dialect: &dyn Dialect,
+    visibility: &Visibility,
+    parent: EntityType,
+    parent_id: i64,
+    filter: Option<&Expr>,
+    from: Instant,
+    to: Instant,
+    now: Instant,
+) -> Statement {
+    let mut c = Compiler::new(dialect, visibility, now);
+    let root = c.alias();
+    let scope = Scope::root(&root, EntityType::Observation);
+    let mut conditions = c.conditions(filter, None, &scope);
+    let column = crate::statistics::parent_column(parent);
+    let (id, from, to) = (
+        c.param(Param::Integer(parent_id)),
+        c.param(Param::Integer(from.micros())),
+        c.param(Param::Integer(to.micros())),
+    );
+    conditions.push(format!("{root}.{column} = {id}"));
+    conditions.push(format!("{root}.phenomenon_time_start >= {from}"));
+    conditions.push(format!("{root}.phenomenon_time_start < {to}"));
+    let sql = format!(
+        "SELECT {root}.id, {root}.phenomenon_time_start, {root}.result_number, {root}.result_string, \
+         {root}.result_boolean, {root}.result_json FROM observations {root} WHERE {} \
+         ORDER BY {root}.phenomenon_time_start, {root}.id",
+        conditions.join(" AND ")
+    );
+    c.finish(sql)
+}
+
 /// `SELECT` the number of Observations the reader may see of the (Multi)Datastream `parent`
 /// (all of them when `None`), from the counts kept on (Multi)Datastreams.
 pub fn count_from_summaries(
@@ -133,7 +170,10 @@ pub fn count_from_summaries(
             let p = c.param(Param::Integer(id));
             conditions.push(format!("{alias}.id = {p}"));
         }
-        let mut sql = format!("SELECT CAST(COALESCE(SUM({alias}.observation_count), 0) AS BIGINT) FROM {} {alias}", entity.table());
+        let mut sql = format!(
+            "SELECT CAST(COALESCE(SUM({alias}.observation_count), 0) AS BIGINT) FROM {} {alias}",
+            entity.table()
+        );
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));

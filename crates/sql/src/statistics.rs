@@ -105,7 +105,12 @@ pub fn summary(dialect: &dyn Dialect, entity: EntityType) -> String {
 
 /// Sets whether the rollups of the (Multi)Datastream `?1` are still to be built (`?2`, 0 or 1).
 pub fn set_rollups_pending(dialect: &dyn Dialect, entity: EntityType) -> String {
-    format!("UPDATE {} SET rollups_pending = {} WHERE id = {}", entity.table(), dialect.placeholder(2), dialect.placeholder(1))
+    format!(
+        "UPDATE {} SET rollups_pending = {} WHERE id = {}",
+        entity.table(),
+        dialect.placeholder(2),
+        dialect.placeholder(1)
+    )
 }
 
 /// The ids of the (Multi)Datastreams whose rollups are still to be built, at most `?1`.

@@ -387,6 +387,27 @@ impl Reader for Access<'_> {
         crate::statistics::read_rollups(self.conn, self.dialect, entity, id, level, from, to, sink)
     }
 
+    fn observation_points(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        filter: Option<&Expr>,
+        from: Instant,
+        to: Instant,
+        sink: &mut dyn FnMut(store::statistics::RawPoint) -> bool,
+    ) -> Result<(), StoreError> {
+        let statement =
+            sql::select_points(self.dialect, self.visibility, entity, id.0, filter, from, to, Instant::now());
+        self.conn.query_large(&statement.sql, &statement.params, &mut |row| {
+            let point = store::statistics::RawPoint {
+                id: Id(row.required_integer(0)?),
+                start: Instant::from_micros(row.required_integer(1)?),
+                result: crate::statistics::result_at(row, 2)?,
+            };
+            Ok(sink(point))
+        })
+    }
+
     fn principals(&mut self) -> &mut dyn store::Principals {
         self
     }
@@ -579,21 +600,21 @@ impl Access<'_> {
     }
 
     fn observation_facts(&self, id: Id) -> Result<Option<ObservationFacts>, StoreError> {
-        let found = query_one(self.conn, &sql::statistics::observation_facts(self.dialect), &[Param::Integer(id.0)], |row| {
-            let parent = match (row.integer(0)?, row.integer(1)?) {
-                (Some(ds), _) => Some((EntityType::Datastream, Id(ds))),
-                (_, Some(mds)) => Some((EntityType::MultiDatastream, Id(mds))),
-                _ => None,
-            };
-            let start = Instant::from_micros(row.required_integer(2)?);
-            let end = row.integer(3)?.map(Instant::from_micros);
-            let result = crate::statistics::result_at(row, 4)?;
-            Ok(parent.map(|parent| ObservationFacts { parent, start, end, result }))
-        })?;
+        let found =
+            query_one(self.conn, &sql::statistics::observation_facts(self.dialect), &[Param::Integer(id.0)], |row| {
+                let parent = match (row.integer(0)?, row.integer(1)?) {
+                    (Some(ds), _) => Some((EntityType::Datastream, Id(ds))),
+                    (_, Some(mds)) => Some((EntityType::MultiDatastream, Id(mds))),
+                    _ => None,
+                };
+                let start = Instant::from_micros(row.required_integer(2)?);
+                let end = row.integer(3)?.map(Instant::from_micros);
+                let result = crate::statistics::result_at(row, 4)?;
+                Ok(parent.map(|parent| ObservationFacts { parent, start, end, result }))
+            })?;
         Ok(found.flatten())
     }
 }
-
 
 impl Writer for Access<'_> {
     fn insert(&mut self, entity: EntityType, record: &Record) -> Result<Id, StoreError> {
@@ -634,7 +655,8 @@ impl Writer for Access<'_> {
         let mut affected = Vec::new();
         if let Some(sql_text) = sql::statistics::affected_parents(self.dialect, entity) {
             self.conn.query(&sql_text, &[Param::Integer(id.0)], &mut |row| {
-                let parent = if row.required_integer(0)? == 0 { EntityType::Datastream } else { EntityType::MultiDatastream };
+                let parent =
+                    if row.required_integer(0)? == 0 { EntityType::Datastream } else { EntityType::MultiDatastream };
                 affected.push((parent, Id(row.required_integer(1)?)));
                 Ok(true)
             })?;

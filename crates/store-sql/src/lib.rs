@@ -12,8 +12,8 @@ pub mod commit;
 mod devices;
 mod dump;
 mod principals;
-pub mod statistics;
 pub mod queues;
+pub mod statistics;
 mod values;
 
 pub use access::{Access, ProjectCache};

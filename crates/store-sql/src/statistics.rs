@@ -351,7 +351,11 @@ pub fn read_rollups(
             minimum: real(row, 5)?,
             maximum: real(row, 6)?,
             first: Edge { time: row.required_integer(7)?, id: row.required_integer(8)?, result: row.required_text(9)? },
-            last: Edge { time: row.required_integer(10)?, id: row.required_integer(11)?, result: row.required_text(12)? },
+            last: Edge {
+                time: row.required_integer(10)?,
+                id: row.required_integer(11)?,
+                result: row.required_text(12)?,
+            },
         };
         sink(Rollup { member: row.required_integer(0)?.max(0) as u32, bucket: row.required_integer(1)?, partial });
         Ok(true)

@@ -1805,7 +1805,11 @@ fn random_result(dice: &mut Dice, multi: bool) -> Value {
 /// interval now and then.
 fn random_time(dice: &mut Dice) -> Value {
     let start = dice.below(3 * 86_400) as i64 - 86_400;
-    if dice.below(6) == 0 { Value::Interval(span(start, start + dice.below(500) as i64)) } else { Value::Instant(at(start)) }
+    if dice.below(6) == 0 {
+        Value::Interval(span(start, start + dice.below(500) as i64))
+    } else {
+        Value::Instant(at(start))
+    }
 }
 
 /// The stored Observations of a (Multi)Datastream: (id, start, end or start, result).
@@ -1853,7 +1857,13 @@ fn check_statistics(store: &dyn Store, entity: EntityType, id: Id) {
     let latest = rows.iter().max_by_key(|(oid, start, end, _)| (*start, *end, std::cmp::Reverse(*oid)));
     assert_eq!(summary.latest.map(|l| l.id), latest.map(|l| l.0), "{entity}({id}): the latest Observation");
     let constraint = format!("{}/id eq {id}", entity.name());
-    let top = query(store, EntityType::Observation, Some(&constraint), "$orderby=phenomenonTime desc&$top=1&$count=true", PAGING);
+    let top = query(
+        store,
+        EntityType::Observation,
+        Some(&constraint),
+        "$orderby=phenomenonTime desc&$top=1&$count=true",
+        PAGING,
+    );
     assert_eq!(ids(&top), latest.map(|l| Id(l.0)).into_iter().collect::<Vec<_>>(), "the latest as read");
     assert_eq!(top.count, Some(rows.len() as u64), "the count as read");
     assert_eq!(top.more, rows.len() > 1, "more after the latest");
@@ -1980,7 +1990,9 @@ pub fn statistics_follow_random_inserts_updates_and_deletes(store: &dyn Store) {
         // Deletes and updates (new times and results, and moves between the Datastreams),
         // again queued together.
         let mut existing: Vec<(EntityType, i64)> = Vec::new();
-        for (entity, id) in [(EntityType::Datastream, a), (EntityType::Datastream, b), (EntityType::MultiDatastream, md)] {
+        for (entity, id) in
+            [(EntityType::Datastream, a), (EntityType::Datastream, b), (EntityType::MultiDatastream, md)]
+        {
             existing.extend(stored_observations(store, entity, id).into_iter().map(|row| (entity, row.0)));
         }
         let mut queued = 0;

@@ -117,6 +117,22 @@ pub trait Reader {
     /// The principal tables (users, tokens, projects) through the same connection.
     fn principals(&mut self) -> &mut dyn Principals;
 
+    /// The Observations of the Datastream or MultiDatastream `id` whose phenomenonTime starts
+    /// in `[from, to)` and that pass `filter`, in (start, id) order, handed to `sink` until it
+    /// returns false: the raw input of aggregates.
+    fn observation_points(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        filter: Option<&Expr>,
+        from: Instant,
+        to: Instant,
+        sink: &mut dyn FnMut(statistics::RawPoint) -> bool,
+    ) -> Result<(), StoreError> {
+        let _ = (entity, id, filter, from, to, sink);
+        Err(StoreError::Rejected("this store cannot aggregate".into()))
+    }
+
     /// The statistics kept on the Datastream or MultiDatastream `id`, whatever the job's
     /// visibility; `None` if it does not exist.
     fn summary(&mut self, entity: EntityType, id: Id) -> Result<Option<statistics::Summary>, StoreError> {
@@ -210,7 +226,6 @@ pub trait Writer: Reader {
     /// from its Observations; needed when Observations go away or their times shrink, which
     /// [`Writer::extend_times`] cannot express.
     fn recompute_times(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError>;
-
 
     /// The Locations of the Thing of a Datastream or MultiDatastream, with the feature
     /// generated from each so far.

@@ -237,3 +237,11 @@ pub struct Summary {
     /// raw Observations.
     pub rollups_pending: bool,
 }
+
+/// A stored Observation as aggregates read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawPoint {
+    pub id: Id,
+    pub start: Instant,
+    pub result: Value,
+}

@@ -20,4 +20,5 @@ mod operations;
 mod request_data;
 mod sensing_core;
 mod several_nodes;
+mod timeseries;
 mod transfer;
