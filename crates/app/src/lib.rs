@@ -20,6 +20,7 @@ pub mod gate;
 pub mod limits;
 mod patch;
 mod read;
+pub mod retention;
 mod write;
 
 #[cfg(test)]

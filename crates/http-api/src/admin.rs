@@ -29,6 +29,102 @@ pub fn routes() -> Router<ApiState> {
         .route("/admin/tokens", post(create_token))
         .route("/admin/tokens/{id}", delete(revoke_token))
         .route("/admin/audit", get(audit))
+        .route("/admin/retention", get(retention_policies))
+        .route("/admin/retention/run", post(run_retention))
+        .route("/admin/retention/{scope}/{id}", put(set_retention).delete(clear_retention))
+}
+
+/// `{scope}/{id}` of a retention route: `projects`, `datastreams` or `multi-datastreams`.
+fn retention_scope(scope: &str, id: i64) -> Result<store::statistics::RetentionScope, ApiError> {
+    use store::statistics::RetentionScope;
+    match scope {
+        "projects" => Ok(RetentionScope::Project(id)),
+        "datastreams" => Ok(RetentionScope::Datastream(id)),
+        "multi-datastreams" => Ok(RetentionScope::MultiDatastream(id)),
+        other => Err(ApiError::new(
+            404,
+            "not_found",
+            format!("`{other}` is no retention scope; use projects, datastreams or multi-datastreams"),
+        )),
+    }
+}
+
+fn policy_json(policy: &store::statistics::RetentionPolicy) -> Json {
+    json!({
+        "scope": app::retention::scope_json(policy.scope),
+        "rawDays": policy.raw_days,
+        "rollupDays": policy.rollup_days,
+        "updatedAt": policy.updated_at.to_string(),
+    })
+}
+
+/// A number of days, or null (for ever).
+fn days(map: &serde_json::Map<String, Json>, key: &str) -> Result<Option<u32>, ApiError> {
+    match map.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(value) => value.as_u64().and_then(|d| u32::try_from(d).ok()).map(Some).ok_or_else(|| {
+            ApiError::new(400, "invalid_property", format!("`{key}` must be a whole number of days, or null"))
+        }),
+    }
+}
+
+/// `GET /admin/retention`: the policies the caller administers.
+async fn retention_policies(admin: Admin) -> Reply {
+    answer(
+        async {
+            let policies = admin.app.retention_policies(&admin.caller).await?;
+            Ok(reply(200, json!({"value": policies.iter().map(policy_json).collect::<Vec<_>>()})))
+        }
+        .await,
+    )
+}
+
+/// `PUT /admin/retention/{scope}/{id}` with `{"rawDays": 30, "rollupDays": 3650}`.
+async fn set_retention(admin: Admin, Path((scope, id)): Path<(String, i64)>, bytes: Bytes) -> Reply {
+    answer(
+        async {
+            let scope = retention_scope(&scope, id)?;
+            let map = body(&bytes)?;
+            if let Some(key) = map.keys().find(|k| !["rawDays", "rollupDays"].contains(&k.as_str())) {
+                return Err(ApiError::new(400, "invalid_property", format!("unknown property `{key}`")));
+            }
+            let policy = admin
+                .app
+                .set_retention(&admin.caller, scope, days(&map, "rawDays")?, days(&map, "rollupDays")?)
+                .await?;
+            Ok(reply(200, policy_json(&policy)))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /admin/retention/{scope}/{id}`.
+async fn clear_retention(admin: Admin, Path((scope, id)): Path<(String, i64)>) -> Reply {
+    answer(
+        async {
+            admin.app.clear_retention(&admin.caller, retention_scope(&scope, id)?).await?;
+            Ok(Reply::empty(204))
+        }
+        .await,
+    )
+}
+
+/// `POST /admin/retention/run`: applies every policy now (hub administrators).
+async fn run_retention(admin: Admin) -> Reply {
+    answer(
+        async {
+            if !admin.caller.principal.hub_admin {
+                return Err(ApiError::new(403, "forbidden", "only hub administrators may run retention"));
+            }
+            let report = admin.app.apply_retention(model::Instant::now()).await?;
+            Ok(reply(
+                200,
+                json!({"series": report.series, "observationsDeleted": report.observations_deleted,
+                       "rollupsDeleted": report.rollups_deleted}),
+            ))
+        }
+        .await,
+    )
 }
 
 /// `GET /admin/audit?after=<id>&limit=<n>`: the audit log, oldest first.

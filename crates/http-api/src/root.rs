@@ -17,7 +17,14 @@ pub const CONFORMANCE: &[&str] = &[
     "http://www.opengis.net/spec/iot_sensing/1.1/req/batch-request/batch-request",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/multi-datastream",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array",
+    AGGREGATION,
+    FILTERED_DELETE,
 ];
+
+/// Thingbase's own extensions (docs/timeseries.md, docs/sensorthings.md): identifiers, not
+/// addresses to resolve.
+pub const AGGREGATION: &str = "urn:x-thingbase:extension:aggregation:1.0";
+pub const FILTERED_DELETE: &str = "urn:x-thingbase:extension:filtered-delete:1.0";
 
 /// The MQTT extension's classes, listed when MQTT endpoints are configured.
 pub const MQTT_CONFORMANCE: &[&str] =
@@ -62,6 +69,19 @@ pub async fn service_root(State(state): State<ApiState>, headers: HeaderMap) -> 
         }
         out.push_str("]}");
     }
+    // What the aggregation extension offers, for clients to discover.
+    out.push(',');
+    string(&mut out, AGGREGATION);
+    out.push(':');
+    let functions: Vec<&str> = app::aggregate::Function::ALL.iter().map(|f| f.name()).collect();
+    let offered = serde_json::json!({
+        "functions": functions,
+        "intervals": ["PTnM (n dividing 60)", "PTnH (n dividing 24)", "P1D", "P1W", "PnM (n = 1, 2, 3, 4, 6)", "P1Y"],
+        "rollups": ["PT1M", "PT1H", "P1D"],
+        "maxBuckets": app::aggregate::MAX_BUCKETS,
+        "maxEvenBuckets": app::aggregate::MAX_EVEN_BUCKETS,
+    });
+    out.push_str(&offered.to_string());
     out.push_str("}}");
     Reply::json(200, out.into_bytes())
 }

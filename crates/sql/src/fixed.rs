@@ -138,16 +138,25 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<Strin
                 "DELETE FROM observation_rollups WHERE parent = 1 AND parent_id IN \
                  (SELECT id FROM multi_datastreams WHERE {filter})"
             ),
+            format!(
+                "DELETE FROM retention_policies WHERE scope = 1 AND scope_id IN (SELECT id FROM datastreams WHERE {filter})"
+            ),
+            format!(
+                "DELETE FROM retention_policies WHERE scope = 2 AND scope_id IN \
+                 (SELECT id FROM multi_datastreams WHERE {filter})"
+            ),
         ]
     };
     match entity {
         EntityType::Datastream => vec![
             format!("DELETE FROM observations WHERE datastream_id = {p1}"),
             format!("DELETE FROM observation_rollups WHERE parent = 0 AND parent_id = {p1}"),
+            format!("DELETE FROM retention_policies WHERE scope = 1 AND scope_id = {p1}"),
         ],
         EntityType::MultiDatastream => vec![
             format!("DELETE FROM observations WHERE multi_datastream_id = {p1}"),
             format!("DELETE FROM observation_rollups WHERE parent = 1 AND parent_id = {p1}"),
+            format!("DELETE FROM retention_policies WHERE scope = 2 AND scope_id = {p1}"),
         ],
         EntityType::FeatureOfInterest => vec![format!("DELETE FROM observations WHERE feature_id = {p1}")],
         EntityType::Thing => observations_of(&format!("thing_id = {p1}")),
@@ -159,6 +168,7 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<Strin
             vec![
                 format!("DELETE FROM observations WHERE multi_datastream_id IN ({linked})"),
                 format!("DELETE FROM observation_rollups WHERE parent = 1 AND parent_id IN ({linked})"),
+                format!("DELETE FROM retention_policies WHERE scope = 2 AND scope_id IN ({linked})"),
                 format!("DELETE FROM multi_datastreams WHERE id IN ({linked})"),
                 format!(
                     "DELETE FROM observations WHERE datastream_id IN \
@@ -166,6 +176,10 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<Strin
                 ),
                 format!(
                     "DELETE FROM observation_rollups WHERE parent = 0 AND parent_id IN \
+                     (SELECT id FROM datastreams WHERE observed_property_id = {p1})"
+                ),
+                format!(
+                    "DELETE FROM retention_policies WHERE scope = 1 AND scope_id IN \
                      (SELECT id FROM datastreams WHERE observed_property_id = {p1})"
                 ),
             ]

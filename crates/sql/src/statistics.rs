@@ -257,3 +257,77 @@ pub fn affected_parents(dialect: &dyn Dialect, entity: EntityType) -> Option<Str
         _ => return None,
     })
 }
+
+/// Rows `(scope, scope_id, raw_days, rollup_days, updated_at)` of every retention policy.
+pub fn retention_policies() -> &'static str {
+    "SELECT scope, scope_id, raw_days, rollup_days, updated_at FROM retention_policies ORDER BY scope, scope_id"
+}
+
+/// Stores the policy `(?1 scope, ?2 scope_id, ?3 raw_days, ?4 rollup_days, ?5 updated_at)`.
+pub fn set_retention_policy(dialect: &dyn Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "INSERT INTO retention_policies (scope, scope_id, raw_days, rollup_days, updated_at) VALUES ({}, {}, {}, {}, {}) \
+         ON CONFLICT (scope, scope_id) DO UPDATE SET raw_days = excluded.raw_days, \
+         rollup_days = excluded.rollup_days, updated_at = excluded.updated_at",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+pub fn clear_retention_policy(dialect: &dyn Dialect) -> String {
+    format!(
+        "DELETE FROM retention_policies WHERE scope = {} AND scope_id = {}",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}
+
+/// Rows `(0 or 1, id)` of the Datastreams and MultiDatastreams of project `?1`.
+pub fn series_of_project(dialect: &dyn Dialect) -> String {
+    let p1 = dialect.placeholder(1);
+    format!(
+        "SELECT 0, id FROM datastreams WHERE project_id = {p1} UNION ALL \
+         SELECT 1, id FROM multi_datastreams WHERE project_id = {p1} ORDER BY 1, 2"
+    )
+}
+
+/// Deletes up to `?3` of the oldest Observations of the (Multi)Datastream `?1` starting before
+/// `?2`.
+pub fn expire_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "DELETE FROM observations WHERE id IN (SELECT id FROM observations WHERE {column} = {p1} \
+         AND phenomenon_time_start < {p2} ORDER BY phenomenon_time_start LIMIT {p3})",
+        column = parent_column(entity),
+        p1 = p(1),
+        p2 = p(2),
+        p3 = p(3),
+    )
+}
+
+/// Deletes the rollups of kind `?1` and parent `?2` that end at or before `?3`.
+pub fn expire_rollups(dialect: &dyn Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "DELETE FROM observation_rollups WHERE parent = {} AND parent_id = {} AND bucket + level * 1000000 <= {}",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
+/// Sets the phenomenonTime start of the (Multi)Datastream `?1` to its earliest Observation's
+/// (after old ones expired; the other extents stay as they are until recomputed).
+pub fn earliest_start(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "UPDATE {table} SET phenomenon_time_start = (SELECT MIN(phenomenon_time_start) FROM observations \
+         WHERE {column} = {p1}) WHERE id = {p1}",
+        table = entity.table(),
+        column = parent_column(entity),
+        p1 = dialect.placeholder(1)
+    )
+}

@@ -11,7 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "partitioned_observations", include_str!("../migrations/0002_partitioned_observations.sql")),
     (3, "devices", include_str!("../migrations/0003_devices.sql")),
     (4, "device_mud", include_str!("../migrations/0004_device_mud.sql")),
-    (5, "statistics", include_str!("../migrations/0005_statistics.sql")),
+    (5, "time_series", include_str!("../migrations/0005_time_series.sql")),
 ];
 
 /// The advisory lock key of migrations ("thingbase" in ASCII, folded into 63 bits).

@@ -387,6 +387,31 @@ impl Reader for Access<'_> {
         crate::statistics::read_rollups(self.conn, self.dialect, entity, id, level, from, to, sink)
     }
 
+    fn retention_policies(&mut self) -> Result<Vec<store::statistics::RetentionPolicy>, StoreError> {
+        query_all(self.conn, sql::statistics::retention_policies(), &[], |row| {
+            let scope =
+                store::statistics::RetentionScope::from_code(row.required_integer(0)?, row.required_integer(1)?)
+                    .ok_or_else(|| StoreError::Database("a retention policy of no known scope".into()))?;
+            let days = |i: usize| -> Result<Option<u32>, StoreError> {
+                Ok(row.integer(i)?.map(|d| u32::try_from(d.max(0)).unwrap_or(u32::MAX)))
+            };
+            Ok(store::statistics::RetentionPolicy {
+                scope,
+                raw_days: days(2)?,
+                rollup_days: days(3)?,
+                updated_at: Instant::from_micros(row.required_integer(4)?),
+            })
+        })
+    }
+
+    fn series_of_project(&mut self, project: i64) -> Result<Vec<(EntityType, Id)>, StoreError> {
+        query_all(self.conn, &sql::statistics::series_of_project(self.dialect), &[Param::Integer(project)], |row| {
+            let entity =
+                if row.required_integer(0)? == 0 { EntityType::Datastream } else { EntityType::MultiDatastream };
+            Ok((entity, Id(row.required_integer(1)?)))
+        })
+    }
+
     fn observation_points(
         &mut self,
         entity: EntityType,
@@ -754,6 +779,57 @@ impl Writer for Access<'_> {
             cache.clear();
         }
         self.empty(table)
+    }
+
+    fn set_retention_policy(&mut self, policy: &store::statistics::RetentionPolicy) -> Result<(), StoreError> {
+        let (scope, id) = policy.scope.code();
+        let days = |d: Option<u32>| d.map_or(Param::Null, |d| Param::Integer(i64::from(d)));
+        let params = [
+            Param::Integer(scope),
+            Param::Integer(id),
+            days(policy.raw_days),
+            days(policy.rollup_days),
+            Param::Integer(policy.updated_at.micros()),
+        ];
+        self.conn.execute(&sql::statistics::set_retention_policy(self.dialect), &params)?;
+        Ok(())
+    }
+
+    fn clear_retention_policy(&mut self, scope: store::statistics::RetentionScope) -> Result<bool, StoreError> {
+        let (scope, id) = scope.code();
+        let params = [Param::Integer(scope), Param::Integer(id)];
+        Ok(self.conn.execute(&sql::statistics::clear_retention_policy(self.dialect), &params)? > 0)
+    }
+
+    fn expire_observations(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        before: Instant,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let params = [Param::Integer(id.0), Param::Integer(before.micros()), Param::Integer(limit as i64)];
+        let gone = self.conn.execute(&sql::statistics::expire_observations(self.dialect, entity), &params)?;
+        if gone > 0 {
+            self.conn.execute(&sql::statistics::earliest_start(self.dialect, entity), &[Param::Integer(id.0)])?;
+            self.statistics()?.expired(entity, id, gone)?;
+        }
+        Ok(gone)
+    }
+
+    fn expire_rollups(&mut self, entity: EntityType, id: Id, before: Instant) -> Result<u64, StoreError> {
+        let parent = store::statistics::Parent::of(entity)
+            .ok_or_else(|| StoreError::Rejected(format!("{} keeps no rollups", entity.set_name())))?;
+        let params = [Param::Integer(parent.code()), Param::Integer(id.0), Param::Integer(before.micros())];
+        self.conn.execute(&sql::statistics::expire_rollups(self.dialect), &params)
+    }
+
+    fn build_pending_rollups(&mut self, limit: usize) -> Result<usize, StoreError> {
+        let pending = crate::statistics::pending_rollups(self.conn, self.dialect, limit)?;
+        for (entity, id) in &pending {
+            self.statistics()?.rebuild(*entity, *id)?;
+        }
+        Ok(pending.len())
     }
 
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {

@@ -75,6 +75,14 @@ impl Statistics {
         Ok(())
     }
 
+    /// `count` Observations expired: their rollups stay.
+    pub fn expired(&mut self, entity: EntityType, id: Id, count: u64) -> Result<(), StoreError> {
+        let tally = self.tallies.entry((parent(entity)?, id.0)).or_default();
+        tally.delta -= count as i64;
+        tally.relook = true;
+        Ok(())
+    }
+
     pub fn rebuild(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
         self.rebuild.insert((parent(entity)?, id.0));
         Ok(())
@@ -325,6 +333,7 @@ fn real(row: &dyn SqlRow, i: usize) -> Result<Option<f64>, StoreError> {
     }))
 }
 
+#[allow(clippy::too_many_arguments, reason = "the reader method's arguments, passed on")]
 pub fn read_rollups(
     conn: &dyn Connection,
     dialect: &dyn Dialect,

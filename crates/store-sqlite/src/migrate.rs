@@ -15,7 +15,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "audit", include_str!("../migrations/0006_audit.sql")),
     (7, "devices", include_str!("../migrations/0007_devices.sql")),
     (8, "device_mud", include_str!("../migrations/0008_device_mud.sql")),
-    (9, "statistics", include_str!("../migrations/0009_statistics.sql")),
+    (9, "time_series", include_str!("../migrations/0009_time_series.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

@@ -71,6 +71,7 @@ macro_rules! store_conformance_tests {
             statistics_follow_random_inserts_updates_and_deletes,
             statistics_follow_cascades,
             latest_observations_expand_from_what_is_kept,
+            expired_observations_leave_their_rollups,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -2108,4 +2109,86 @@ pub fn latest_observations_expand_from_what_is_kept(store: &dyn Store) {
     assert_eq!(results(rows), [json("[1,2]")], "the longer interval comes first");
     check_statistics(store, EntityType::Datastream, a);
     check_statistics(store, EntityType::MultiDatastream, md);
+}
+
+pub fn expired_observations_leave_their_rollups(store: &dyn Store) {
+    use crate::statistics::{RetentionPolicy, RetentionScope};
+    let (a, b, _, foi) = statistics_setup(store);
+    let day = 86_400;
+    write(store, move |w| {
+        for i in 0..50 {
+            observation(w, EntityType::Datastream, a, foi, Value::Instant(at(i * day / 10)), Value::Integer(i))?;
+            observation(w, EntityType::Datastream, b, foi, Value::Instant(at(i * day / 10)), Value::Integer(i))?;
+        }
+        Ok(())
+    });
+    let hourly = |id: Id| {
+        read(store, move |r| {
+            let mut out = Vec::new();
+            r.rollups(
+                EntityType::Datastream,
+                id,
+                3_600,
+                Instant::from_micros(i64::MIN),
+                Instant::from_micros(i64::MAX),
+                &mut |row| out.push(row),
+            )
+            .map(|()| out)
+        })
+        .expect("rollups")
+    };
+    let before = hourly(a);
+    // Expire what starts before the fourth day, 7 at a time.
+    let horizon =
+        Instant::from_micros(at(0).micros().div_euclid(day * 1_000_000) * day * 1_000_000 + 3 * day * 1_000_000);
+    let mut gone = 0;
+    loop {
+        let n = write(store, move |w| w.expire_observations(EntityType::Datastream, a, horizon, 7));
+        gone += n;
+        if n < 7 {
+            break;
+        }
+    }
+    let left = stored_observations(store, EntityType::Datastream, a);
+    assert!(gone > 0 && !left.is_empty(), "some went ({gone}), some stay");
+    assert!(left.iter().all(|row| row.1 >= horizon.micros()), "nothing before the horizon stays");
+    assert_eq!(left.len() as u64 + gone, 50);
+    let summary = read(store, move |r| r.summary(EntityType::Datastream, a)).expect("summary").expect("exists");
+    assert_eq!(summary.observations, left.len() as u64, "the count follows");
+    assert_eq!(hourly(a), before, "the rollups stay as they were");
+    let (start, _) = times(store, EntityType::Datastream, a);
+    let earliest = left.iter().map(|row| row.1).min().expect("one");
+    assert!(
+        match start {
+            Value::Interval(i) => i.start().micros() == earliest,
+            // (These Observations were written without extending the times.)
+            Value::Instant(i) => i.micros() == earliest,
+            _ => false,
+        },
+        "the phenomenonTime starts at the earliest Observation left: {start:?}"
+    );
+    assert_eq!(stored_observations(store, EntityType::Datastream, b).len(), 50, "other Datastreams keep theirs");
+    // Rollups go once they end before their horizon.
+    let cut = Instant::from_micros(horizon.micros() - day * 1_000_000);
+    let removed = write(store, move |w| w.expire_rollups(EntityType::Datastream, a, cut));
+    let after = hourly(a);
+    let kept: Vec<_> = before.iter().filter(|r| r.bucket + 3_600_000_000 > cut.micros()).cloned().collect();
+    assert!(removed > 0 && kept.len() < before.len());
+    assert_eq!(after, kept, "exactly the rollups ending before the cut went");
+    // Policies: set, replaced, listed, cleared; a deleted Datastream takes its own along.
+    let policy =
+        |scope, raw, rollups| RetentionPolicy { scope, raw_days: raw, rollup_days: rollups, updated_at: at(1) };
+    let project = policy(RetentionScope::Project(1), Some(30), None);
+    write(store, move |w| w.set_retention_policy(&project));
+    write(store, move |w| w.set_retention_policy(&policy(RetentionScope::Datastream(b.0), Some(7), Some(365))));
+    write(store, move |w| w.set_retention_policy(&policy(RetentionScope::Datastream(b.0), Some(8), None)));
+    let listed = read(store, |r| r.retention_policies()).expect("policies");
+    assert_eq!(listed, [project, policy(RetentionScope::Datastream(b.0), Some(8), None)]);
+    assert!(write(store, |w| w.clear_retention_policy(RetentionScope::Project(1))));
+    assert!(!write(store, |w| w.clear_retention_policy(RetentionScope::Project(1))), "gone already");
+    let mut series = read(store, |r| r.series_of_project(1)).expect("series");
+    series.sort();
+    assert!(series.contains(&(EntityType::Datastream, a)) && series.contains(&(EntityType::Datastream, b)));
+    assert!(write(store, move |w| w.delete(EntityType::Datastream, b)));
+    assert_eq!(read(store, |r| r.retention_policies()).expect("policies"), [], "the policy went with its Datastream");
 }

@@ -108,6 +108,9 @@ pub const TABLES: &[Table] = &[
         "total": N, "minimum": N, "maximum": N, "first_time": I, "first_id": I, "first_result": T,
         "last_time": I, "last_id": I, "last_result": T,
     }),
+    table!("retention_policies", key ["scope", "scope_id"], generated false, {
+        "scope": I, "scope_id": I, "raw_days": I, "rollup_days": I, "updated_at": I,
+    }),
     table!("device_classes", key ["id"], generated true, {
         "id": I, "manufacturer": T, "model": T, "hardware_version": T, "support_until": I,
         "vulnerability_contact": T, "sensing": T, "mud_url": T, "update_mechanism": T, "firmware": T, "created_at": I, "mud": T,

@@ -117,6 +117,17 @@ pub trait Reader {
     /// The principal tables (users, tokens, projects) through the same connection.
     fn principals(&mut self) -> &mut dyn Principals;
 
+    /// Every retention policy, by scope.
+    fn retention_policies(&mut self) -> Result<Vec<statistics::RetentionPolicy>, StoreError> {
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
+    /// The Datastreams and MultiDatastreams of a project, whatever the job's visibility.
+    fn series_of_project(&mut self, project: i64) -> Result<Vec<(EntityType, Id)>, StoreError> {
+        let _ = project;
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
     /// The Observations of the Datastream or MultiDatastream `id` whose phenomenonTime starts
     /// in `[from, to)` and that pass `filter`, in (start, id) order, handed to `sink` until it
     /// returns false: the raw input of aggregates.
@@ -237,6 +248,46 @@ pub trait Writer: Reader {
 
     /// Records that `feature` was generated from `location`, for reuse.
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError>;
+
+    /// Stores a retention policy (replacing the one of its scope).
+    fn set_retention_policy(&mut self, policy: &statistics::RetentionPolicy) -> Result<(), StoreError> {
+        let _ = policy;
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
+    /// Removes the retention policy of `scope`; false if there was none.
+    fn clear_retention_policy(&mut self, scope: statistics::RetentionScope) -> Result<bool, StoreError> {
+        let _ = scope;
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
+    /// Deletes up to `limit` of the oldest Observations of the Datastream or MultiDatastream
+    /// `id` whose phenomenonTime starts before `before`, keeping its rollups as they are (its
+    /// count and latest Observation follow); returns how many went. No change notifications.
+    fn expire_observations(
+        &mut self,
+        entity: EntityType,
+        id: Id,
+        before: Instant,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let _ = (entity, id, before, limit);
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
+    /// Deletes the rollups of the Datastream or MultiDatastream `id` that end at or before
+    /// `before`; returns how many went.
+    fn expire_rollups(&mut self, entity: EntityType, id: Id, before: Instant) -> Result<u64, StoreError> {
+        let _ = (entity, id, before);
+        Err(StoreError::Rejected("this store keeps no retention policies".into()))
+    }
+
+    /// Builds the rollups of up to `limit` (Multi)Datastreams stored before rollups existed;
+    /// returns how many it took on (0: none is left).
+    fn build_pending_rollups(&mut self, limit: usize) -> Result<usize, StoreError> {
+        let _ = limit;
+        Ok(0)
+    }
 
     /// Tells the other nodes sharing this database `message` once (and only if) the job's
     /// transaction commits; a backend no other node can share ignores it. Messages arrive in

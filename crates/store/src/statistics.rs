@@ -245,3 +245,40 @@ pub struct RawPoint {
     pub start: Instant,
     pub result: Value,
 }
+
+/// What a retention policy applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RetentionScope {
+    Project(i64),
+    Datastream(i64),
+    MultiDatastream(i64),
+}
+
+impl RetentionScope {
+    /// `(scope, scope_id)` as stored.
+    pub fn code(self) -> (i64, i64) {
+        match self {
+            RetentionScope::Project(id) => (0, id),
+            RetentionScope::Datastream(id) => (1, id),
+            RetentionScope::MultiDatastream(id) => (2, id),
+        }
+    }
+
+    pub fn from_code(scope: i64, id: i64) -> Option<RetentionScope> {
+        match scope {
+            0 => Some(RetentionScope::Project(id)),
+            1 => Some(RetentionScope::Datastream(id)),
+            2 => Some(RetentionScope::MultiDatastream(id)),
+            _ => None,
+        }
+    }
+}
+
+/// How long Observations and rollups are kept; `None`: for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub scope: RetentionScope,
+    pub raw_days: Option<u32>,
+    pub rollup_days: Option<u32>,
+    pub updated_at: Instant,
+}

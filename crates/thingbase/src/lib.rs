@@ -58,6 +58,8 @@ pub struct Config {
     pub baseline_profile: Option<PathBuf>,
     /// How long device certificates are valid.
     pub certificate_validity: std::time::Duration,
+    /// How often retention policies are applied (docs/timeseries.md).
+    pub retention_interval: std::time::Duration,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             sealing_key: None,
             baseline_profile: None,
             certificate_validity: std::time::Duration::from_secs(90 * 24 * 3600),
+            retention_interval: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -252,6 +255,31 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         }
         http_api::auth::AuthMode::Off => None,
     };
+    // Rollups of data stored before they existed are built once; retention runs regularly.
+    {
+        let app = app.clone();
+        let stop = watch.clone();
+        let every = config.retention_interval.max(std::time::Duration::from_secs(1));
+        tasks.push(tokio::spawn(async move {
+            match app.build_pending_rollups().await {
+                Ok(0) => {}
+                Ok(built) => tracing::info!(built, "rollups built for data stored before them"),
+                Err(error) => tracing::warn!(%error, "building rollups failed"),
+            }
+            let mut ticks = tokio::time::interval(every);
+            let mut stopping = std::pin::pin!(tls::stopped(stop));
+            loop {
+                tokio::select! {
+                    () = &mut stopping => break,
+                    _ = ticks.tick() => {
+                        if let Err(error) = app.apply_retention(model::Instant::now()).await {
+                            tracing::warn!(%error, "applying retention failed");
+                        }
+                    }
+                }
+            }
+        }));
+    }
     let settings = http_api::ApiSettings {
         public_url: config.public_url.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -323,11 +351,39 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
 /// A management command of the `thingbase project|user|token` subcommands.
 #[derive(Debug)]
 pub enum AdminCommand {
-    CreateProject { name: String, open_data: bool },
-    CreateUser { name: String, password: Option<String>, hub_admin: bool },
-    SetRole { user: i64, project: i64, role: Option<access::Role> },
-    CreateToken { user: i64, label: String, expires_in: Option<u64> },
-    RevokeToken { id: i64 },
+    CreateProject {
+        name: String,
+        open_data: bool,
+    },
+    CreateUser {
+        name: String,
+        password: Option<String>,
+        hub_admin: bool,
+    },
+    SetRole {
+        user: i64,
+        project: i64,
+        role: Option<access::Role>,
+    },
+    CreateToken {
+        user: i64,
+        label: String,
+        expires_in: Option<u64>,
+    },
+    RevokeToken {
+        id: i64,
+    },
+    /// Lists, sets or clears retention policies, or applies them now.
+    RetentionList,
+    RetentionSet {
+        scope: store::statistics::RetentionScope,
+        raw_days: Option<u32>,
+        rollup_days: Option<u32>,
+    },
+    RetentionClear {
+        scope: store::statistics::RetentionScope,
+    },
+    RetentionRun,
 }
 
 /// Where the data lives: the embedded SQLite file under `data_dir`, or the PostgreSQL database
@@ -409,6 +465,38 @@ pub async fn admin(database: &Database, command: AdminCommand) -> anyhow::Result
         AdminCommand::RevokeToken { id } => {
             authenticator.revoke_token(&server, id).await?;
             "revoked".to_owned()
+        }
+        AdminCommand::RetentionList => {
+            let lines: Vec<String> = app
+                .retention_policies(&server)
+                .await?
+                .iter()
+                .map(|p| {
+                    let days = |d: Option<u32>| d.map_or("for ever".to_owned(), |d| format!("{d} days"));
+                    format!(
+                        "{}: Observations {}, rollups {}",
+                        app::retention::scope_json(p.scope),
+                        days(p.raw_days),
+                        days(p.rollup_days)
+                    )
+                })
+                .collect();
+            if lines.is_empty() { "no retention policies".to_owned() } else { lines.join("\n") }
+        }
+        AdminCommand::RetentionSet { scope, raw_days, rollup_days } => {
+            app.set_retention(&server, scope, raw_days, rollup_days).await?;
+            "done".to_owned()
+        }
+        AdminCommand::RetentionClear { scope } => {
+            app.clear_retention(&server, scope).await?;
+            "cleared".to_owned()
+        }
+        AdminCommand::RetentionRun => {
+            let report = app.apply_retention(model::Instant::now()).await?;
+            format!(
+                "{} series with a policy; {} Observations and {} rollups deleted",
+                report.series, report.observations_deleted, report.rollups_deleted
+            )
         }
     };
     app.shutdown();

@@ -40,6 +40,10 @@ enum Command {
     /// Devices, on the database under --data-dir.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Retention policies (how long Observations and rollups are kept), on the database under
+    /// --data-dir; see docs/timeseries.md.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Writes every table of the database as JSON Lines (one snapshot; see docs/postgres.md),
     /// to move to another backend or keep as a backup.
     Export {
@@ -57,6 +61,63 @@ enum Command {
         #[command(flatten)]
         dir: DataDir,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RetentionCommand {
+    /// Lists the policies.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Sets the policy of a project, Datastream or MultiDatastream (its own comes before its
+    /// project's).
+    Set {
+        #[command(flatten)]
+        scope: RetentionTarget,
+        /// Days Observations are kept (absent: for ever).
+        #[arg(long)]
+        raw_days: Option<u32>,
+        /// Days rollups are kept (absent: for ever).
+        #[arg(long)]
+        rollup_days: Option<u32>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Removes a policy.
+    Clear {
+        #[command(flatten)]
+        scope: RetentionTarget,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Applies every policy now (the server does so every --retention-interval seconds).
+    Run {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct RetentionTarget {
+    #[arg(long)]
+    project: Option<i64>,
+    #[arg(long)]
+    datastream: Option<i64>,
+    #[arg(long)]
+    multi_datastream: Option<i64>,
+}
+
+impl RetentionTarget {
+    fn scope(&self) -> store::statistics::RetentionScope {
+        use store::statistics::RetentionScope;
+        match (self.project, self.datastream, self.multi_datastream) {
+            (Some(id), _, _) => RetentionScope::Project(id),
+            (_, Some(id), _) => RetentionScope::Datastream(id),
+            (_, _, id) => RetentionScope::MultiDatastream(id.unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -266,6 +327,9 @@ struct Serve {
     /// default when absent.
     #[arg(long, env = "THINGBASE_BASELINE_PROFILE")]
     baseline_profile: Option<PathBuf>,
+    /// Seconds between two applications of the retention policies.
+    #[arg(long, env = "THINGBASE_RETENTION_INTERVAL", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    retention_interval: u64,
     /// Days a device certificate is valid.
     #[arg(long, env = "THINGBASE_CERTIFICATE_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3650))]
     certificate_days: u64,
@@ -378,6 +442,14 @@ fn main() -> anyhow::Result<()> {
             admin(dir, thingbase::AdminCommand::CreateToken { user, label, expires_in })
         }
         Command::Token(TokenCommand::Revoke { id, dir }) => admin(dir, thingbase::AdminCommand::RevokeToken { id }),
+        Command::Retention(RetentionCommand::List { dir }) => admin(dir, thingbase::AdminCommand::RetentionList),
+        Command::Retention(RetentionCommand::Set { scope, raw_days, rollup_days, dir }) => {
+            admin(dir, thingbase::AdminCommand::RetentionSet { scope: scope.scope(), raw_days, rollup_days })
+        }
+        Command::Retention(RetentionCommand::Clear { scope, dir }) => {
+            admin(dir, thingbase::AdminCommand::RetentionClear { scope: scope.scope() })
+        }
+        Command::Retention(RetentionCommand::Run { dir }) => admin(dir, thingbase::AdminCommand::RetentionRun),
         Command::Export { output, dir } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let store = runtime.block_on(dir.database().open(store_sqlite::Durability::Process, 1))?;
@@ -512,6 +584,7 @@ fn main() -> anyhow::Result<()> {
                 sealing_key: serve.sealing_key,
                 baseline_profile: serve.baseline_profile,
                 certificate_validity: std::time::Duration::from_secs(serve.certificate_days * 24 * 3600),
+                retention_interval: std::time::Duration::from_secs(serve.retention_interval),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(thingbase::run(config, Some(render)))

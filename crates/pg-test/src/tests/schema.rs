@@ -27,7 +27,7 @@ SELECT format('table %s(%s)', t.relname, string_agg(
     format('%s %s%s', a.attname,
         CASE format_type(a.atttypid, a.atttypmod)
             WHEN 'bigint' THEN 'INTEGER' WHEN 'integer' THEN 'INTEGER' WHEN 'boolean' THEN 'INTEGER'
-            WHEN 'text' THEN 'TEXT' WHEN 'json' THEN 'TEXT' WHEN 'numeric' THEN 'ANY'
+            WHEN 'text' THEN 'TEXT' WHEN 'json' THEN 'TEXT' WHEN 'numeric' THEN 'ANY' WHEN 'double precision' THEN 'REAL'
             ELSE format_type(a.atttypid, a.atttypmod)
         END,
         CASE WHEN a.attnotnull THEN '!' ELSE '' END),

@@ -34,7 +34,7 @@ impl As {
         As { project: Some(project), ..self.clone() }
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<Value>) -> Response {
+    pub(crate) fn send(&self, method: &str, path: &str, body: Option<Value>) -> Response {
         let project = self.project.map(|p| p.to_string());
         let mut headers = vec![("content-type", "application/json")];
         if let Some(a) = &self.authorization {
@@ -90,12 +90,12 @@ impl As {
     }
 }
 
-fn server(name: &str) -> TestServer {
+pub(crate) fn server(name: &str) -> TestServer {
     TestServer::start_with(name, |c| c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) })
 }
 
 /// A user with `role` in `project` (none for `None`), and a client with a token of theirs.
-fn member(server: &TestServer, name: &str, project: i64, role: Option<&str>) -> (i64, As) {
+pub(crate) fn member(server: &TestServer, name: &str, project: i64, role: Option<&str>) -> (i64, As) {
     let admin = As::token(server, ADMIN);
     let user = admin.create("/admin/users", json!({"name": name}));
     if let Some(role) = role {
@@ -300,7 +300,7 @@ fn users_sign_in_with_a_password_over_basic() {
 /// The environment that points the binary at the suite's backend: `THINGBASE_DATABASE_URL`
 /// of a fresh database in the PostgreSQL pass, nothing (the data directory's SQLite file)
 /// otherwise.
-fn backend_env(name: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn backend_env(name: &str) -> Vec<(&'static str, String)> {
     crate::support::backend_database(name).map(|url| ("THINGBASE_DATABASE_URL", url)).into_iter().collect()
 }
 

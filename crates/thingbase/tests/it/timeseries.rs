@@ -385,3 +385,108 @@ fn counts_and_latest_values_follow_every_change() {
     }
     check(&answer, &expected, &["sum", "count"], false, "hourly after changes");
 }
+
+#[test]
+fn retention_deletes_old_observations_and_keeps_rollups_longer() {
+    use crate::access_control::{ADMIN, As, member, server};
+    let server = server("timeseries-retention");
+    let admin = As::token(&server, ADMIN);
+    let (_, editor) = member(&server, "ed", 1, Some("editor"));
+    let stream = |name: &str| {
+        json!({"name": name, "description": "d", "observationType": MEASUREMENT,
+               "unitOfMeasurement": {"name": "n", "symbol": "s", "definition": "d"},
+               "Thing": {"name": "T", "description": "d", "Locations": [{"name": "L", "description": "d",
+                   "encodingType": "application/geo+json", "location": {"type": "Point", "coordinates": [1, 2]}}]},
+               "Sensor": {"name": "S", "description": "d", "encodingType": "text/plain", "metadata": "m"},
+               "ObservedProperty": {"name": "P", "definition": "p", "description": "d"}})
+    };
+    let (own, by_project) =
+        (admin.create("/Datastreams", stream("own")), admin.create("/Datastreams", stream("project")));
+    let now = Timestamp::now().as_second();
+    let day = 86_400;
+    // Per Datastream: 2012 (older than any rollup is kept), 2020, and the last two days.
+    for id in [own, by_project] {
+        let mut rows = Vec::new();
+        for t in [1_330_000_000, 1_330_003_600, 1_590_000_000, 1_590_086_400, now - 2 * day, now - 3_600] {
+            rows.push(json!([rfc3339(t), t % 97]));
+        }
+        let body =
+            json!([{"Datastream": {"@iot.id": id}, "components": ["phenomenonTime", "result"], "dataArray": rows}]);
+        let created = admin.post("/CreateObservations", body);
+        assert_eq!(created.status, 201, "{}", created.text);
+    }
+    let daily_2020 = |id: i64| {
+        admin.get(&format!(
+            "/Datastreams({id})/Observations?aggregate=count,sum&interval=P1D&from=2020-05-01T00:00:00Z&to=2020-06-01T00:00:00Z"
+        ))
+        .json["value"]
+        .clone()
+    };
+    let before = daily_2020(own);
+    assert_eq!(before.as_array().map(Vec::len), Some(2));
+
+    // Only admins of the project set policies.
+    let body = json!({"rawDays": 30, "rollupDays": 3650});
+    assert_eq!(editor.send("PUT", &format!("/admin/retention/datastreams/{own}"), Some(body.clone())).status, 403);
+    let set = admin.send("PUT", &format!("/admin/retention/datastreams/{own}"), Some(body));
+    assert_eq!(set.status, 200, "{}", set.text);
+    assert_eq!(set.json["rawDays"], 30);
+    let refused = admin.send("PUT", "/admin/retention/projects/1", Some(json!({"rawDays": 30, "rollupDays": 7})));
+    assert_eq!(refused.status, 400, "rollups kept shorter than Observations: {}", refused.text);
+    let bad = admin.send("PUT", "/admin/retention/projects/1", Some(json!({"rawDays": "a month"})));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("rawDays"), "{}", bad.text);
+    let project = admin.send("PUT", "/admin/retention/projects/1", Some(json!({"rawDays": 365, "rollupDays": null})));
+    assert_eq!(project.status, 200, "{}", project.text);
+    assert_eq!(admin.send("PUT", "/admin/retention/datastreams/999999", Some(json!({"rawDays": 1}))).status, 404);
+    let listed = admin.get("/admin/retention");
+    assert_eq!(listed.json["value"].as_array().map(Vec::len), Some(2), "{}", listed.text);
+
+    let run = admin.post("/admin/retention/run", json!({}));
+    assert_eq!(run.status, 200, "{}", run.text);
+    assert_eq!(run.json["series"], 2, "{}", run.text);
+    assert_eq!(run.json["observationsDeleted"], 4 + 4, "{}", run.text);
+    // The Datastream's own policy: 30 days of Observations, ten years of rollups.
+    let left =
+        |id: i64| admin.get(&format!("/Datastreams({id})/Observations?$count=true&$top=0")).json["@iot.count"].clone();
+    assert_eq!(left(own), 2);
+    assert_eq!(left(by_project), 2, "the project's policy applies to the other one");
+    assert_eq!(daily_2020(own), before, "the rollups of 2020 stay");
+    let ancient = admin.get(&format!(
+        "/Datastreams({own})/Observations?aggregate=count&interval=P1D&from=2012-01-01T00:00:00Z&to=2013-01-01T00:00:00Z"
+    ));
+    assert_eq!(ancient.json["value"], json!([]), "rollups older than ten years went: {}", ancient.text);
+    let kept = admin.get(&format!(
+        "/Datastreams({by_project})/Observations?aggregate=count&interval=P1Y&from=2012-01-01T00:00:00Z&to=2013-01-01T00:00:00Z"
+    ));
+    assert_eq!(kept.json["value"][0]["result"], 2, "the project keeps rollups for ever: {}", kept.text);
+    let again = admin.post("/admin/retention/run", json!({}));
+    assert_eq!(again.json["observationsDeleted"], 0, "nothing is left to delete");
+
+    assert_eq!(admin.send("DELETE", "/admin/retention/projects/1", None).status, 204);
+    assert_eq!(admin.send("DELETE", "/admin/retention/projects/1", None).status, 404);
+    let audit = admin.get("/admin/audit");
+    assert!(audit.text.contains("retention_set") && audit.text.contains("retention_cleared"), "audited");
+}
+
+#[test]
+fn the_command_line_manages_retention() {
+    use std::process::Command;
+    let dir = crate::support::TempDir::new("retention-cli");
+    let backend = crate::access_control::backend_env("retention_cli");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_thingbase"))
+            .args(args)
+            .env("THINGBASE_DATA_DIR", &dir.0)
+            .envs(backend.clone())
+            .output()
+            .expect("the binary runs");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&["retention", "list"]), "no retention policies");
+    assert_eq!(run(&["retention", "set", "--project", "1", "--raw-days", "90"]), "done");
+    assert_eq!(run(&["retention", "list"]), r#"{"project":1}: Observations 90 days, rollups for ever"#);
+    assert_eq!(run(&["retention", "run"]), "0 series with a policy; 0 Observations and 0 rollups deleted");
+    assert_eq!(run(&["retention", "clear", "--project", "1"]), "cleared");
+}

@@ -1,5 +1,5 @@
 -- The statistics kept of each (Multi)Datastream's Observations, as SQLite's
--- 0009_statistics.sql (see there).
+-- 0009_time_series.sql (see there).
 ALTER TABLE datastreams ADD COLUMN observation_count bigint NOT NULL DEFAULT 0,
     ADD COLUMN latest_observation_id bigint, ADD COLUMN latest_start bigint, ADD COLUMN latest_end bigint,
     ADD COLUMN rollups_pending bigint NOT NULL DEFAULT 0;
@@ -46,4 +46,13 @@ CREATE TABLE observation_rollups (
     last_id bigint NOT NULL,
     last_result text NOT NULL,
     PRIMARY KEY (parent, parent_id, level, bucket, member)
+);
+
+CREATE TABLE retention_policies (
+    scope bigint NOT NULL CHECK (scope IN (0, 1, 2)),
+    scope_id bigint NOT NULL,
+    raw_days bigint,
+    rollup_days bigint,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (scope, scope_id)
 );

@@ -63,3 +63,16 @@ CREATE TABLE observation_rollups (
     last_result TEXT NOT NULL,
     PRIMARY KEY (parent, parent_id, level, bucket, member)
 ) WITHOUT ROWID;
+
+-- Retention: how long the Observations (`raw_days`) and the rollups (`rollup_days`) of the
+-- (Multi)Datastreams of a project, or of one (Multi)Datastream, are kept (NULL: for ever). A
+-- series' own policy comes before its project's. `scope`: 0 a project, 1 a Datastream, 2 a
+-- MultiDatastream.
+CREATE TABLE retention_policies (
+    scope INTEGER NOT NULL CHECK (scope IN (0, 1, 2)),
+    scope_id INTEGER NOT NULL,
+    raw_days INTEGER,
+    rollup_days INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, scope_id)
+);
