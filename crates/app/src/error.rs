@@ -27,6 +27,9 @@ pub enum AppError {
     /// Too many attempts: try again after `retry_after` seconds (HTTP 429).
     #[error("{message}")]
     Throttled { message: String, retry_after: u64 },
+    /// The request needs more time or rows than its budget allows (`App::with_budget`).
+    #[error("{0}")]
+    OverBudget(String),
     /// The server is shutting down or overloaded.
     #[error("the service is unavailable, try again")]
     Unavailable,
@@ -52,6 +55,7 @@ impl From<StoreError> for AppError {
             StoreError::Denied(access::Decision::Unauthenticated, message) => AppError::Unauthenticated(message),
             StoreError::Denied(_, message) => AppError::Forbidden(message),
             StoreError::ShuttingDown | StoreError::Busy(_) => AppError::Unavailable,
+            StoreError::OverBudget(message) => AppError::OverBudget(message),
             StoreError::Database(e) => AppError::Internal(e.to_string()),
         }
     }

@@ -79,6 +79,30 @@ pub(crate) fn default_project(principal: &Principal, named: Option<ProjectId>) -
     }
 }
 
+/// What one read request may cost: time until its answer is complete (checked by the
+/// database while it reads, see `Reader::set_deadline`), and the most entities its answer may
+/// hold (checked before it runs, from `$top` and the `$expand` tree). `None`: no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub time: Option<std::time::Duration>,
+    pub rows: Option<u64>,
+    /// Within `time`, how long an exact `$count` may take before an estimate answers instead;
+    /// `None`: a second.
+    pub count: Option<std::time::Duration>,
+}
+
+/// The most entities a read of `query` can answer with: its page (one entity when
+/// `many` is false) times, per entity, itself and what each `$expand` item adds.
+pub fn worst_case_rows(query: &Query, paging: Paging, many: bool) -> u64 {
+    let top = if many { query.top.unwrap_or(paging.default_top).min(paging.max_top) } else { 1 };
+    let per_entity = query
+        .expand
+        .iter()
+        .map(|item| worst_case_rows(&item.query, paging, item.navigation.many))
+        .fold(1u64, u64::saturating_add);
+    top.saturating_mul(per_entity)
+}
+
 /// The application: a store plus the settings that shape answers.
 #[derive(Clone)]
 pub struct App {
@@ -93,6 +117,7 @@ pub struct App {
     announcing: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped when a device's state changes (see `devices`).
     devices: devices::DevicesGeneration,
+    budget: Budget,
 }
 
 impl std::fmt::Debug for App {
@@ -118,7 +143,35 @@ impl App {
             node,
             announcing: Arc::default(),
             devices: Arc::default(),
+            budget: Budget::default(),
         }
+    }
+
+    /// Limits every read request to `budget`.
+    pub fn with_budget(mut self, budget: Budget) -> App {
+        self.budget = budget;
+        self
+    }
+
+    /// Refuses, before it runs, a read whose answer could hold more entities than the budget.
+    fn check_rows(&self, path: &ResourcePath, query: &Query) -> Result<(), AppError> {
+        let Some(limit) = self.budget.rows else { return Ok(()) };
+        let worst = worst_case_rows(query, self.paging, addresses_collection(path));
+        if worst > limit {
+            return Err(AppError::bad(
+                "too_many_rows",
+                format!(
+                    "this request could return up to {worst} entities (with $top and the $top of each $expand); \
+                     the server answers at most {limit}: ask for smaller pages or expand less"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deadline of a read request that starts now.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.budget.time.map(|t| std::time::Instant::now() + t)
     }
 
     /// Tells the other nodes sharing the database of this node's committed changes, and hands
@@ -306,17 +359,44 @@ impl App {
                 "aggregates are of the Observations of one Datastream or MultiDatastream, e.g. Datastreams(1)/Observations",
             ));
         };
+        let (deadline, count_time) = (self.deadline(), self.budget.count);
         self.read_job(caller, move |reader| {
+            reader.set_deadline(deadline)?;
+            if let Some(limit) = count_time {
+                reader.set_count_time(limit);
+            }
             read::ensure_exists(reader, &path, n - 2)?;
             aggregate::compute(reader, entity, id, &request)
         })
         .await
     }
 
-    /// Answers a GET of `path` with `query`.
-    pub async fn read(&self, caller: &Caller, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
+    /// [`App::read`] for the server's own needs, not held to the budget: reading back what a
+    /// committed write created or changed for its answer (a 503 would say the write failed),
+    /// and reading changed entities for notifications.
+    pub async fn read_unbudgeted(
+        &self,
+        caller: &Caller,
+        path: ResourcePath,
+        query: Query,
+    ) -> Result<ReadResult, AppError> {
         let paging = self.paging;
         self.read_job(caller, move |reader| read::read(reader, &path, &query, paging)).await
+    }
+
+    /// Answers a GET of `path` with `query`.
+    pub async fn read(&self, caller: &Caller, path: ResourcePath, query: Query) -> Result<ReadResult, AppError> {
+        self.check_rows(&path, &query)?;
+        let paging = self.paging;
+        let (deadline, count_time) = (self.deadline(), self.budget.count);
+        self.read_job(caller, move |reader| {
+            reader.set_deadline(deadline)?;
+            if let Some(limit) = count_time {
+                reader.set_count_time(limit);
+            }
+            read::read(reader, &path, &query, paging)
+        })
+        .await
     }
 
     /// Reads a collection in chunks of `chunk` entities, handing each to `sink` on the reader
@@ -330,8 +410,17 @@ impl App {
         chunk: usize,
         mut sink: Box<dyn FnMut(store::Rows) -> bool + Send>,
     ) -> Result<(), AppError> {
+        self.check_rows(&path, &query)?;
         let paging = self.paging;
-        self.read_job(caller, move |reader| read::read_chunks(reader, &path, &query, paging, chunk, &mut *sink)).await
+        let (deadline, count_time) = (self.deadline(), self.budget.count);
+        self.read_job(caller, move |reader| {
+            reader.set_deadline(deadline)?;
+            if let Some(limit) = count_time {
+                reader.set_count_time(limit);
+            }
+            read::read_chunks(reader, &path, &query, paging, chunk, &mut *sink)
+        })
+        .await
     }
 
     /// Runs one change and returns what it did, once committed.

@@ -168,7 +168,7 @@ pub fn refusal(error: &AppError) -> (ResponseType, String) {
         AppError::Unauthenticated(_) => ResponseType::Unauthorized,
         AppError::Forbidden(_) => ResponseType::Forbidden,
         AppError::Throttled { .. } => ResponseType::TooManyRequests,
-        AppError::Unavailable => ResponseType::ServiceUnavailable,
+        AppError::Unavailable | AppError::OverBudget(_) => ResponseType::ServiceUnavailable,
         AppError::Internal(_) => ResponseType::InternalServerError,
         AppError::InBatch(_, inner) => return refusal(inner),
     };

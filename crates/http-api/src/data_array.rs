@@ -116,7 +116,7 @@ pub fn encode(out: &mut String, encoder: &Encoder<'_>, rows: &Rows, query: &Quer
             None => blocks.push((key, vec![index])),
         }
     }
-    encode::open_collection(out, rows.count, next_link);
+    encode::open_collection(out, rows.count, rows.estimated, next_link);
     for (b, ((entity, id), members)) in blocks.iter().enumerate() {
         if b > 0 {
             out.push(',');

@@ -79,6 +79,7 @@ impl From<AppError> for ApiError {
             AppError::Unauthenticated(m) => ApiError::new(401, "unauthenticated", m),
             AppError::Forbidden(m) => ApiError::new(403, "forbidden", m),
             AppError::Throttled { message, retry_after } => ApiError::throttled(message, retry_after),
+            AppError::OverBudget(m) => ApiError::new(503, "query_budget_exceeded", m),
             AppError::Unavailable => {
                 ApiError::new(503, "unavailable", "the service is shutting down or overloaded; try again")
             }

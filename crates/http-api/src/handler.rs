@@ -150,7 +150,7 @@ async fn written(
         Reply::json(status, out.into_bytes())
     } else {
         let path = odata::parse_path(&format!("/{}({id})", entity.set_name()))?;
-        match state.app.read(caller, path, Query::default()).await? {
+        match state.app.read_unbudgeted(caller, path, Query::default()).await? {
             ReadResult::Entity { entity, fields, row } => {
                 let mut out = String::with_capacity(512);
                 encoder.entity(&mut out, entity, &fields, &row, &Query::default());

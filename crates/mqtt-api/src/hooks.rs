@@ -106,7 +106,7 @@ pub(crate) fn publish_error(error: AppError) -> PublishError {
         }
         AppError::MethodNotAllowed(_) => PublishRefusal::TopicNameInvalid,
         AppError::Unauthenticated(_) | AppError::Forbidden(_) => PublishRefusal::NotAuthorized,
-        AppError::Unavailable | AppError::Throttled { .. } => PublishRefusal::QuotaExceeded,
+        AppError::Unavailable | AppError::Throttled { .. } | AppError::OverBudget(_) => PublishRefusal::QuotaExceeded,
         AppError::Internal(_) | AppError::InBatch(..) => PublishRefusal::ImplementationSpecificError,
     };
     let message = match &error {

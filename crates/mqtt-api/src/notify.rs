@@ -171,7 +171,7 @@ async fn read_with_parents(app: &App, entity: EntityType, id: Id) -> Result<Opti
         .map(|navigation| Expand { navigation, query: only_id.clone() })
         .collect();
     let query = Query { expand, ..Query::default() };
-    match app.read(&app::Caller::server(), path, query.clone()).await {
+    match app.read_unbudgeted(&app::Caller::server(), path, query.clone()).await {
         Ok(ReadResult::Entity { fields, mut row, .. }) => {
             let parents = query
                 .expand

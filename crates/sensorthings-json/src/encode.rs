@@ -12,12 +12,16 @@ use crate::url;
 
 /// Opens a collection object: `{"@iot.count": n, "@iot.nextLink": "...", "value":[`, with the
 /// annotations that are known.
-pub fn open_collection(out: &mut String, count: Option<u64>, next_link: Option<&str>) {
+pub fn open_collection(out: &mut String, count: Option<u64>, estimated: bool, next_link: Option<&str>) {
     out.push('{');
     if let Some(count) = count {
         out.push_str("\"@iot.count\":");
         out.push_str(itoa::Buffer::new().format(count));
         out.push(',');
+        if estimated {
+            // Counting exactly would have taken too long (docs/timeseries.md).
+            out.push_str("\"@thingbase.countEstimated\":true,");
+        }
     }
     if let Some(link) = next_link {
         out.push_str("\"@iot.nextLink\":");
@@ -209,7 +213,7 @@ impl Encoder<'_> {
         query: &Query,
         next_link: Option<&str>,
     ) {
-        open_collection(out, rows.count, next_link);
+        open_collection(out, rows.count, rows.estimated, next_link);
         for (i, row) in rows.rows.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -221,7 +225,7 @@ impl Encoder<'_> {
 
     /// `{"value": [{"@iot.selfLink": ...}, ...]}` for `$ref` on a collection.
     pub fn refs(&self, out: &mut String, entity: EntityType, rows: &Rows, next_link: Option<&str>) {
-        open_collection(out, rows.count, next_link);
+        open_collection(out, rows.count, rows.estimated, next_link);
         for (i, row) in rows.rows.iter().enumerate() {
             if i > 0 {
                 out.push(',');

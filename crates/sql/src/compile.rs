@@ -154,6 +154,32 @@ pub fn select_points(
     c.finish(sql)
 }
 
+/// `SELECT COUNT(*)` of the entities among `ids` that [`count`] would count: a sample's
+/// matches, for estimates.
+pub fn count_among(
+    dialect: &dyn Dialect,
+    visibility: &Visibility,
+    entity: EntityType,
+    filter: Option<&Expr>,
+    constraint: Option<&Expr>,
+    ids: &[i64],
+    now: Instant,
+) -> Statement {
+    let mut c = Compiler::new(dialect, visibility, now);
+    let ids = c.param(Param::IdList(ids.to_vec()));
+    let list = c.alias();
+    let root = c.alias();
+    let scope = Scope::root(&root, entity);
+    let from_ids = c.dialect.id_list(&ids, &list);
+    let mut sql = format!("SELECT COUNT(*) FROM {from_ids} JOIN {} {root} ON {root}.id = {list}.value", entity.table());
+    let conditions = c.conditions(filter, constraint, &scope);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    c.finish(sql)
+}
+
 /// `SELECT` the number of Observations the reader may see of the (Multi)Datastream `parent`
 /// (all of them when `None`), from the counts kept on (Multi)Datastreams.
 pub fn count_from_summaries(

@@ -117,6 +117,13 @@ pub trait Dialect: Send + Sync {
     /// Whether a write group's derived Datastream times are written once, just before it
     /// commits, rather than by each job: where writers run side by side, each job's update
     /// would hold the Datastream's row lock until the commit and queue the other writers.
+    /// The statement that asks the planner how many rows `sql` yields (its plan as JSON), if
+    /// the database has a planner that estimates.
+    fn explain(&self, sql: &str) -> Option<String> {
+        let _ = sql;
+        None
+    }
+
     fn defers_derived_times(&self) -> bool {
         false
     }
@@ -232,6 +239,10 @@ impl Dialect for PostgresDialect {
 
     fn key_share_lock(&self) -> Option<&'static str> {
         Some(" FOR KEY SHARE")
+    }
+
+    fn explain(&self, sql: &str) -> Option<String> {
+        Some(format!("EXPLAIN (FORMAT JSON) {sql}"))
     }
 
     fn announce(&self) -> Option<&'static str> {

@@ -20,8 +20,8 @@ mod tests;
 
 pub use columns::{Column, columns};
 pub use compile::{
-    ExpandedPage, Page, Selection, count, count_expanded, count_from_summaries, select, select_by_ids, select_expanded,
-    select_points,
+    ExpandedPage, Page, Selection, count, count_among, count_expanded, count_from_summaries, select, select_by_ids,
+    select_expanded, select_points,
 };
 pub use dialect::{ANNOUNCE_CHANNEL, Dialect, PostgresDialect, SqliteDialect};
 pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};

@@ -331,3 +331,22 @@ pub fn earliest_start(dialect: &dyn Dialect, entity: EntityType) -> String {
         p1 = dialect.placeholder(1)
     )
 }
+
+/// The id of the first Observation of the (Multi)Datastream `?1` starting at or after `?2`.
+pub fn next_observation(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT id FROM observations WHERE {column} = {p1} AND phenomenon_time_start >= {p2} \
+         ORDER BY phenomenon_time_start, id LIMIT 1",
+        column = parent_column(entity),
+        p1 = dialect.placeholder(1),
+        p2 = dialect.placeholder(2)
+    )
+}
+
+/// `(MIN(id), MAX(id), COUNT(*))` of `table`; the count only where `count` (it is cheap).
+/// Each in a statement of its own, so the first two read one end of the key each.
+pub fn id_range(entity: EntityType, count: bool) -> String {
+    let table = entity.table();
+    let n = if count { format!("(SELECT COUNT(*) FROM {table})") } else { "0".to_owned() };
+    format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table}), {n}")
+}

@@ -29,6 +29,10 @@ pub fn db_error(error: postgres::Error) -> StoreError {
         if code.starts_with("40") {
             return StoreError::Busy(db.message().to_owned());
         }
+        // query_canceled: the statement_timeout of a read's deadline (`set_deadline`).
+        if code == "57014" {
+            return store_sql::over_budget();
+        }
         // The driver's own message says only "db error"; the server's says what and where.
         return StoreError::Database(format!("{db}").into());
     }
@@ -46,6 +50,8 @@ pub struct PgConnection {
     column_types: RefCell<HashMap<String, HashMap<String, Type>>>,
     /// Names the cursors of large results.
     cursors: std::cell::Cell<u64>,
+    /// The deadline of the current read job, and the statement_timeout last set for it.
+    deadline: std::cell::Cell<Option<(std::time::Instant, std::time::Duration)>>,
 }
 
 /// Rows fetched at a time from a large result's cursor.
@@ -322,6 +328,7 @@ impl PgConnection {
             statements: RefCell::default(),
             column_types: RefCell::default(),
             cursors: std::cell::Cell::new(0),
+            deadline: std::cell::Cell::new(None),
         }
     }
 
@@ -348,6 +355,29 @@ impl PgConnection {
     }
 }
 
+impl PgConnection {
+    /// Before a statement: fails once the deadline passed, and shortens the statement_timeout
+    /// when less than half of the last one is left, so no statement runs far past it.
+    fn within_deadline(&self) -> Result<(), StoreError> {
+        let Some((deadline, timeout)) = self.deadline.get() else { return Ok(()) };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(store_sql::over_budget());
+        }
+        if left < timeout / 2 {
+            self.set_statement_timeout(deadline, left)?;
+        }
+        Ok(())
+    }
+
+    fn set_statement_timeout(&self, deadline: std::time::Instant, left: std::time::Duration) -> Result<(), StoreError> {
+        let ms = left.as_millis().clamp(1, i32::MAX as u128);
+        self.client.borrow_mut().batch_execute(&format!("SET LOCAL statement_timeout = {ms}")).map_err(db_error)?;
+        self.deadline.set(Some((deadline, left)));
+        Ok(())
+    }
+}
+
 impl store_sql::Connection for PgConnection {
     fn query(
         &self,
@@ -355,6 +385,7 @@ impl store_sql::Connection for PgConnection {
         params: &[Param],
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
+        self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
         // The rows are read to the end before `each` sees them, so that it may run
         // statements of its own on this connection (`$expand` does).
@@ -385,6 +416,7 @@ impl store_sql::Connection for PgConnection {
         let fetch = format!("FETCH {FETCH_ROWS} FROM {cursor}");
         let result = (|| {
             loop {
+                self.within_deadline()?;
                 let statement = self.prepared(&fetch, &[])?;
                 let rows: Vec<postgres::Row> = {
                     let mut client = self.client.borrow_mut();
@@ -409,6 +441,7 @@ impl store_sql::Connection for PgConnection {
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
+        self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
         let bound: Vec<Bound<'_>> = params.iter().map(Bound).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
@@ -419,6 +452,24 @@ impl store_sql::Connection for PgConnection {
     /// query.
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.client.borrow_mut().batch_execute(sql).map_err(db_error)
+    }
+
+    /// `SET LOCAL statement_timeout` for what is left, in the job's read transaction (which
+    /// ends it); `None` just forgets the deadline.
+    fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        match deadline {
+            None => {
+                self.deadline.set(None);
+                Ok(())
+            }
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(store_sql::over_budget());
+                }
+                self.set_statement_timeout(deadline, left)
+            }
+        }
     }
 
     /// Binary `COPY`, with the keys drawn from the table's sequence first.

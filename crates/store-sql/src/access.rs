@@ -31,6 +31,10 @@ pub struct Access<'c> {
     /// What this write job leaves to be written just before its group commits (see
     /// `crate::commit::Pending`); `None` where every change is written at once.
     pub pending: Option<&'c mut crate::commit::Pending>,
+    /// The deadline the job set (`Reader::set_deadline`).
+    pub deadline: Option<std::time::Instant>,
+    /// How long exact counts may take under it (`Reader::set_count_time`); else `COUNT_TIME`.
+    pub count_time: Option<std::time::Duration>,
 }
 
 /// Decodes a row laid out as `skip` key columns, the id, then the fields' columns.
@@ -165,6 +169,7 @@ impl Access<'_> {
                         fields: expanded.selection.fields.clone(),
                         rows: mine,
                         count: counts.as_ref().map(|c| c.get(&row.id.0).copied().unwrap_or(0)),
+                        estimated: false,
                         more,
                     }));
                 } else {
@@ -217,6 +222,7 @@ impl Access<'_> {
                 fields: selection.fields.clone(),
                 rows: mine,
                 count: (sub.count == Some(true)).then_some(observations),
+                estimated: false,
                 more,
             }));
         }
@@ -226,7 +232,7 @@ impl Access<'_> {
 
 /// The (Multi)Datastream a resource path's constraint on Observations names, when that is all
 /// it says (`Datastreams(7)/Observations`: `Datastream/id eq 7`).
-fn parent_of(constraint: Option<&Expr>) -> Option<(EntityType, Id)> {
+pub(crate) fn parent_of(constraint: Option<&Expr>) -> Option<(EntityType, Id)> {
     let Some(Expr::Binary { op: odata::BinaryOp::Eq, left, right }) = constraint else { return None };
     let (Expr::Member(path), Expr::Literal(odata::Literal::Integer(id))) = (left.as_ref(), right.as_ref()) else {
         return None;
@@ -239,6 +245,11 @@ fn parent_of(constraint: Option<&Expr>) -> Option<(EntityType, Id)> {
         }
         _ => None,
     }
+}
+
+/// The error of a read stopped at its deadline.
+pub fn over_budget() -> StoreError {
+    StoreError::OverBudget("the request ran out of its time budget before its answer was complete".into())
 }
 
 /// Whether `$orderby` is `phenomenonTime desc` and nothing else.
@@ -275,13 +286,17 @@ impl Reader for Access<'_> {
         let kept = entity == EntityType::Observation && self.pending.is_none() && query.filter.is_none();
         let parent = if kept { parent_of(constraint) } else { None };
         let whole = kept && (constraint.is_none() || parent.is_some());
+        let mut estimated = false;
         let mut count = if query.count == Some(true) {
-            let statement = if whole {
-                sql::count_from_summaries(self.dialect, self.visibility, parent.map(|(e, id)| (e, id.0)), now)
+            if whole {
+                let statement =
+                    sql::count_from_summaries(self.dialect, self.visibility, parent.map(|(e, id)| (e, id.0)), now);
+                Some(self.scalar_i64(&statement)? as u64)
             } else {
-                sql::count(self.dialect, self.visibility, entity, query.filter.as_ref(), constraint, now)
-            };
-            Some(self.scalar_i64(&statement)? as u64)
+                let (n, estimate) = self.bounded_count(entity, constraint, query.filter.as_ref(), now)?;
+                estimated = estimate;
+                Some(n)
+            }
         } else {
             None
         };
@@ -298,7 +313,7 @@ impl Reader for Access<'_> {
                 self.run_select(&statement, &selection.fields, 0)?.into_iter().map(|(_, row)| row).collect();
             self.expand(entity, query, &mut rows, paging, now)?;
             let more = !rows.is_empty() && summary.observations > 1;
-            sink(Rows { fields: selection.fields, rows, count, more });
+            sink(Rows { fields: selection.fields, rows, count, estimated, more });
             return Ok(());
         }
         let chunk = chunk.clamp(1, limit.max(1).min(usize::MAX as u64) as usize);
@@ -326,7 +341,7 @@ impl Reader for Access<'_> {
             if buffer.len() == chunk {
                 this.expand(entity, query, &mut buffer, paging, now)?;
                 let rows = std::mem::replace(&mut buffer, Vec::with_capacity(chunk.min(4096)));
-                if !sink(Rows { fields: fields.clone(), rows, count: count.take(), more: false }) {
+                if !sink(Rows { fields: fields.clone(), rows, count: count.take(), estimated, more: false }) {
                     stopped = true;
                     return Ok(false);
                 }
@@ -337,7 +352,7 @@ impl Reader for Access<'_> {
             return Ok(());
         }
         self.expand(entity, query, &mut buffer, paging, now)?;
-        sink(Rows { fields: fields.clone(), rows: buffer, count, more });
+        sink(Rows { fields: fields.clone(), rows: buffer, count, estimated, more });
         Ok(())
     }
 
@@ -369,6 +384,20 @@ impl Reader for Access<'_> {
             Instant::now(),
         );
         Ok(self.run_select(&expanded.statement, &[], 1)?.into_iter().map(|(_, row)| row.id).collect())
+    }
+
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        if let Some(deadline) = deadline
+            && std::time::Instant::now() >= deadline
+        {
+            return Err(over_budget());
+        }
+        self.deadline = deadline;
+        self.conn.set_deadline(deadline)
+    }
+
+    fn set_count_time(&mut self, limit: std::time::Duration) {
+        self.count_time = Some(limit);
     }
 
     fn summary(&mut self, entity: EntityType, id: Id) -> Result<Option<store::statistics::Summary>, StoreError> {

@@ -197,7 +197,15 @@ fn run_in_savepoint(
 ) -> Result<(), StoreError> {
     conn.batch("SAVEPOINT job")?;
     let mut job_pending = Pending::new(group_pending.defers_extents);
-    let mut access = Access { conn, dialect, visibility, projects: Some(projects), pending: Some(&mut job_pending) };
+    let mut access = Access {
+        conn,
+        dialect,
+        visibility,
+        projects: Some(projects),
+        pending: Some(&mut job_pending),
+        deadline: None,
+        count_time: None,
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {

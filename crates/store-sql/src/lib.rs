@@ -9,6 +9,7 @@
 
 mod access;
 pub mod commit;
+mod count;
 mod devices;
 mod dump;
 mod principals;
@@ -16,7 +17,7 @@ pub mod queues;
 pub mod statistics;
 mod values;
 
-pub use access::{Access, ProjectCache};
+pub use access::{Access, ProjectCache, over_budget};
 pub use sql::{Dialect, Param};
 pub use store::StoreError;
 
@@ -76,6 +77,14 @@ pub trait Connection {
 
     /// Runs statements without parameters (transaction control).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// Stops statements that run past `deadline` (inside the current read transaction; `None`
+    /// lifts it), failing them with `StoreError::OverBudget`. Backends without a way to do so
+    /// ignore it.
+    fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        let _ = deadline;
+        Ok(())
+    }
 
     /// Inserts many rows of `table` at once (`rows` holds `columns.len()` values per row) by
     /// the database's bulk path, with keys `key` taken from its generator; returns the keys in

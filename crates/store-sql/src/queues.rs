@@ -104,11 +104,20 @@ pub fn read_loop(conn: &dyn Connection, dialect: &dyn Dialect, begin: &str, jobs
         };
         let (visibility, job) = job;
         let _ = conn.batch(begin);
-        let mut access = Access { conn, dialect, visibility: &visibility, projects: None, pending: None };
+        let mut access = Access {
+            conn,
+            dialect,
+            visibility: &visibility,
+            projects: None,
+            pending: None,
+            deadline: None,
+            count_time: None,
+        };
         // A panicking job must not take the reader down with it; its caller sees the dropped
         // reply channel as an internal error.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)));
         let _ = conn.batch("COMMIT");
+        let _ = conn.set_deadline(None);
     }
 }
 

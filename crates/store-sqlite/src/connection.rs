@@ -6,16 +6,34 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use store_sql::{Number, Param, SqlRow, StoreError};
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(code, message) = &error
-        && code.code == rusqlite::ErrorCode::ConstraintViolation
-    {
-        return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
+    if let rusqlite::Error::SqliteFailure(code, message) = &error {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation {
+            return StoreError::Conflict(message.clone().unwrap_or_else(|| "constraint violated".into()));
+        }
+        // Stopped by the progress handler at the read's deadline (see `Deadline`).
+        if code.code == rusqlite::ErrorCode::OperationInterrupted {
+            return store_sql::over_budget();
+        }
     }
     StoreError::Database(Box::new(error))
 }
 
-/// One SQLite connection.
-pub struct SqliteConnection<'c>(pub &'c rusqlite::Connection);
+/// When the statements of a reader's current job must stop; its progress handler looks.
+pub type Deadline = std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+
+/// Makes `conn` stop any statement running past what `deadline` holds.
+pub fn watch_deadline(conn: &mut rusqlite::Connection, deadline: &Deadline) -> Result<(), StoreError> {
+    let deadline = std::sync::Arc::clone(deadline);
+    // Every 1,000 virtual-machine steps (some microseconds): the clock costs nothing then.
+    conn.progress_handler(
+        1_000,
+        Some(move || deadline.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() >= at)).unwrap_or(false)),
+    )
+    .map_err(db_error)
+}
+
+/// One SQLite connection, and for a reader the deadline its progress handler watches.
+pub struct SqliteConnection<'c>(pub &'c rusqlite::Connection, pub Option<&'c Deadline>);
 
 /// A parameter bound as SQLite stores it: booleans as 0 and 1, JSON as text, id lists as a JSON
 /// array (`json_each` reads it).
@@ -101,5 +119,12 @@ impl store_sql::Connection for SqliteConnection<'_> {
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.0.execute_batch(sql).map_err(db_error)
+    }
+
+    fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        if let Some(Ok(mut slot)) = self.1.map(|d| d.lock()) {
+            *slot = deadline;
+        }
+        Ok(())
     }
 }

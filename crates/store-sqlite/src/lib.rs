@@ -105,10 +105,12 @@ impl SqliteStore {
         let max_group = options.max_group.max(1);
         queues.spawn("sqlite-writer".into(), move || write_loop(writer, writes, max_group))?;
         for i in 0..options.readers.max(1) {
-            let conn = open_connection(&options.path, &options, false)?;
+            let mut conn = open_connection(&options.path, &options, false)?;
+            let deadline = connection::Deadline::default();
+            connection::watch_deadline(&mut conn, &deadline)?;
             let reads = reads.clone();
             queues.spawn(format!("sqlite-reader-{i}"), move || {
-                store_sql::queues::read_loop(&SqliteConnection(&conn), &DIALECT, "BEGIN", &reads);
+                store_sql::queues::read_loop(&SqliteConnection(&conn, Some(&deadline)), &DIALECT, "BEGIN", &reads);
             })?;
         }
         Ok(SqliteStore { queues })
@@ -145,7 +147,7 @@ fn write_loop(conn: Connection, jobs: WriteQueue, max_group: usize) {
     loop {
         match take_group(&jobs, &mut group, max_group, Duration::from_secs(60)) {
             Next::Group => store_sql::commit::commit_group(
-                &SqliteConnection(&conn),
+                &SqliteConnection(&conn, None),
                 &DIALECT,
                 "BEGIN IMMEDIATE",
                 &mut group,

@@ -60,6 +60,8 @@ pub struct Rows {
     pub rows: Vec<Row>,
     /// The total without paging, when `$count=true` asked for it.
     pub count: Option<u64>,
+    /// `count` is an estimate: counting exactly would have taken longer than counts may.
+    pub estimated: bool,
     /// Whether entities follow this page (so a next link is due).
     pub more: bool,
 }
@@ -87,6 +89,7 @@ pub trait Reader {
             all.fields = chunk.fields;
             all.rows.extend(chunk.rows);
             all.count = all.count.or(chunk.count);
+            all.estimated |= chunk.estimated;
             all.more = chunk.more;
             true
         })?;
@@ -116,6 +119,19 @@ pub trait Reader {
 
     /// The principal tables (users, tokens, projects) through the same connection.
     fn principals(&mut self) -> &mut dyn Principals;
+
+    /// From now until the job ends, statements running past `deadline` are stopped and fail
+    /// with [`StoreError::OverBudget`]; `None` lifts it.
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        let _ = deadline;
+        Ok(())
+    }
+
+    /// Under a deadline, how long an exact `$count` may take before an estimate answers
+    /// instead (`Rows::estimated`).
+    fn set_count_time(&mut self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 
     /// Every retention policy, by scope.
     fn retention_policies(&mut self) -> Result<Vec<statistics::RetentionPolicy>, StoreError> {
@@ -397,6 +413,9 @@ pub enum StoreError {
     /// serialization conflict); the same job may well succeed if tried again.
     #[error("the database is busy: {0}")]
     Busy(String),
+    /// The read ran past the deadline its job set ([`Reader::set_deadline`]).
+    #[error("{0}")]
+    OverBudget(String),
     /// Anything else the database reported; details are logged, not shown to clients.
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync>),

@@ -60,6 +60,8 @@ pub struct Config {
     pub certificate_validity: std::time::Duration,
     /// How often retention policies are applied (docs/timeseries.md).
     pub retention_interval: std::time::Duration,
+    /// What one read request may cost (time to a complete answer, entities in it).
+    pub query_budget: app::Budget,
 }
 
 impl Default for Config {
@@ -91,6 +93,11 @@ impl Default for Config {
             baseline_profile: None,
             certificate_validity: std::time::Duration::from_secs(90 * 24 * 3600),
             retention_interval: std::time::Duration::from_secs(600),
+            query_budget: app::Budget {
+                time: Some(std::time::Duration::from_secs(30)),
+                rows: Some(5_000_000),
+                count: None,
+            },
         }
     }
 }
@@ -151,7 +158,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
     let store = database.open(durability, readers).await?;
     let paging = store::Paging { default_top: config.default_top, max_top: config.max_top.max(1) };
     let (changes, notifications) = mqtt_api::ChangeChannel::new();
-    let app = app::App::new(store, paging).with_change_bus(Arc::new(changes));
+    let app = app::App::new(store, paging).with_change_bus(Arc::new(changes)).with_budget(config.query_budget);
     if app.share_changes() {
         tracing::info!("sharing changes with the other nodes on this database (LISTEN/NOTIFY)");
     }

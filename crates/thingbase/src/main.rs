@@ -327,6 +327,14 @@ struct Serve {
     /// default when absent.
     #[arg(long, env = "THINGBASE_BASELINE_PROFILE")]
     baseline_profile: Option<PathBuf>,
+    /// The longest a read request may take to its complete answer, in milliseconds (0: no
+    /// limit); one that would take longer is a 503 before any of it is sent.
+    #[arg(long, env = "THINGBASE_QUERY_TIME_BUDGET_MS", default_value_t = 30_000)]
+    query_time_budget_ms: u64,
+    /// The most entities one answer may hold, counting expanded ones (0: no limit); a request
+    /// that could return more ($top times its $expand's $top) is a 400 before it runs.
+    #[arg(long, env = "THINGBASE_QUERY_ROW_BUDGET", default_value_t = 5_000_000)]
+    query_row_budget: u64,
     /// Seconds between two applications of the retention policies.
     #[arg(long, env = "THINGBASE_RETENTION_INTERVAL", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     retention_interval: u64,
@@ -585,6 +593,12 @@ fn main() -> anyhow::Result<()> {
                 baseline_profile: serve.baseline_profile,
                 certificate_validity: std::time::Duration::from_secs(serve.certificate_days * 24 * 3600),
                 retention_interval: std::time::Duration::from_secs(serve.retention_interval),
+                query_budget: app::Budget {
+                    time: (serve.query_time_budget_ms > 0)
+                        .then(|| std::time::Duration::from_millis(serve.query_time_budget_ms)),
+                    rows: (serve.query_row_budget > 0).then_some(serve.query_row_budget),
+                    count: None,
+                },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(thingbase::run(config, Some(render)))

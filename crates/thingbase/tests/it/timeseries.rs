@@ -490,3 +490,91 @@ fn the_command_line_manages_retention() {
     assert_eq!(run(&["retention", "run"]), "0 series with a policy; 0 Observations and 0 rollups deleted");
     assert_eq!(run(&["retention", "clear", "--project", "1"]), "cleared");
 }
+
+fn error_code(response: &crate::support::Response) -> String {
+    response.json["error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn reads_over_their_time_budget_fail_before_the_answer_starts() {
+    let server = TestServer::start_with("timeseries-time-budget", |c| {
+        c.query_budget = app::Budget { time: Some(std::time::Duration::from_millis(1)), rows: None, count: None };
+    });
+    // Writes have no time budget; every read here has a millisecond.
+    let ds = server.create(
+        "/Datastreams",
+        json!({"name": "A", "description": "d", "observationType": MEASUREMENT,
+               "unitOfMeasurement": {"name": "n", "symbol": "s", "definition": "d"},
+               "Thing": {"name": "T", "description": "d", "Locations": [{"name": "L", "description": "d",
+                   "encodingType": "application/geo+json", "location": {"type": "Point", "coordinates": [1, 2]}}]},
+               "Sensor": {"name": "S", "description": "d", "encodingType": "text/plain", "metadata": "m"},
+               "ObservedProperty": {"name": "P", "definition": "p", "description": "d"}}),
+    );
+    let rows: Vec<Value> = (0..5_000).map(|i| json!([rfc3339(BASE + i * 7), i % 13])).collect();
+    let body = json!([{"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"], "dataArray": rows}]);
+    assert_eq!(server.post("/CreateObservations", body).status, 201);
+    for path in [
+        format!(
+            "/Datastreams({ds})/Observations?$filter=result%20gt%200%20and%20substringof('x',%20Datastream/name)%20eq%20false&$top=1000"
+        ),
+        "/Observations?$orderby=result%20desc&$top=1000&$expand=Datastream".to_owned(),
+        format!("/Datastreams({ds})/Observations?aggregate=avg&interval=PT1M&$filter=result%20gt%200"),
+    ] {
+        let answer = server.get(&path);
+        assert_eq!(answer.status, 503, "{path}: {}", answer.text);
+        assert_eq!(error_code(&answer), "query_budget_exceeded", "{path}: a whole JSON error: {}", answer.text);
+    }
+}
+
+#[test]
+fn answers_that_could_be_too_large_are_refused_before_they_run() {
+    let server = TestServer::start_with("timeseries-row-budget", |c| {
+        c.query_budget = app::Budget { time: None, rows: Some(1_000), count: None };
+    });
+    let refused = server.get("/Things?$top=100&$expand=Datastreams($top=100;$expand=Observations($top=100))");
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(error_code(&refused), "too_many_rows");
+    assert!(refused.text.contains("1000100") || refused.text.contains("up to"), "it says how many: {}", refused.text);
+    assert_eq!(server.get("/Things?$top=10&$expand=Datastreams($top=10)").status, 200, "110 entities at most");
+    assert_eq!(server.get("/Observations?$top=1000").status, 200);
+    assert_eq!(server.get("/Observations?$top=1001").status, 400);
+}
+
+#[test]
+fn counts_that_would_take_too_long_are_estimated_and_say_so() {
+    let server = TestServer::start_with("timeseries-count-estimate", |c| {
+        c.query_budget = app::Budget {
+            time: Some(std::time::Duration::from_secs(30)),
+            rows: None,
+            count: Some(std::time::Duration::ZERO),
+        };
+    });
+    let postgres = crate::support::backend_database("probe").is_some();
+    let mut dice = Dice(17);
+    let (ds, _) = random_series(&server, &mut dice);
+    let path = format!("/Datastreams({ds})/Observations");
+    let exact = stored(&server, &path).iter().filter(|(_, _, r)| r.as_f64().is_some_and(|r| r > 0.0)).count() as f64;
+    let whole = server.get(&format!("{path}?$count=true&$top=0"));
+    assert_eq!(whole.json["@iot.count"], json!(stored(&server, &path).len()), "whole Datastreams count exactly");
+    assert!(whole.json.get("@thingbase.countEstimated").is_none());
+    for filtered in [
+        format!("{path}?$filter=result%20gt%200&$count=true&$top=1"),
+        "/Observations?$filter=result%20gt%200&$count=true&$top=1".to_owned(),
+    ] {
+        let answer = server.get(&filtered);
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.json["@thingbase.countEstimated"], true, "{filtered}: {}", answer.text);
+        let estimate = answer.json["@iot.count"].as_f64().expect("a count");
+        if !postgres && filtered.starts_with("/Datastreams") {
+            assert!((estimate - exact).abs() <= 0.3 * exact, "{filtered}: {estimate} estimates {exact}");
+        }
+        assert_eq!(answer.json["value"].as_array().map(Vec::len), Some(1), "the page is still there");
+    }
+    // A few Things: the sample is all of them, so the estimate is exact (where it is a
+    // sample's; PostgreSQL's planner guesses).
+    let things = server.get("/Things?$filter=name%20eq%20'T'&$count=true");
+    assert_eq!(things.json["@thingbase.countEstimated"], true, "{}", things.text);
+    if !postgres {
+        assert_eq!(things.json["@iot.count"], 1, "{}", things.text);
+    }
+}
