@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
+pub mod backfill;
 mod tls;
 pub mod transfer;
 mod websocket;
@@ -648,4 +649,18 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await;
+}
+
+/// Loads a CSV file of Observations into a Datastream or MultiDatastream (`thingbase
+/// backfill`, see `backfill`), as the server would for a hub administrator.
+pub async fn backfill(
+    database: &Database,
+    series: backfill::Series,
+    file: &std::path::Path,
+) -> anyhow::Result<backfill::Loaded> {
+    let store = database.open(Durability::Process, 1).await?;
+    let app = app::App::new(store, store::Paging { default_top: 1, max_top: 1 });
+    let loaded = backfill::load(&app, series, file).await;
+    app.shutdown();
+    loaded
 }

@@ -53,6 +53,20 @@ enum Command {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Loads historical Observations from a CSV file into one Datastream or MultiDatastream, in
+    /// batches through the Data Array path (docs/timeseries.md). The header names the columns:
+    /// phenomenonTime, result, resultTime, resultQuality, validTime, parameters,
+    /// FeatureOfInterest/id.
+    Backfill {
+        /// The CSV file (`-` for standard input).
+        file: PathBuf,
+        #[arg(long, conflicts_with = "multi_datastream", required_unless_present = "multi_datastream")]
+        datastream: Option<i64>,
+        #[arg(long)]
+        multi_datastream: Option<i64>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Loads an export into an empty database (a new SQLite directory or PostgreSQL database,
     /// before its first `serve`), in one transaction.
     Import {
@@ -472,6 +486,25 @@ fn main() -> anyhow::Result<()> {
             store.shutdown();
             let moved = moved?;
             eprintln!("exported {} rows of {} tables", moved.rows, moved.tables);
+            Ok(())
+        }
+        Command::Backfill { file, datastream, multi_datastream, dir } => {
+            let series = match (datastream, multi_datastream) {
+                (Some(id), _) => thingbase::backfill::Series::Datastream(id),
+                (None, id) => thingbase::backfill::Series::MultiDatastream(id.unwrap_or_default()),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let loaded = runtime.block_on(thingbase::backfill(&dir.database(), series, &file))?;
+            for (line, reason) in &loaded.refused {
+                eprintln!("line {line}: {reason}");
+            }
+            println!(
+                "{} Observations loaded, {} rows refused, in {:.2} s",
+                loaded.observations, loaded.refused_count, loaded.seconds
+            );
+            if loaded.refused_count > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Import { file, dir } => {

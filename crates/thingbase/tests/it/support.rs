@@ -7,6 +7,8 @@ pub struct TestServer {
     pub base: String,
     runtime: Option<tokio::runtime::Runtime>,
     server: Option<thingbase::Server>,
+    /// The PostgreSQL database in the PostgreSQL pass.
+    pub database_url: Option<String>,
     _dir: TempDir,
 }
 
@@ -71,9 +73,10 @@ impl TestServer {
             ..Default::default()
         };
         configure(&mut config);
+        let database_url = config.database_url.clone();
         let server = runtime.block_on(thingbase::start(config, None)).expect("server starts");
         let base = format!("http://{}/v1.1", server.http_addrs[0]);
-        TestServer { base, runtime: Some(runtime), server: Some(server), _dir: dir }
+        TestServer { base, runtime: Some(runtime), server: Some(server), database_url, _dir: dir }
     }
 
     /// The first address the MQTT broker listens on.

@@ -97,17 +97,19 @@ fn random_series(server: &TestServer, dice: &mut Dice) -> (i64, i64) {
 
 /// The stored Observations as (start in µs, id, result).
 fn stored(server: &TestServer, path: &str) -> Vec<(i64, i64, Value)> {
-    let answer = server.get(&format!("{path}?$top=10000&$select=id,phenomenonTime,result&$orderby=id"));
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.json["value"]
-        .as_array()
-        .expect("a collection")
-        .iter()
-        .map(|o| {
+    let mut out = Vec::new();
+    let mut answer = server.get(&format!("{path}?$top=10000&$select=id,phenomenonTime,result&$orderby=id"));
+    loop {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        out.extend(answer.json["value"].as_array().expect("a collection").iter().map(|o| {
             let time: Timestamp = o["phenomenonTime"].as_str().expect("an instant").parse().expect("RFC 3339");
             (time.as_microsecond(), o["@iot.id"].as_i64().expect("id"), o["result"].clone())
-        })
-        .collect()
+        }));
+        match answer.json["@iot.nextLink"].as_str() {
+            Some(next) => answer = crate::support::request("GET", next, None, None),
+            None => return out,
+        }
+    }
 }
 
 /// The local start of the bucket of `interval` holding `t`, computed by truncating the local
@@ -577,4 +579,67 @@ fn counts_that_would_take_too_long_are_estimated_and_say_so() {
     if !postgres {
         assert_eq!(things.json["@iot.count"], 1, "{}", things.text);
     }
+}
+
+#[test]
+fn the_command_line_backfills_a_csv_file_with_rollups() {
+    use std::process::Command;
+    let server = TestServer::start("timeseries-backfill");
+    let mut dice = Dice(23);
+    let (ds, mds) = random_series(&server, &mut dice);
+    let before = stored(&server, &format!("/Datastreams({ds})/Observations")).len();
+    // 2025, one row a minute for a week, a quoted text result and a refused row among them.
+    let mut csv = String::from("phenomenonTime,result,parameters\r\n");
+    let start = 1_735_689_600; // 2025-01-01T00:00:00Z
+    for i in 0..10_080 {
+        let result = if i == 7 { "\"on, then off\"".to_owned() } else { format!("{}", i % 50) };
+        csv.push_str(&format!("{},{result},\"{{\"\"line\"\": {i}}}\"\r\n", rfc3339(start + 60 * i)));
+    }
+    csv.push_str("not a time,1,\n");
+    let dir = crate::support::TempDir::new("backfill-file");
+    let file = dir.0.join("week.csv");
+    std::fs::write(&file, &csv).expect("written");
+    let multi_file = dir.0.join("multi.csv");
+    std::fs::write(&multi_file, "phenomenonTime,result\n2025-02-01T00:00:00Z,\"[1, 2.5]\"\n").expect("written");
+    let run = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_thingbase"));
+        command.args(args).env("THINGBASE_DATA_DIR", server.data_dir());
+        if let Some(url) = &server.database_url {
+            command.env("THINGBASE_DATABASE_URL", url);
+        }
+        command.output().expect("the binary runs")
+    };
+    let output = run(&["backfill", "--datastream", &ds.to_string(), file.to_str().expect("a path")]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "a refused row makes it fail: {stdout} {stderr}");
+    assert!(stdout.contains("10080 Observations loaded, 1 rows refused"), "{stdout}");
+    assert!(stderr.contains("line 10082"), "the refused row is named by its line: {stderr}");
+    let multi = run(&["backfill", "--multi-datastream", &mds.to_string(), multi_file.to_str().expect("a path")]);
+    assert!(multi.status.success(), "{}", String::from_utf8_lossy(&multi.stderr));
+
+    let path = format!("/Datastreams({ds})/Observations");
+    let rows = stored(&server, &path);
+    assert_eq!(rows.len(), before + 10_080, "every row is there");
+    let text = server.get(&format!("{path}?$filter=phenomenonTime%20eq%20{}", rfc3339(start + 420)));
+    assert_eq!(text.json["value"][0]["result"], "on, then off");
+    assert_eq!(text.json["value"][0]["parameters"], json!({"line": 7}));
+    // The rollups came with the rows: the week's hourly counts and sums, from rollups.
+    let answer = aggregate(
+        &server,
+        &path,
+        "aggregate=count,sum&interval=PT1H&from=2025-01-01T00:00:00Z&to=2025-01-08T00:00:00Z",
+    );
+    assert!(answer["@thingbase.aggregate"]["source"].as_str().expect("source").starts_with("rollups"));
+    let mut expected: Expected = BTreeMap::new();
+    for (start, id, result) in
+        rows.into_iter().filter(|(t, _, _)| (1_735_689_600_000_000..1_736_294_400_000_000).contains(t))
+    {
+        let bucket = start.div_euclid(3_600_000_000) * 3_600_000_000;
+        expected.entry(bucket).or_default().entry(0).or_default().push((start, id, result));
+    }
+    assert_eq!(expected.len(), 168);
+    check(&answer, &expected, &["count", "sum"], false, "hourly after a backfill");
+    let last = server
+        .get(&format!("/MultiDatastreams({mds})/Observations?$filter=phenomenonTime%20eq%202025-02-01T00:00:00Z"));
+    assert_eq!(last.json["value"][0]["result"], json!([1, 2.5]));
 }
