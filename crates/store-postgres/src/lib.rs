@@ -45,6 +45,8 @@ pub struct PostgresOptions {
     pub writers: usize,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
+    /// Whether rollups are kept as Observations are written (docs/timeseries.md).
+    pub rollups: bool,
     pub tls: DatabaseTls,
 }
 
@@ -61,7 +63,14 @@ pub enum DatabaseTls {
 
 impl PostgresOptions {
     pub fn new(url: impl Into<String>) -> PostgresOptions {
-        PostgresOptions { url: url.into(), readers: 4, writers: 1, max_group: 1024, tls: DatabaseTls::Off }
+        PostgresOptions {
+            url: url.into(),
+            readers: 4,
+            writers: 1,
+            max_group: 1024,
+            rollups: true,
+            tls: DatabaseTls::Off,
+        }
     }
 }
 
@@ -132,7 +141,10 @@ impl PostgresStore {
             let writes = writes.clone();
             // One writer keeps the partitions; any would do.
             let maintains = partitioned && i == 0;
-            queues.spawn(format!("postgres-writer-{i}"), move || write_loop(conn, writes, max_group, maintains))?;
+            let rollups = options.rollups;
+            queues.spawn(format!("postgres-writer-{i}"), move || {
+                write_loop(conn, writes, max_group, maintains, rollups)
+            })?;
         }
         for i in 0..options.readers.max(1) {
             let conn = connect(&options)?;
@@ -182,7 +194,7 @@ impl Drop for PostgresStore {
 /// and comes back for more; while it commits, the next writer takes what arrives. Each writer
 /// has its own project cache: PostgreSQL never gives a deleted entity's id again, and
 /// entities do not change project, so another writer's entries cannot mislead it.
-fn write_loop(conn: PgConnection, jobs: WriteQueue, max_group: usize, maintains: bool) {
+fn write_loop(conn: PgConnection, jobs: WriteQueue, max_group: usize, maintains: bool, rollups: bool) {
     let mut group = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
     let mut maintained = std::time::Instant::now();
@@ -192,7 +204,9 @@ fn write_loop(conn: PgConnection, jobs: WriteQueue, max_group: usize, maintains:
             maintained = std::time::Instant::now();
         }
         match take_group(&jobs, &mut group, max_group, Duration::from_secs(60)) {
-            Next::Group => store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects),
+            Next::Group => {
+                store_sql::commit::commit_group(&conn, &DIALECT, "BEGIN", &mut group, &mut projects, rollups)
+            }
             Next::Idle => {}
             Next::Closed => return,
         }

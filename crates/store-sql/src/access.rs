@@ -854,6 +854,9 @@ impl Writer for Access<'_> {
     }
 
     fn build_pending_rollups(&mut self, limit: usize) -> Result<usize, StoreError> {
+        if !self.statistics()?.keeps_rollups() {
+            return Ok(0);
+        }
         let pending = crate::statistics::pending_rollups(self.conn, self.dialect, limit)?;
         for (entity, id) in &pending {
             self.statistics()?.rebuild(*entity, *id)?;

@@ -37,8 +37,8 @@ fn widen(a: Interval, b: Interval) -> Interval {
 }
 
 impl Pending {
-    pub fn new(defers_extents: bool) -> Pending {
-        Pending { defers_extents, ..Pending::default() }
+    pub fn new(defers_extents: bool, rollups: bool) -> Pending {
+        Pending { defers_extents, statistics: crate::statistics::Statistics::new(rollups), ..Pending::default() }
     }
 
     pub fn extend(&mut self, entity: EntityType, id: Id, phenomenon: Interval, result: Option<Interval>) {
@@ -127,6 +127,7 @@ pub fn commit_group(
     begin: &str,
     group: &mut Vec<Queued>,
     projects: &mut ProjectCache,
+    rollups: bool,
 ) {
     let started = std::time::Instant::now();
     let size = group.len();
@@ -138,7 +139,7 @@ pub fn commit_group(
         return;
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
-    let mut pending = Pending::new(dialect.defers_derived_times());
+    let mut pending = Pending::new(dialect.defers_derived_times(), rollups);
     for Queued { visibility, job, done } in group.drain(..) {
         let outcome = run_in_savepoint(conn, dialect, &visibility, projects, &mut pending, job);
         outcomes.push((done, outcome));
@@ -196,7 +197,7 @@ fn run_in_savepoint(
     job: WriteJob,
 ) -> Result<(), StoreError> {
     conn.batch("SAVEPOINT job")?;
-    let mut job_pending = Pending::new(group_pending.defers_extents);
+    let mut job_pending = Pending::new(group_pending.defers_extents, group_pending.statistics.keeps_rollups());
     let mut access = Access {
         conn,
         dialect,

@@ -28,13 +28,24 @@ struct Tally {
 }
 
 /// What a job (or a group) leaves to write.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Statistics {
+    /// Whether rollups are kept (`false`: series written to are marked for a rebuild instead,
+    /// and their aggregates come from the Observations until then).
+    rollups: bool,
+    /// Series whose rollups fell behind (rollups off).
+    stale: BTreeSet<(Parent, i64)>,
     tallies: BTreeMap<(Parent, i64), Tally>,
-    rollups: BTreeMap<RollupKey, Partial>,
+    rollups_merged: BTreeMap<RollupKey, Partial>,
     /// Buckets to compute again from the stored Observations: (parent, id, level, bucket).
     dirty: BTreeSet<(Parent, i64, i64, i64)>,
     rebuild: BTreeSet<(Parent, i64)>,
+}
+
+impl Default for Statistics {
+    fn default() -> Statistics {
+        Statistics::new(true)
+    }
 }
 
 fn parent(entity: EntityType) -> Result<Parent, StoreError> {
@@ -42,6 +53,21 @@ fn parent(entity: EntityType) -> Result<Parent, StoreError> {
 }
 
 impl Statistics {
+    pub fn new(rollups: bool) -> Statistics {
+        Statistics {
+            rollups,
+            stale: BTreeSet::new(),
+            tallies: BTreeMap::new(),
+            rollups_merged: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            rebuild: BTreeSet::new(),
+        }
+    }
+
+    pub fn keeps_rollups(&self) -> bool {
+        self.rollups
+    }
+
     pub fn added(&mut self, entity: EntityType, id: Id, points: &[Point<'_>]) -> Result<(), StoreError> {
         let parent = parent(entity)?;
         if points.is_empty() {
@@ -55,7 +81,11 @@ impl Statistics {
                 tally.latest = Some(key);
             }
         }
-        statistics::contributions(parent, id, points, &mut self.rollups);
+        if self.rollups {
+            statistics::contributions(parent, id, points, &mut self.rollups_merged);
+        } else {
+            self.stale.insert((parent, id.0));
+        }
         Ok(())
     }
 
@@ -67,6 +97,10 @@ impl Statistics {
         let tally = self.tallies.entry((parent, id.0)).or_default();
         tally.delta -= starts.len() as i64;
         tally.relook = true;
+        if !self.rollups {
+            self.stale.insert((parent, id.0));
+            return Ok(());
+        }
         for start in starts {
             for level in LEVELS {
                 self.dirty.insert((parent, id.0, level, statistics::bucket_of(level, *start)));
@@ -100,11 +134,12 @@ impl Statistics {
                 mine.latest = Some(latest);
             }
         }
-        for (key, partial) in job.rollups {
-            match self.rollups.get_mut(&key) {
+        self.stale.extend(job.stale);
+        for (key, partial) in job.rollups_merged {
+            match self.rollups_merged.get_mut(&key) {
                 Some(mine) => mine.merge(&partial),
                 None => {
-                    self.rollups.insert(key, partial);
+                    self.rollups_merged.insert(key, partial);
                 }
             }
         }
@@ -113,7 +148,11 @@ impl Statistics {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tallies.is_empty() && self.rollups.is_empty() && self.dirty.is_empty() && self.rebuild.is_empty()
+        self.tallies.is_empty()
+            && self.rollups_merged.is_empty()
+            && self.dirty.is_empty()
+            && self.rebuild.is_empty()
+            && self.stale.is_empty()
     }
 
     /// Writes it all, in key order.
@@ -146,7 +185,7 @@ impl Statistics {
             }
         }
         let merged: Vec<(&RollupKey, &Partial)> = self
-            .rollups
+            .rollups_merged
             .iter()
             .filter(|(key, _)| {
                 !self.rebuild.contains(&(key.parent, key.parent_id))
@@ -167,7 +206,11 @@ impl Statistics {
             recompute_bucket(conn, dialect, parent, id, level, bucket)?;
         }
         for &(parent, id) in &self.rebuild {
-            rebuild(conn, dialect, parent, id)?;
+            rebuild(conn, dialect, parent, id, self.rollups)?;
+        }
+        for &(parent, id) in &self.stale {
+            let params = [Param::Integer(id), Param::Integer(1)];
+            conn.execute(&sql::statistics::set_rollups_pending(dialect, parent.entity()), &params)?;
         }
         Ok(())
     }
@@ -239,25 +282,34 @@ fn contributions_from_rows(
     to: i64,
     each: &mut dyn FnMut(BTreeMap<RollupKey, Partial>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut gathered = BTreeMap::new();
+    // One UTC day of rows at a time: every bucket of every level lies inside one day.
+    let mut day_rows: Vec<(Id, Instant, store::Value)> = Vec::new();
     let mut day = None;
+    let flush = |rows: &mut Vec<(Id, Instant, store::Value)>,
+                 each: &mut dyn FnMut(BTreeMap<RollupKey, Partial>) -> Result<(), StoreError>|
+     -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<Point<'_>> =
+            rows.iter().map(|(oid, start, result)| Point { id: *oid, start: *start, end: None, result }).collect();
+        let mut gathered = BTreeMap::new();
+        statistics::contributions(parent, Id(id), &points, &mut gathered);
+        rows.clear();
+        each(gathered)
+    };
     let params = [Param::Integer(id), Param::Integer(from), Param::Integer(to)];
     conn.query_large(&sql::statistics::raw_points(dialect, parent.entity()), &params, &mut |row| {
         let start = Instant::from_micros(row.required_integer(1)?);
         let this_day = statistics::bucket_of(86_400, start);
-        if day.is_some_and(|d| d != this_day) && !gathered.is_empty() {
-            each(std::mem::take(&mut gathered))?;
+        if day.is_some_and(|d| d != this_day) {
+            flush(&mut day_rows, each)?;
         }
         day = Some(this_day);
-        let result = result_at(row, 2)?;
-        let point = Point { id: Id(row.required_integer(0)?), start, end: None, result: &result };
-        statistics::contributions(parent, Id(id), &[point], &mut gathered);
+        day_rows.push((Id(row.required_integer(0)?), start, result_at(row, 2)?));
         Ok(true)
     })?;
-    if !gathered.is_empty() {
-        each(gathered)?;
-    }
-    Ok(())
+    flush(&mut day_rows, each)
 }
 
 fn insert_rollups(
@@ -293,12 +345,23 @@ fn recompute_bucket(
     })
 }
 
-/// Computes every statistic of one parent again from its Observations.
-pub fn rebuild(conn: &dyn Connection, dialect: &dyn Dialect, parent: Parent, id: i64) -> Result<(), StoreError> {
+/// Computes every statistic of one parent again from its Observations (with `rollups` off,
+/// the count and latest, and the rollups are marked as behind).
+pub fn rebuild(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    parent: Parent,
+    id: i64,
+    rollups: bool,
+) -> Result<(), StoreError> {
     let entity = parent.entity();
     let key = [Param::Integer(id)];
     conn.execute(&sql::statistics::recount(dialect, entity), &key)?;
     look_up_latest(conn, dialect, entity, id)?;
+    if !rollups {
+        conn.execute(&sql::statistics::set_rollups_pending(dialect, entity), &[Param::Integer(id), Param::Integer(1)])?;
+        return Ok(());
+    }
     conn.execute(&sql::statistics::delete_rollups_of(dialect), &[Param::Integer(parent.code()), Param::Integer(id)])?;
     contributions_from_rows(conn, dialect, parent, id, i64::MIN, i64::MAX, &mut |gathered| {
         insert_rollups(conn, dialect, &gathered)

@@ -43,11 +43,13 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
+    /// Whether rollups are kept as Observations are written (docs/timeseries.md).
+    pub rollups: bool,
 }
 
 impl SqliteOptions {
     pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
-        SqliteOptions { path: path.into(), readers: 4, durability: Durability::Process, max_group: 1024 }
+        SqliteOptions { path: path.into(), readers: 4, durability: Durability::Process, max_group: 1024, rollups: true }
     }
 }
 
@@ -102,8 +104,8 @@ impl SqliteStore {
         let writer = open_connection(&options.path, &options, true)?;
         migrate::run(&writer)?;
         let (queues, writes, reads) = Queues::new(options.max_group);
-        let max_group = options.max_group.max(1);
-        queues.spawn("sqlite-writer".into(), move || write_loop(writer, writes, max_group))?;
+        let (max_group, rollups) = (options.max_group.max(1), options.rollups);
+        queues.spawn("sqlite-writer".into(), move || write_loop(writer, writes, max_group, rollups))?;
         for i in 0..options.readers.max(1) {
             let mut conn = open_connection(&options.path, &options, false)?;
             let deadline = connection::Deadline::default();
@@ -141,7 +143,7 @@ const DIALECT: sql::SqliteDialect = sql::SqliteDialect;
 
 /// The one writer: commits groups of jobs (`store_sql::commit`), and lets SQLite update its
 /// statistics when idle and on the way out.
-fn write_loop(conn: Connection, jobs: WriteQueue, max_group: usize) {
+fn write_loop(conn: Connection, jobs: WriteQueue, max_group: usize, rollups: bool) {
     let mut group = Vec::with_capacity(max_group);
     let mut projects = ProjectCache::default();
     loop {
@@ -152,6 +154,7 @@ fn write_loop(conn: Connection, jobs: WriteQueue, max_group: usize) {
                 "BEGIN IMMEDIATE",
                 &mut group,
                 &mut projects,
+                rollups,
             ),
             Next::Idle => {
                 let _ = conn.execute_batch("PRAGMA optimize;");

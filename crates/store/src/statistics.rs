@@ -196,25 +196,92 @@ pub fn members(parent: Parent, result: &Value) -> Vec<serde_json::Value> {
     }
 }
 
+/// The numeric value of a Datastream's result, if it is a number.
+fn number_of(result: &Value) -> Option<f64> {
+    match result {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Real(r) if r.is_finite() => Some(*r),
+        _ => None,
+    }
+}
+
+/// A Datastream's result as JSON text.
+fn json_text(result: &Value) -> String {
+    match result {
+        Value::Json(text) => {
+            serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| "null".into(), |j| j.to_string())
+        }
+        other => members(Parent::Datastream, other).first().map_or_else(|| "null".into(), ToString::to_string),
+    }
+}
+
 /// The contributions of `points` (Observations of one parent) to every bucket of every level.
+///
+/// The points are swept in (start, id) order, once per level, so a bucket costs one partial
+/// and the results of only its first and last Observations are turned into text.
 pub fn contributions(parent: Parent, parent_id: Id, points: &[Point<'_>], into: &mut BTreeMap<RollupKey, Partial>) {
-    for point in points {
-        for (member, value) in members(parent, point.result).iter().enumerate() {
-            let partial = Partial::of(point.start.micros(), point.id.0, value);
-            for level in LEVELS {
-                let key = RollupKey {
-                    parent,
-                    parent_id: parent_id.0,
-                    member: member as u32,
-                    level,
-                    bucket: bucket_of(level, point.start),
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    let key_of = |i: usize| (points[i].start.micros(), points[i].id.0);
+    if !order.windows(2).all(|w| key_of(w[0]) <= key_of(w[1])) {
+        order.sort_unstable_by_key(|&i| key_of(i));
+    }
+    // A MultiDatastream's members, parsed once per point.
+    let parsed: Vec<Vec<serde_json::Value>> = match parent {
+        Parent::MultiDatastream => points.iter().map(|p| members(parent, p.result)).collect(),
+        Parent::Datastream => Vec::new(),
+    };
+    let width = match parent {
+        Parent::Datastream => 1,
+        Parent::MultiDatastream => parsed.iter().map(Vec::len).max().unwrap_or(0),
+    };
+    for member in 0..width {
+        // The Observations that have this member, with its numeric value.
+        let values: Vec<(usize, Option<f64>)> = order
+            .iter()
+            .filter_map(|&i| match parent {
+                Parent::Datastream => Some((i, number_of(points[i].result))),
+                Parent::MultiDatastream => parsed[i].get(member).map(|v| (i, v.as_f64().filter(|n| n.is_finite()))),
+            })
+            .collect();
+        let text = |i: usize| match parent {
+            Parent::Datastream => json_text(points[i].result),
+            Parent::MultiDatastream => parsed[i].get(member).map_or_else(|| "null".into(), ToString::to_string),
+        };
+        let edge = |i: usize| Edge { time: points[i].start.micros(), id: points[i].id.0, result: text(i) };
+        for level in LEVELS {
+            let mut at = 0;
+            while at < values.len() {
+                let bucket = bucket_of(level, points[values[at].0].start);
+                let mut end = at;
+                let (mut observations, mut numbers, mut total) = (0u64, 0u64, 0.0f64);
+                let (mut minimum, mut maximum): (Option<f64>, Option<f64>) = (None, None);
+                while end < values.len() && bucket_of(level, points[values[end].0].start) == bucket {
+                    observations += 1;
+                    if let Some(n) = values[end].1 {
+                        numbers += 1;
+                        total += n;
+                        minimum = Some(minimum.map_or(n, |m| m.min(n)));
+                        maximum = Some(maximum.map_or(n, |m| m.max(n)));
+                    }
+                    end += 1;
+                }
+                let partial = Partial {
+                    observations,
+                    numbers,
+                    total,
+                    minimum,
+                    maximum,
+                    first: edge(values[at].0),
+                    last: edge(values[end - 1].0),
                 };
+                let key = RollupKey { parent, parent_id: parent_id.0, member: member as u32, level, bucket };
                 match into.get_mut(&key) {
                     Some(existing) => existing.merge(&partial),
                     None => {
-                        into.insert(key, partial.clone());
+                        into.insert(key, partial);
                     }
                 }
+                at = end;
             }
         }
     }

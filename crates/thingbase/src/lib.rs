@@ -63,6 +63,8 @@ pub struct Config {
     pub retention_interval: std::time::Duration,
     /// What one read request may cost (time to a complete answer, entities in it).
     pub query_budget: app::Budget,
+    /// Whether rollups are kept as Observations are written.
+    pub rollups: bool,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
                 rows: Some(5_000_000),
                 count: None,
             },
+            rollups: true,
         }
     }
 }
@@ -154,6 +157,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         url: config.database_url.clone(),
         writers: config.database_writers,
         tls_ca: config.database_ca.clone(),
+        rollups: config.rollups,
     };
     let (durability, readers) = (config.durability, config.readers);
     let store = database.open(durability, readers).await?;
@@ -405,6 +409,8 @@ pub struct Database {
     /// Trust anchors (a PEM file) for TLS to PostgreSQL: with them every connection uses TLS
     /// and verifies the server's certificate and name.
     pub tls_ca: Option<PathBuf>,
+    /// Whether rollups are kept as Observations are written (docs/timeseries.md).
+    pub rollups: bool,
 }
 
 impl Database {
@@ -425,6 +431,7 @@ impl Database {
                 if self.writers > 0 {
                     options.writers = self.writers;
                 }
+                options.rollups = self.rollups;
                 let store = tokio::task::spawn_blocking(move || store_postgres::PostgresStore::open(options))
                     .await?
                     .context("cannot open the PostgreSQL database")?;
@@ -436,6 +443,7 @@ impl Database {
                 let mut options = SqliteOptions::new(self.data_dir.join("thingbase.sqlite"));
                 options.durability = durability;
                 options.readers = readers;
+                options.rollups = self.rollups;
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
                     .await?
                     .context("cannot open the SQLite database")?;

@@ -151,7 +151,13 @@ struct DataDir {
 
 impl DataDir {
     fn database(self) -> thingbase::Database {
-        thingbase::Database { data_dir: self.data_dir, url: self.database_url, writers: 0, tls_ca: self.database_ca }
+        thingbase::Database {
+            data_dir: self.data_dir,
+            url: self.database_url,
+            writers: 0,
+            tls_ca: self.database_ca,
+            rollups: true,
+        }
     }
 }
 
@@ -349,6 +355,11 @@ struct Serve {
     /// that could return more ($top times its $expand's $top) is a 400 before it runs.
     #[arg(long, env = "THINGBASE_QUERY_ROW_BUDGET", default_value_t = 5_000_000)]
     query_row_budget: u64,
+    /// Keep rollups per minute, hour and day as Observations are written, for fast aggregates.
+    /// Off, aggregates are computed from the Observations, and the rollups of what was written
+    /// meanwhile are built again once they are on.
+    #[arg(long, env = "THINGBASE_ROLLUPS", default_value = "on", value_parser = ["on", "off"])]
+    rollups: String,
     /// Seconds between two applications of the retention policies.
     #[arg(long, env = "THINGBASE_RETENTION_INTERVAL", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     retention_interval: u64,
@@ -632,6 +643,7 @@ fn main() -> anyhow::Result<()> {
                     rows: (serve.query_row_budget > 0).then_some(serve.query_row_budget),
                     count: None,
                 },
+                rollups: serve.rollups == "on",
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(thingbase::run(config, Some(render)))

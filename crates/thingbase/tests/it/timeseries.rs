@@ -643,3 +643,38 @@ fn the_command_line_backfills_a_csv_file_with_rollups() {
         .get(&format!("/MultiDatastreams({mds})/Observations?$filter=phenomenonTime%20eq%202025-02-01T00:00:00Z"));
     assert_eq!(last.json["value"][0]["result"], json!([1, 2.5]));
 }
+
+#[test]
+fn rollups_turned_off_and_on_again_are_built_for_what_came_meanwhile() {
+    let dir = crate::support::TempDir::new("timeseries-rollups-off");
+    let url = crate::support::backend_database("rollups_off");
+    let on = |rollups: bool| {
+        let (data_dir, url) = (dir.0.clone(), url.clone());
+        TestServer::start_with("timeseries-rollups-off", move |c| {
+            c.data_dir = data_dir;
+            c.database_url = url;
+            c.rollups = rollups;
+        })
+    };
+    let options = "aggregate=count,avg,last&interval=PT1H";
+    let (path, expected) = {
+        let server = on(false);
+        let mut dice = Dice(29);
+        let (ds, _) = random_series(&server, &mut dice);
+        let path = format!("/Datastreams({ds})/Observations");
+        let answer = aggregate(&server, &path, options);
+        assert_eq!(answer["@thingbase.aggregate"]["source"], "observations", "no rollups to use");
+        (path, answer["value"].clone())
+    };
+    let server = on(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = aggregate(&server, &path, options);
+        if answer["@thingbase.aggregate"]["source"].as_str().is_some_and(|s| s.starts_with("rollups")) {
+            assert_eq!(answer["value"], expected, "the rollups built equal the Observations");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rollups were built within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
