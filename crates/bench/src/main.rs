@@ -18,6 +18,10 @@
 //! - `access`: POST and MQTT ingest with access control off and required, in the same run.
 //! - `tls-handshake`: mutual-TLS handshakes per second, beside server-authenticated ones.
 //! - `enroll`: EST enrollments per second, beside HTTPS GETs on new connections.
+//! - `timeseries`: aggregates, latest values and counts over `--observations` (100 million
+//!   for issue 7) Observations in 10,000 Datastreams, a CSV backfill, ingest with rollups on
+//!   and off, and POST latency while retention deletes `--retention-rows` (see
+//!   `timeseries.rs`).
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
@@ -28,6 +32,7 @@ mod client;
 mod devices;
 mod mqtt;
 mod pg;
+mod timeseries;
 mod workloads;
 
 use anyhow::{Context, bail};
@@ -43,6 +48,8 @@ pub struct Settings {
     pub clients: usize,
     /// Connections of the idle workload.
     pub connections: usize,
+    /// Old Observations the timeseries workload's retention deletes.
+    pub retention_rows: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         concurrency: 64,
         clients: 100,
         connections: 10_000,
+        retention_rows: 10_000_000,
     };
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -68,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             "--concurrency" => settings.concurrency = value.parse()?,
             "--clients" => settings.clients = value.parse()?,
             "--connections" => settings.connections = value.parse()?,
+            "--retention-rows" => settings.retention_rows = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -78,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         "data-array" => runtime.block_on(workloads::data_array(&settings)),
         "query" => runtime.block_on(workloads::query(&settings)),
         "access" => runtime.block_on(access::access(&settings)),
+        "timeseries" => runtime.block_on(timeseries::timeseries(&settings)),
         "tls-handshake" => runtime.block_on(devices::tls_handshake(&settings)),
         "enroll" => runtime.block_on(devices::enroll(&settings)),
         "pg-ingest" => runtime.block_on(pg::ingest_workload(&settings)),
@@ -100,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

@@ -205,7 +205,7 @@ pub async fn post(settings: &Settings) -> anyhow::Result<()> {
 
 /// Raw batched inserts of `rows` Observations straight into a freshly migrated database file,
 /// in transactions of `batch` rows; returns rows per second.
-fn raw_sqlite_ingest(dir: &Path, rows: u64, batch: u64) -> anyhow::Result<f64> {
+pub(crate) fn raw_sqlite_ingest(dir: &Path, rows: u64, batch: u64) -> anyhow::Result<f64> {
     let path = dir.join("raw.sqlite");
     drop(store_sqlite::SqliteStore::open(store_sqlite::SqliteOptions::new(&path))?);
     let conn = rusqlite::Connection::open(&path)?;

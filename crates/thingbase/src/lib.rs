@@ -139,6 +139,11 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// The application behind the listeners (for in-process work such as benchmarks).
+    pub fn app(&self) -> &app::App {
+        &self.app
+    }
+
     /// Stops accepting requests, lets in-flight ones finish, commits queued writes.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
