@@ -316,6 +316,13 @@ impl Reader for Access<'_> {
             sink(Rows { fields: selection.fields, rows, count, estimated, more });
             return Ok(());
         }
+        if let (0, Some(total), false) = (limit, count, estimated) {
+            // `$top=0&$count=true`: the count says whether entities follow; reading one to
+            // find out would cost an ordered scan.
+            let more = total > query.skip;
+            sink(Rows { fields: selection.fields, rows: Vec::new(), count, estimated, more });
+            return Ok(());
+        }
         let chunk = chunk.clamp(1, limit.max(1).min(usize::MAX as u64) as usize);
         let fields = &selection.fields;
         let mut buffer: Vec<Row> = Vec::with_capacity(chunk.min(4096));
