@@ -12,10 +12,18 @@ use store::{StoreError, Writer};
 
 use crate::{App, AppError, Caller};
 
-/// Observations deleted by one write job of a retention pass.
-pub const STEP: usize = 2_000;
+/// Observations deleted by the first write job of a retention pass; later ones are sized so
+/// each takes about [`STEP_TIME`], between [`MIN_STEP`] and [`MAX_STEP`] rows.
+pub const STEP: usize = 1_000;
+pub const MIN_STEP: usize = 100;
+pub const MAX_STEP: usize = 10_000;
 
-/// The pause between two steps, which leaves the writer to ingest.
+/// What one step may take of the writer's time: ingest in the same write group waits that
+/// much longer.
+pub const STEP_TIME: Duration = Duration::from_millis(4);
+
+/// The least pause between two steps; it is at least four times the last step, so retention
+/// takes at most a fifth of the writer.
 pub const PAUSE: Duration = Duration::from_millis(20);
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -197,13 +205,21 @@ impl App {
         for (entity, id, policy) in series {
             if let Some(days) = policy.raw_days {
                 let before = horizon(now, days);
+                let mut step = STEP;
                 loop {
-                    let gone = self.maintenance_job(move |w| w.expire_observations(entity, id, before, STEP)).await?;
+                    let started = std::time::Instant::now();
+                    let gone = self.maintenance_job(move |w| w.expire_observations(entity, id, before, step)).await?;
+                    let took = started.elapsed();
                     report.observations_deleted += gone;
-                    if gone < STEP as u64 {
+                    if gone < step as u64 {
                         break;
                     }
-                    tokio::time::sleep(PAUSE).await;
+                    if took < STEP_TIME / 2 {
+                        step = (step * 2).min(MAX_STEP);
+                    } else if took > STEP_TIME * 2 {
+                        step = (step / 2).max(MIN_STEP);
+                    }
+                    tokio::time::sleep(PAUSE.max(took * 4)).await;
                 }
             }
             if let Some(days) = policy.rollup_days {

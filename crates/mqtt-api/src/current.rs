@@ -17,8 +17,10 @@ use sensorthings_json::Encoder;
 use crate::notify::property_payload;
 use crate::topic;
 
-/// The newest Observation first; the id breaks ties between equal phenomenon times.
-const NEWEST_OBSERVATION: &str = "$top=1&$orderby=phenomenonTime desc,id desc";
+/// The newest Observation: the one `$orderby=phenomenonTime desc` puts first (between equal
+/// phenomenon times the longer interval, then the lower id), which the store keeps on each
+/// (Multi)Datastream, so subscribing never scans.
+const NEWEST_OBSERVATION: &str = "$top=1&$orderby=phenomenonTime desc";
 
 /// The current state of the topic `filter` names, or nothing when it has none (wildcards,
 /// collections of entities other than Observations, entities that do not exist).

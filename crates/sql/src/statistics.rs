@@ -170,15 +170,6 @@ pub fn delete_bucket(dialect: &dyn Dialect) -> String {
     )
 }
 
-/// Deletes every rollup of kind `?1` and parent `?2`.
-pub fn delete_rollups_of(dialect: &dyn Dialect) -> String {
-    format!(
-        "DELETE FROM observation_rollups WHERE parent = {} AND parent_id = {}",
-        dialect.placeholder(1),
-        dialect.placeholder(2)
-    )
-}
-
 /// Rows `(id, phenomenonTime start, result_number, result_string, result_boolean,
 /// result_json)` of the Observations of the (Multi)Datastream `?1` starting in `[?2, ?3)`, in
 /// time order.
@@ -249,10 +240,6 @@ pub fn affected_parents(dialect: &dyn Dialect, entity: EntityType) -> Option<Str
         EntityType::ObservedProperty => format!(
             "SELECT 0, id FROM datastreams WHERE observed_property_id = {p1} UNION ALL \
              SELECT 1, multi_datastream_id FROM multi_datastream_observed_properties WHERE observed_property_id = {p1}"
-        ),
-        EntityType::FeatureOfInterest => format!(
-            "SELECT DISTINCT CASE WHEN datastream_id IS NULL THEN 1 ELSE 0 END, \
-             COALESCE(datastream_id, multi_datastream_id) FROM observations WHERE feature_id = {p1}"
         ),
         _ => return None,
     })
@@ -349,4 +336,40 @@ pub fn id_range(entity: EntityType, count: bool) -> String {
     let table = entity.table();
     let n = if count { format!("(SELECT COUNT(*) FROM {table})") } else { "0".to_owned() };
     format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table}), {n}")
+}
+
+/// Rows `(parent, id, day, count)` (parent 0: a Datastream, 1: a MultiDatastream; `day` the
+/// start of a UTC day in microseconds) of the Observations of feature `?1`, per series and day:
+/// what deleting the feature takes from each series' statistics.
+pub fn feature_days(dialect: &dyn Dialect) -> String {
+    const DAY: i64 = 86_400_000_000;
+    let start = "phenomenon_time_start";
+    format!(
+        "SELECT CASE WHEN datastream_id IS NULL THEN 1 ELSE 0 END, COALESCE(datastream_id, multi_datastream_id), \
+         (CASE WHEN {start} >= 0 THEN {start} / {DAY} ELSE ({start} - {DAY} + 1) / {DAY} END) * {DAY}, COUNT(*) \
+         FROM observations WHERE feature_id = {} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        dialect.placeholder(1)
+    )
+}
+
+/// Deletes the rollups (every level and member) of kind `?1` and parent `?2` whose buckets
+/// start in `[?3, ?4)`.
+pub fn delete_rollups_between(dialect: &dyn Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "DELETE FROM observation_rollups WHERE parent = {} AND parent_id = {} AND bucket >= {} AND bucket < {}",
+        p(1),
+        p(2),
+        p(3),
+        p(4)
+    )
+}
+
+/// The earliest phenomenonTime start among the Observations of the (Multi)Datastream `?1`.
+pub fn earliest_observation(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "SELECT MIN(phenomenon_time_start) FROM observations WHERE {} = {}",
+        parent_column(entity),
+        dialect.placeholder(1)
+    )
 }

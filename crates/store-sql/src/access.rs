@@ -722,13 +722,28 @@ impl Writer for Access<'_> {
                 Ok(true)
             })?;
         }
+        // A feature's Observations: the days they were on, per series.
+        let mut days = Vec::new();
+        if entity == EntityType::FeatureOfInterest {
+            self.conn.query(&sql::statistics::feature_days(self.dialect), &[Param::Integer(id.0)], &mut |row| {
+                let parent =
+                    if row.required_integer(0)? == 0 { EntityType::Datastream } else { EntityType::MultiDatastream };
+                let count = row.required_integer(3)?.max(0) as u64;
+                days.push((parent, Id(row.required_integer(1)?), row.required_integer(2)?, count));
+                Ok(true)
+            })?;
+        }
         let deleted = self.delete_rows(entity, id)?;
         if deleted {
             if let Some(facts) = removed {
                 self.statistics()?.removed(facts.parent.0, facts.parent.1, &[facts.start])?;
             }
+            // Series deleted with the entity: nothing of what their jobs left is written.
             for (parent, parent_id) in affected {
                 self.statistics()?.rebuild(parent, parent_id)?;
+            }
+            for (parent, parent_id, day, count) in days {
+                self.statistics()?.removed_on_day(parent, parent_id, day, count)?;
             }
         }
         Ok(deleted)

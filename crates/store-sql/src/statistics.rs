@@ -39,6 +39,8 @@ pub struct Statistics {
     rollups_merged: BTreeMap<RollupKey, Partial>,
     /// Buckets to compute again from the stored Observations: (parent, id, level, bucket).
     dirty: BTreeSet<(Parent, i64, i64, i64)>,
+    /// Whole UTC days to compute again, every level: (parent, id, day start).
+    dirty_days: BTreeSet<(Parent, i64, i64)>,
     rebuild: BTreeSet<(Parent, i64)>,
 }
 
@@ -60,6 +62,7 @@ impl Statistics {
             tallies: BTreeMap::new(),
             rollups_merged: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            dirty_days: BTreeSet::new(),
             rebuild: BTreeSet::new(),
         }
     }
@@ -117,6 +120,20 @@ impl Statistics {
         Ok(())
     }
 
+    /// `count` Observations of the UTC day starting at `day` went (a cascade).
+    pub fn removed_on_day(&mut self, entity: EntityType, id: Id, day: i64, count: u64) -> Result<(), StoreError> {
+        let parent = parent(entity)?;
+        let tally = self.tallies.entry((parent, id.0)).or_default();
+        tally.delta -= count as i64;
+        tally.relook = true;
+        if self.rollups {
+            self.dirty_days.insert((parent, id.0, day));
+        } else {
+            self.stale.insert((parent, id.0));
+        }
+        Ok(())
+    }
+
     pub fn rebuild(&mut self, entity: EntityType, id: Id) -> Result<(), StoreError> {
         self.rebuild.insert((parent(entity)?, id.0));
         Ok(())
@@ -144,6 +161,7 @@ impl Statistics {
             }
         }
         self.dirty.extend(job.dirty);
+        self.dirty_days.extend(job.dirty_days);
         self.rebuild.extend(job.rebuild);
     }
 
@@ -151,6 +169,7 @@ impl Statistics {
         self.tallies.is_empty()
             && self.rollups_merged.is_empty()
             && self.dirty.is_empty()
+            && self.dirty_days.is_empty()
             && self.rebuild.is_empty()
             && self.stale.is_empty()
     }
@@ -190,6 +209,11 @@ impl Statistics {
             .filter(|(key, _)| {
                 !self.rebuild.contains(&(key.parent, key.parent_id))
                     && !self.dirty.contains(&(key.parent, key.parent_id, key.level, key.bucket))
+                    && !self.dirty_days.contains(&(
+                        key.parent,
+                        key.parent_id,
+                        statistics::bucket_of(86_400, Instant::from_micros(key.bucket)),
+                    ))
             })
             .collect();
         for chunk in merged.chunks(MERGE_ROWS) {
@@ -200,10 +224,17 @@ impl Statistics {
             conn.execute(&sql::statistics::merge_rollups(dialect, chunk.len()), &params)?;
         }
         for &(parent, id, level, bucket) in &self.dirty {
-            if self.rebuild.contains(&(parent, id)) {
+            let day = statistics::bucket_of(86_400, Instant::from_micros(bucket));
+            if self.rebuild.contains(&(parent, id)) || self.dirty_days.contains(&(parent, id, day)) {
                 continue;
             }
             recompute_bucket(conn, dialect, parent, id, level, bucket)?;
+        }
+        for &(parent, id, day) in &self.dirty_days {
+            if self.rebuild.contains(&(parent, id)) {
+                continue;
+            }
+            recompute_from(conn, dialect, parent, id, day, day + 86_400_000_000)?;
         }
         for &(parent, id) in &self.rebuild {
             rebuild(conn, dialect, parent, id, self.rollups)?;
@@ -362,12 +393,33 @@ pub fn rebuild(
         conn.execute(&sql::statistics::set_rollups_pending(dialect, entity), &[Param::Integer(id), Param::Integer(1)])?;
         return Ok(());
     }
-    conn.execute(&sql::statistics::delete_rollups_of(dialect), &[Param::Integer(parent.code()), Param::Integer(id)])?;
-    contributions_from_rows(conn, dialect, parent, id, i64::MIN, i64::MAX, &mut |gathered| {
-        insert_rollups(conn, dialect, &gathered)
-    })?;
+    // From the day of the earliest Observation on: older rollups outlived their Observations
+    // by retention and stay.
+    let earliest =
+        query_one(conn, &sql::statistics::earliest_observation(dialect, entity), &key, |row| row.integer(0))?.flatten();
+    if let Some(earliest) = earliest {
+        let day = statistics::bucket_of(86_400, Instant::from_micros(earliest));
+        recompute_from(conn, dialect, parent, id, day, i64::MAX)?;
+    }
     conn.execute(&sql::statistics::set_rollups_pending(dialect, entity), &[Param::Integer(id), Param::Integer(0)])?;
     Ok(())
+}
+
+/// Computes every rollup of buckets starting in `[from, to)` again from the stored
+/// Observations (`from` a UTC midnight, so no bucket is cut).
+fn recompute_from(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    parent: Parent,
+    id: i64,
+    from: i64,
+    to: i64,
+) -> Result<(), StoreError> {
+    let params = [Param::Integer(parent.code()), Param::Integer(id), Param::Integer(from), Param::Integer(to)];
+    conn.execute(&sql::statistics::delete_rollups_between(dialect), &params)?;
+    contributions_from_rows(conn, dialect, parent, id, from, to, &mut |gathered| {
+        insert_rollups(conn, dialect, &gathered)
+    })
 }
 
 pub fn summary(

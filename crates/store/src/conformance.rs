@@ -2175,6 +2175,17 @@ pub fn expired_observations_leave_their_rollups(store: &dyn Store) {
     let kept: Vec<_> = before.iter().filter(|r| r.bucket + 3_600_000_000 > cut.micros()).cloned().collect();
     assert!(removed > 0 && kept.len() < before.len());
     assert_eq!(after, kept, "exactly the rollups ending before the cut went");
+    // A cascade recomputes only the days it touched: rollups that outlived their
+    // Observations stay.
+    let late = Instant::from_micros(horizon.micros() + 5 * 3_600_000_000);
+    let extra = write(store, move |w| {
+        let extra = feature(w, "extra")?;
+        observation(w, EntityType::Datastream, a, extra, Value::Instant(late), Value::Integer(1000))?;
+        Ok(extra)
+    });
+    assert_ne!(hourly(a), after);
+    assert!(write(store, move |w| w.delete(EntityType::FeatureOfInterest, extra)));
+    assert_eq!(hourly(a), after, "deleting the feature takes its Observation out, and only that");
     // Policies: set, replaced, listed, cleared; a deleted Datastream takes its own along.
     let policy =
         |scope, raw, rollups| RetentionPolicy { scope, raw_days: raw, rollup_days: rollups, updated_at: at(1) };
