@@ -401,7 +401,8 @@ impl App {
 
     /// Reads a collection in chunks of `chunk` entities, handing each to `sink` on the reader
     /// thread as soon as it is read (for streamed responses). Fails before the first chunk when
-    /// the path does not exist.
+    /// the path does not exist. Once `started` is true (the sink sets it when the answer starts
+    /// going out), the time budget no longer applies: the answer is never cut short.
     pub async fn read_chunks(
         &self,
         caller: &Caller,
@@ -409,12 +410,16 @@ impl App {
         query: Query,
         chunk: usize,
         mut sink: Box<dyn FnMut(store::Rows) -> bool + Send>,
+        started: Option<Arc<std::sync::atomic::AtomicBool>>,
     ) -> Result<(), AppError> {
         self.check_rows(&path, &query)?;
         let paging = self.paging;
         let (deadline, count_time) = (self.deadline(), self.budget.count);
         self.read_job(caller, move |reader| {
             reader.set_deadline(deadline)?;
+            if let Some(started) = started {
+                reader.lift_deadline_when(started);
+            }
             if let Some(limit) = count_time {
                 reader.set_count_time(limit);
             }

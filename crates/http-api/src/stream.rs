@@ -5,10 +5,11 @@
 //! Everything that can fail because of the request (parsing, binding, 404 of a parent path)
 //! fails before the status line is sent. So does a read over its time budget: the answer is
 //! held back until it is complete or [`HOLD_BYTES`] long, so every answer of up to that size
-//! (a page of 10,000 Observations is about 2.5 MB) either arrives whole or not at all. Only a
-//! longer answer starts before it is complete; a database failure after that ends the
-//! connection without the closing chunk (a client sees an incomplete answer, never a
-//! truncated JSON that looks complete), and that is logged.
+//! (a page of 10,000 Observations is about 2.5 MB) either arrives whole or not at all. A
+//! longer answer starts before it is complete, and from then on its read is no longer held to
+//! the time budget (the row budget bounds it): only a database failure can end it early, and
+//! that ends the connection without the closing chunk (a client sees an incomplete answer,
+//! never a truncated JSON that looks complete), and is logged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,14 +51,24 @@ pub async fn collection(
     let entity = app::target_entity(&path);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(4);
     let more = Arc::new(AtomicBool::new(false));
+    // Set by the sink, on the reader thread, before it hands over the chunk that makes the
+    // answer longer than `HOLD_BYTES`: from then on it streams, and its read must not fail
+    // for time.
+    let started = Arc::new(AtomicBool::new(false));
     let sink = {
         let tx = tx.clone();
         let more = Arc::clone(&more);
+        let started = Arc::clone(&started);
         let base = base.to_owned();
         let query = query.clone();
         let mut progress = Progress::default();
+        let mut encoded = 0;
         Box::new(move |rows: Rows| -> bool {
             let bytes = encode_chunk(&Encoder { base: &base }, entity, &rows, &query, &mut progress);
+            encoded += bytes.len();
+            if encoded >= HOLD_BYTES {
+                started.store(true, Ordering::Relaxed);
+            }
             more.store(rows.more, Ordering::Relaxed);
             // A closed channel means the client went away: stop reading.
             tx.blocking_send(Message::Data(bytes)).is_ok()
@@ -66,7 +77,7 @@ pub async fn collection(
     let app = state.app.clone();
     let caller = caller.clone();
     tokio::spawn(async move {
-        let message = match app.read_chunks(&caller, path, query, CHUNK, sink).await {
+        let message = match app.read_chunks(&caller, path, query, CHUNK, sink, Some(started)).await {
             Ok(()) => {
                 let mut tail = String::from("]");
                 if more.load(Ordering::Relaxed) {

@@ -52,6 +52,8 @@ pub struct PgConnection {
     cursors: std::cell::Cell<u64>,
     /// The deadline of the current read job, and the statement_timeout last set for it.
     deadline: std::cell::Cell<Option<(std::time::Instant, std::time::Duration)>>,
+    /// Once true, the deadline no longer applies (`lift_deadline_when`).
+    lifted: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 /// Rows fetched at a time from a large result's cursor.
@@ -329,6 +331,7 @@ impl PgConnection {
             column_types: RefCell::default(),
             cursors: std::cell::Cell::new(0),
             deadline: std::cell::Cell::new(None),
+            lifted: RefCell::new(None),
         }
     }
 
@@ -360,6 +363,12 @@ impl PgConnection {
     /// when less than half of the last one is left, so no statement runs far past it.
     fn within_deadline(&self) -> Result<(), StoreError> {
         let Some((deadline, timeout)) = self.deadline.get() else { return Ok(()) };
+        if self.lifted.borrow().as_ref().is_some_and(|l| l.load(std::sync::atomic::Ordering::Relaxed)) {
+            // The answer started going out: no statement of it may be stopped any more.
+            self.deadline.set(None);
+            self.client.borrow_mut().batch_execute("SET LOCAL statement_timeout = 0").map_err(db_error)?;
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(store_sql::over_budget());
@@ -454,12 +463,17 @@ impl store_sql::Connection for PgConnection {
         self.client.borrow_mut().batch_execute(sql).map_err(db_error)
     }
 
+    fn lift_deadline_when(&self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.lifted.replace(Some(lifted));
+    }
+
     /// `SET LOCAL statement_timeout` for what is left, in the job's read transaction (which
     /// ends it); `None` just forgets the deadline.
     fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
         match deadline {
             None => {
                 self.deadline.set(None);
+                self.lifted.replace(None);
                 Ok(())
             }
             Some(deadline) => {

@@ -403,6 +403,10 @@ impl Reader for Access<'_> {
         self.conn.set_deadline(deadline)
     }
 
+    fn lift_deadline_when(&mut self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.conn.lift_deadline_when(lifted);
+    }
+
     fn set_count_time(&mut self, limit: std::time::Duration) {
         self.count_time = Some(limit);
     }

@@ -86,6 +86,11 @@ pub trait Connection {
         Ok(())
     }
 
+    /// The deadline stops applying once `lifted` is true (until the next `set_deadline`).
+    fn lift_deadline_when(&self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = lifted;
+    }
+
     /// Inserts many rows of `table` at once (`rows` holds `columns.len()` values per row) by
     /// the database's bulk path, with keys `key` taken from its generator; returns the keys in
     /// row order, or `None` when the backend has no faster way than a multi-row INSERT.

@@ -18,18 +18,29 @@ pub fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database(Box::new(error))
 }
 
-/// When the statements of a reader's current job must stop; its progress handler looks.
-pub type Deadline = std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+/// When the statements of a reader's current job must stop, unless the flag says the deadline
+/// was lifted; its progress handler looks.
+pub type Deadline = std::sync::Arc<std::sync::Mutex<DeadlineSlot>>;
+
+#[derive(Default)]
+pub struct DeadlineSlot {
+    at: Option<std::time::Instant>,
+    lifted: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl DeadlineSlot {
+    fn passed(&self) -> bool {
+        let lifted = self.lifted.as_ref().is_some_and(|l| l.load(std::sync::atomic::Ordering::Relaxed));
+        !lifted && self.at.is_some_and(|at| std::time::Instant::now() >= at)
+    }
+}
 
 /// Makes `conn` stop any statement running past what `deadline` holds.
 pub fn watch_deadline(conn: &mut rusqlite::Connection, deadline: &Deadline) -> Result<(), StoreError> {
     let deadline = std::sync::Arc::clone(deadline);
     // Every 1,000 virtual-machine steps (some microseconds): the clock costs nothing then.
-    conn.progress_handler(
-        1_000,
-        Some(move || deadline.lock().map(|at| at.is_some_and(|at| std::time::Instant::now() >= at)).unwrap_or(false)),
-    )
-    .map_err(db_error)
+    conn.progress_handler(1_000, Some(move || deadline.lock().map(|slot| slot.passed()).unwrap_or(false)))
+        .map_err(db_error)
 }
 
 /// One SQLite connection, and for a reader the deadline its progress handler watches.
@@ -123,8 +134,17 @@ impl store_sql::Connection for SqliteConnection<'_> {
 
     fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
         if let Some(Ok(mut slot)) = self.1.map(|d| d.lock()) {
-            *slot = deadline;
+            slot.at = deadline;
+            if deadline.is_none() {
+                slot.lifted = None;
+            }
         }
         Ok(())
+    }
+
+    fn lift_deadline_when(&self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        if let Some(Ok(mut slot)) = self.1.map(|d| d.lock()) {
+            slot.lifted = Some(lifted);
+        }
     }
 }

@@ -91,3 +91,26 @@ fn the_dump_lists_every_table_and_column() {
     drop(conn);
     remove_database(&path);
 }
+
+#[test]
+fn a_deadline_stops_a_statement_unless_it_was_lifted() {
+    use store_sql::Connection as _;
+    let mut conn = rusqlite::Connection::open_in_memory().expect("in memory");
+    let deadline = crate::connection::Deadline::default();
+    crate::connection::watch_deadline(&mut conn, &deadline).expect("a progress handler");
+    let sqlite = crate::connection::SqliteConnection(&conn, Some(&deadline));
+    // A statement of some millions of steps.
+    let long =
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) SELECT COUNT(*) FROM n";
+    let count =
+        |c: &crate::connection::SqliteConnection<'_>| store_sql::query_one(c, long, &[], |row| row.required_integer(0));
+    assert_eq!(count(&sqlite).expect("no deadline"), Some(2_000_000));
+    sqlite.set_deadline(Some(std::time::Instant::now())).expect("set");
+    assert!(matches!(count(&sqlite), Err(store::StoreError::OverBudget(_))), "stopped at the deadline");
+    let lifted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    sqlite.lift_deadline_when(lifted);
+    assert_eq!(count(&sqlite).expect("lifted"), Some(2_000_000), "a lifted deadline stops nothing");
+    sqlite.set_deadline(None).expect("cleared");
+    sqlite.set_deadline(Some(std::time::Instant::now())).expect("set again");
+    assert!(count(&sqlite).is_err(), "a new deadline is not lifted");
+}

@@ -127,6 +127,12 @@ pub trait Reader {
         Ok(())
     }
 
+    /// From when `lifted` becomes true, the deadline no longer applies (an answer that started
+    /// going out must not be cut short).
+    fn lift_deadline_when(&mut self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = lifted;
+    }
+
     /// Under a deadline, how long an exact `$count` may take before an estimate answers
     /// instead (`Rows::estimated`).
     fn set_count_time(&mut self, limit: std::time::Duration) {
