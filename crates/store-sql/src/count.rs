@@ -18,18 +18,8 @@ pub const COUNT_TIME: Duration = Duration::from_secs(1);
 /// Entities a sample holds at most.
 const SAMPLE: usize = 1_000;
 
-/// SplitMix64, seeded by the statement: the same question gets the same estimate.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// Samples are seeded by the statement: the same question gets the same estimate.
+type Dice = store::sample::SplitMix64;
 
 fn seed(statement: &Statement) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -97,7 +87,7 @@ impl Access<'_> {
             let plan = query_one(self.conn, &explain, &count.params, |row| row.json(0))?.flatten();
             return Ok(plan.as_deref().and_then(planned_rows).unwrap_or(0));
         }
-        let mut dice = Dice(seed(count));
+        let mut dice = store::sample::SplitMix64(seed(count));
         let (sample, population) = match (entity, crate::access::parent_of(constraint)) {
             (EntityType::Observation, Some((parent, id))) => self.sample_of_parent(parent, id, &mut dice)?,
             _ => self.sample_by_id(entity, &mut dice)?,
@@ -130,7 +120,7 @@ impl Access<'_> {
         let next = sql::statistics::next_observation(self.dialect, parent);
         let mut ids = Vec::with_capacity(SAMPLE);
         for _ in 0..SAMPLE.min(summary.observations as usize) {
-            let at = earliest + (dice.next() % span) as i64;
+            let at = earliest + (dice.next_u64() % span) as i64;
             if let Some(found) =
                 query_one(self.conn, &next, &[Param::Integer(id.0), Param::Integer(at)], |row| row.required_integer(0))?
             {
@@ -165,7 +155,7 @@ impl Access<'_> {
             rows.max(0) as u64
         };
         let span = (high - low).max(0) as u64 + 1;
-        let mut ids: Vec<i64> = (0..SAMPLE.min(span as usize)).map(|_| low + (dice.next() % span) as i64).collect();
+        let mut ids: Vec<i64> = (0..SAMPLE.min(span as usize)).map(|_| low + (dice.next_u64() % span) as i64).collect();
         ids.sort_unstable();
         ids.dedup();
         Ok((ids, population))

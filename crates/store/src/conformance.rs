@@ -1758,22 +1758,8 @@ pub fn feeds_name_the_thing_and_what_it_observes(store: &dyn Store) {
 // ---------------------------------------------------------------------------------------------
 // Statistics of Observations (counts, latest, rollups)
 
-/// A small deterministic generator (SplitMix64), so a failing case can be run again.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The suite's random data, replayable from the seed.
+type Dice = crate::sample::SplitMix64;
 
 /// A random result: mostly numbers (integers and reals, some equal), sometimes text, a
 /// boolean, JSON or nothing; for a MultiDatastream an array of two such values.
@@ -1960,7 +1946,7 @@ fn queue(
 pub fn statistics_follow_random_inserts_updates_and_deletes(store: &dyn Store) {
     let (a, b, md, foi) = statistics_setup(store);
     for seed in 1..=3u64 {
-        let mut dice = Dice(seed);
+        let mut dice = crate::sample::SplitMix64(seed);
         let (done_tx, done_rx) = mpsc::channel();
         let mut queued = 0;
         // Jobs queued together share write groups: inserts, then a failing job whose changes

@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod dump;
 mod principals;
+pub mod sample;
 pub mod statistics;
 
 pub use principals::{

@@ -15,20 +15,12 @@ use crate::support::TestServer;
 const MEASUREMENT: &str = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement";
 const COMPLEX: &str = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_ComplexObservation";
 
-/// SplitMix64: deterministic, so a failure can be run again.
-struct Dice(u64);
+/// Random data, replayable from the seed.
+struct Dice(store::sample::SplitMix64);
 
 impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -208,7 +200,7 @@ fn aggregate(server: &TestServer, path: &str, options: &str) -> Value {
 #[test]
 fn aggregates_per_interval_equal_a_brute_force_computation() {
     let server = TestServer::start("timeseries-aggregates");
-    let mut dice = Dice(7);
+    let mut dice = Dice(store::sample::SplitMix64(7));
     let (ds, mds) = random_series(&server, &mut dice);
     let intervals = ["PT1M", "PT15M", "PT1H", "PT3H", "P1D", "P1W", "P1M", "P3M", "P1Y"];
     let zones = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"];
@@ -274,7 +266,7 @@ fn aggregates_per_interval_equal_a_brute_force_computation() {
 #[test]
 fn even_buckets_downsample_for_charts() {
     let server = TestServer::start("timeseries-buckets");
-    let mut dice = Dice(11);
+    let mut dice = Dice(store::sample::SplitMix64(11));
     let (ds, _) = random_series(&server, &mut dice);
     let path = format!("/Datastreams({ds})/Observations");
     let rows = stored(&server, &path);
@@ -314,7 +306,7 @@ fn even_buckets_downsample_for_charts() {
 #[test]
 fn bad_aggregate_requests_say_what_is_wrong() {
     let server = TestServer::start("timeseries-refusals");
-    let mut dice = Dice(3);
+    let mut dice = Dice(store::sample::SplitMix64(3));
     let (ds, _) = random_series(&server, &mut dice);
     let path = format!("/Datastreams({ds})/Observations");
     for (options, needle) in [
@@ -343,7 +335,7 @@ fn bad_aggregate_requests_say_what_is_wrong() {
 #[test]
 fn counts_and_latest_values_follow_every_change() {
     let server = TestServer::start("timeseries-latest");
-    let mut dice = Dice(5);
+    let mut dice = Dice(store::sample::SplitMix64(5));
     let (ds, mds) = random_series(&server, &mut dice);
     let latest_of = |path: &str| {
         let rows = stored(&server, path);
@@ -552,7 +544,7 @@ fn counts_that_would_take_too_long_are_estimated_and_say_so() {
         };
     });
     let postgres = crate::support::backend_database("probe").is_some();
-    let mut dice = Dice(17);
+    let mut dice = Dice(store::sample::SplitMix64(17));
     let (ds, _) = random_series(&server, &mut dice);
     let path = format!("/Datastreams({ds})/Observations");
     let exact = stored(&server, &path).iter().filter(|(_, _, r)| r.as_f64().is_some_and(|r| r > 0.0)).count() as f64;
@@ -585,7 +577,7 @@ fn counts_that_would_take_too_long_are_estimated_and_say_so() {
 fn the_command_line_backfills_a_csv_file_with_rollups() {
     use std::process::Command;
     let server = TestServer::start("timeseries-backfill");
-    let mut dice = Dice(23);
+    let mut dice = Dice(store::sample::SplitMix64(23));
     let (ds, mds) = random_series(&server, &mut dice);
     let before = stored(&server, &format!("/Datastreams({ds})/Observations")).len();
     // 2025, one row a minute for a week, a quoted text result and a refused row among them.
@@ -659,7 +651,7 @@ fn rollups_turned_off_and_on_again_are_built_for_what_came_meanwhile() {
     let options = "aggregate=count,avg,last&interval=PT1H";
     let (path, expected) = {
         let server = on(false);
-        let mut dice = Dice(29);
+        let mut dice = Dice(store::sample::SplitMix64(29));
         let (ds, _) = random_series(&server, &mut dice);
         let path = format!("/Datastreams({ds})/Observations");
         let answer = aggregate(&server, &path, options);
