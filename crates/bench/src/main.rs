@@ -21,7 +21,7 @@
 //! - `timeseries`: aggregates, latest values and counts over `--observations` (100 million
 //!   for issue 7) Observations in 10,000 Datastreams, a CSV backfill, ingest with rollups on
 //!   and off, and POST latency while retention deletes `--retention-rows` (see
-//!   `timeseries.rs`).
+//!   `timeseries.rs`); `pg-timeseries`: its store and queries on PostgreSQL.
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
@@ -88,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         "query" => runtime.block_on(workloads::query(&settings)),
         "access" => runtime.block_on(access::access(&settings)),
         "timeseries" => runtime.block_on(timeseries::timeseries(&settings)),
+        "pg-timeseries" => runtime.block_on(timeseries::pg_timeseries(&settings)),
         "tls-handshake" => runtime.block_on(devices::tls_handshake(&settings)),
         "enroll" => runtime.block_on(devices::enroll(&settings)),
         "pg-ingest" => runtime.block_on(pg::ingest_workload(&settings)),
@@ -110,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-timeseries|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

@@ -360,3 +360,133 @@ async fn retention_while_ingesting(settings: &Settings) -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// Times `sql` on PostgreSQL `runs` times (reading every row); returns the median ms.
+fn raw_pg_ms(url: &str, runs: usize, sql: &str, params: &[i64]) -> anyhow::Result<f64> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let statement = client.prepare(sql)?;
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let rows = client.query(&statement, &refs)?;
+        std::hint::black_box(rows.len());
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(&mut times))
+}
+
+/// `bench pg-timeseries`: the store and queries of `bench timeseries` on PostgreSQL (a durable
+/// throwaway cluster), each beside the same answer computed by SQL on the same database.
+pub async fn pg_timeseries(settings: &Settings) -> anyhow::Result<()> {
+    let cluster = pg_test::durable_cluster().map_err(|e| anyhow::anyhow!("a PostgreSQL cluster: {e}"))?;
+    let url = cluster.database("bench_timeseries").map_err(|e| anyhow::anyhow!("a database: {e}"))?;
+    let dir = TempDir::new("pg-timeseries")?;
+    let config = thingbase::Config {
+        https_port: None,
+        mqtts_port: None,
+        data_dir: dir.0.clone(),
+        database_url: Some(url.clone()),
+        http_port: 0,
+        mqtt_port: 0,
+        max_top: 10_000,
+        auth: thingbase::Auth::Off,
+        retention_interval: Duration::from_secs(1_000_000),
+        ..Default::default()
+    };
+    let server = thingbase::start(config, None).await?;
+    let addr = server.http_addrs[0];
+    let ids = create_datastreams(addr, DATASTREAMS).await?;
+    let (plan, rows) = blocks(&ids, settings.observations);
+    let seconds = backfill(server.app(), plan).await?;
+    let analyze = url.clone();
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let mut client = postgres::Client::connect(&analyze, postgres::NoTls)?;
+        client.batch_execute("VACUUM ANALYZE observations; VACUUM ANALYZE observation_rollups")?;
+        let row = client.query_one("SELECT CAST(pg_database_size(current_database()) AS bigint)", &[])?;
+        Ok(row.try_get(0)?)
+    })
+    .await??;
+    println!(
+        "loaded {rows} Observations through the backfill path in {seconds:.0} s ({:.0} obs/s); database {:.1} GB, {:.0} bytes per Observation",
+        rows as f64 / seconds,
+        bytes as f64 / 1e9,
+        bytes as f64 / rows as f64
+    );
+    let mut connection = Connection::open(addr).await?;
+    let (first, second) = (ids[0], ids[1]);
+    let raw = |runs: usize, sql: &'static str, params: Vec<i64>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || raw_pg_ms(&url, runs, sql, &params))
+    };
+    let hourly = format!(
+        "/v1.1/Datastreams({first})/Observations?aggregate=avg&interval=PT1H&from={}&to={}",
+        instant(YEAR_START),
+        instant(YEAR_START + YEAR)
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![hourly; 20], |status, body| {
+        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "hourly: {status}");
+        Ok(())
+    })
+    .await?;
+    let raw_hourly = raw(
+        1,
+        "SELECT phenomenon_time_start / 3600000000, AVG(result_number) FROM observations \
+         WHERE datastream_id = $1 AND phenomenon_time_start >= $2 AND phenomenon_time_start < $3 GROUP BY 1",
+        vec![first, YEAR_START * 1_000_000, (YEAR_START + YEAR) * 1_000_000],
+    )
+    .await??;
+    println!(
+        "hourly averages over a year of 1 Hz data: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL GROUP BY {raw_hourly:.0} ms"
+    );
+    let daily = format!(
+        "/v1.1/Datastreams({second})/Observations?aggregate=avg&interval=P1D&from={}&to={}",
+        instant(DECADE_START),
+        instant(DECADE_START + 10 * 365 * 86_400 + 3 * 86_400)
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![daily; 20], |status, body| {
+        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "daily: {status}");
+        Ok(())
+    })
+    .await?;
+    let raw_daily = raw(
+        1,
+        "SELECT phenomenon_time_start / 86400000000, AVG(result_number) FROM observations WHERE datastream_id = $1 GROUP BY 1",
+        vec![second],
+    )
+    .await??;
+    println!(
+        "daily averages over ten years: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL GROUP BY {raw_daily:.0} ms"
+    );
+    let latest = format!(
+        "/v1.1/Datastreams?$top={DATASTREAMS}&$select=id&$expand=Observations($top=1;$orderby=phenomenonTime%20desc;$select=id,phenomenonTime,result)"
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![latest; 10], |status, body| {
+        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == 2 * DATASTREAMS, "latest: {status}");
+        Ok(())
+    })
+    .await?;
+    let raw_latest = raw(
+        3,
+        "SELECT d.id, (SELECT o.id FROM observations o WHERE o.datastream_id = d.id \
+         ORDER BY o.phenomenon_time_start DESC LIMIT 1) FROM datastreams d",
+        Vec::new(),
+    )
+    .await??;
+    println!(
+        "latest Observation of each of {DATASTREAMS} Datastreams: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL (index per Datastream) {raw_latest:.0} ms"
+    );
+    let count = format!("/v1.1/Datastreams({first})/Observations?$count=true&$top=0");
+    let (p50, p99) = timed_gets(&mut connection, &vec![count; 50], |status, body| {
+        ensure!(status == 200 && body.windows(10).any(|w| w == b"@iot.count"), "count: {status}");
+        Ok(())
+    })
+    .await?;
+    let raw_count = raw(3, "SELECT COUNT(*) FROM observations WHERE datastream_id = $1", vec![first]).await??;
+    println!(
+        "$count of the 1 Hz Datastream: p50 {p50:.2} ms, p99 {p99:.2} ms; raw PostgreSQL COUNT(*) {raw_count:.0} ms"
+    );
+    server.stop().await;
+    Ok(())
+}
