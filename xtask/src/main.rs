@@ -159,8 +159,16 @@ fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: &[&str] =
-    &["odata_path", "odata_query", "entity_json", "mqtt_packet", "device_urn", "csr", "coap_message"];
+const FUZZ_TARGETS: &[&str] = &[
+    "odata_path",
+    "odata_query",
+    "entity_json",
+    "mqtt_packet",
+    "device_urn",
+    "csr",
+    "coap_message",
+    "aggregate_options",
+];
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();

@@ -313,11 +313,12 @@ pub fn boundaries(interval: Interval, zone: &TimeZone, from: Instant, to: Instan
 }
 
 /// The even buckets of `[from, to)`: `n` of equal length (the last may be shorter).
-fn even_boundaries(n: u64, from: Instant, to: Instant) -> Vec<Instant> {
-    let span = (to.micros() - from.micros()).max(1);
-    let width = (span + n as i64 - 1) / n as i64;
-    let mut out: Vec<Instant> = (0..n as i64)
-        .map(|i| from.micros().saturating_add(i * width))
+pub fn even_boundaries(n: u64, from: Instant, to: Instant) -> Vec<Instant> {
+    let n = n.max(1) as i64;
+    let span = to.micros().saturating_sub(from.micros()).max(1);
+    let width = span / n + i64::from(span % n != 0);
+    let mut out: Vec<Instant> = (0..n)
+        .map(|i| from.micros().saturating_add(i.saturating_mul(width)))
         .take_while(|b| *b < to.micros())
         .map(Instant::from_micros)
         .collect();
