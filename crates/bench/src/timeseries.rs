@@ -381,7 +381,7 @@ fn raw_pg_ms(url: &str, runs: usize, sql: &str, params: &[i64]) -> anyhow::Resul
 /// throwaway cluster), each beside the same answer computed by SQL on the same database.
 pub async fn pg_timeseries(settings: &Settings) -> anyhow::Result<()> {
     let cluster = pg_test::durable_cluster().map_err(|e| anyhow::anyhow!("a PostgreSQL cluster: {e}"))?;
-    let url = cluster.database("bench_timeseries").map_err(|e| anyhow::anyhow!("a database: {e}"))?;
+    let url = cluster.database(&format!("bench_timeseries_{}", std::process::id())).map_err(|e| anyhow::anyhow!("a database: {e}"))?;
     let dir = TempDir::new("pg-timeseries")?;
     let config = thingbase::Config {
         https_port: None,
@@ -403,7 +403,8 @@ pub async fn pg_timeseries(settings: &Settings) -> anyhow::Result<()> {
     let analyze = url.clone();
     let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
         let mut client = postgres::Client::connect(&analyze, postgres::NoTls)?;
-        client.batch_execute("VACUUM ANALYZE observations; VACUUM ANALYZE observation_rollups")?;
+        client.batch_execute("VACUUM ANALYZE observations")?;
+        client.batch_execute("VACUUM ANALYZE observation_rollups")?;
         let row = client.query_one("SELECT CAST(pg_database_size(current_database()) AS bigint)", &[])?;
         Ok(row.try_get(0)?)
     })
