@@ -381,7 +381,9 @@ fn raw_pg_ms(url: &str, runs: usize, sql: &str, params: &[i64]) -> anyhow::Resul
 /// throwaway cluster), each beside the same answer computed by SQL on the same database.
 pub async fn pg_timeseries(settings: &Settings) -> anyhow::Result<()> {
     let cluster = pg_test::durable_cluster().map_err(|e| anyhow::anyhow!("a PostgreSQL cluster: {e}"))?;
-    let url = cluster.database(&format!("bench_timeseries_{}", std::process::id())).map_err(|e| anyhow::anyhow!("a database: {e}"))?;
+    let url = cluster
+        .database(&format!("bench_timeseries_{}", std::process::id()))
+        .map_err(|e| anyhow::anyhow!("a database: {e}"))?;
     let dir = TempDir::new("pg-timeseries")?;
     let config = thingbase::Config {
         https_port: None,
