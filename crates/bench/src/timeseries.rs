@@ -140,6 +140,126 @@ fn raw_ms(conn: &rusqlite::Connection, runs: usize, sql: &str, params: &[i64]) -
     Ok(median(&mut times))
 }
 
+/// Where the baselines run: the SQLite file, or the PostgreSQL database.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Raw {
+    /// The median ms of `sql` over `runs` runs, on a blocking thread (PostgreSQL's sync
+    /// client runs a runtime of its own).
+    async fn ms(&self, runs: usize, sql: &'static str, params: Vec<i64>) -> anyhow::Result<f64> {
+        match self {
+            Raw::Sqlite(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    raw_ms(&conn, runs, sql, &params)
+                })
+                .await?
+            }
+            Raw::Postgres(url) => {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || raw_pg_ms(&url, runs, sql, &params)).await?
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Raw::Sqlite(_) => "SQLite",
+            Raw::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+/// The baselines' SQL: hourly and daily averages, the latest per Datastream, a count.
+struct BaselineSql {
+    hourly: &'static str,
+    daily: &'static str,
+    latest: &'static str,
+    count: &'static str,
+}
+
+const SQLITE_SQL: BaselineSql = BaselineSql {
+    hourly: "SELECT phenomenon_time_start / 3600000000, AVG(result_number) FROM observations \
+             WHERE datastream_id = ?1 AND phenomenon_time_start >= ?2 AND phenomenon_time_start < ?3 GROUP BY 1",
+    daily: "SELECT phenomenon_time_start / 86400000000, AVG(result_number) FROM observations \
+            WHERE datastream_id = ?1 GROUP BY 1",
+    latest: "SELECT d.id, (SELECT o.id FROM observations o WHERE o.datastream_id = d.id \
+             ORDER BY o.phenomenon_time_start DESC LIMIT 1) FROM datastreams d",
+    count: "SELECT COUNT(*) FROM observations WHERE datastream_id = ?1",
+};
+
+const POSTGRES_SQL: BaselineSql = BaselineSql {
+    hourly: "SELECT phenomenon_time_start / 3600000000, AVG(result_number) FROM observations \
+             WHERE datastream_id = $1 AND phenomenon_time_start >= $2 AND phenomenon_time_start < $3 GROUP BY 1",
+    daily: "SELECT phenomenon_time_start / 86400000000, AVG(result_number) FROM observations \
+            WHERE datastream_id = $1 GROUP BY 1",
+    latest: "SELECT d.id, (SELECT o.id FROM observations o WHERE o.datastream_id = d.id \
+             ORDER BY o.phenomenon_time_start DESC LIMIT 1) FROM datastreams d",
+    count: "SELECT COUNT(*) FROM observations WHERE datastream_id = $1",
+};
+
+/// The issue's queries over HTTP, each beside its baseline: hourly averages over the 1 Hz
+/// Datastream's year, daily averages over the ten years, the latest Observation of every
+/// Datastream, and the 1 Hz Datastream's count.
+async fn queries(addr: SocketAddr, ids: &[i64], raw: &Raw, sql: BaselineSql) -> anyhow::Result<()> {
+    let mut connection = Connection::open(addr).await?;
+    let (first, second, db) = (ids[0], ids[1], raw.name());
+    let hourly = format!(
+        "/v1.1/Datastreams({first})/Observations?aggregate=avg&interval=PT1H&from={}&to={}",
+        instant(YEAR_START),
+        instant(YEAR_START + YEAR)
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![hourly; 20], |status, body| {
+        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "hourly: {status}");
+        Ok(())
+    })
+    .await?;
+    let base = raw.ms(1, sql.hourly, vec![first, YEAR_START * 1_000_000, (YEAR_START + YEAR) * 1_000_000]).await?;
+    println!(
+        "hourly averages over a year of 1 Hz data: p50 {p50:.1} ms, p99 {p99:.1} ms; raw {db} GROUP BY {base:.0} ms"
+    );
+
+    let daily = format!(
+        "/v1.1/Datastreams({second})/Observations?aggregate=avg&interval=P1D&from={}&to={}",
+        instant(DECADE_START),
+        instant(DECADE_START + 10 * 365 * 86_400 + 3 * 86_400)
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![daily; 20], |status, body| {
+        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "daily: {status}");
+        Ok(())
+    })
+    .await?;
+    let base = raw.ms(1, sql.daily, vec![second]).await?;
+    println!("daily averages over ten years: p50 {p50:.1} ms, p99 {p99:.1} ms; raw {db} GROUP BY {base:.0} ms");
+
+    let latest = format!(
+        "/v1.1/Datastreams?$top={DATASTREAMS}&$select=id&$expand=Observations($top=1;$orderby=phenomenonTime%20desc;$select=id,phenomenonTime,result)"
+    );
+    let (p50, p99) = timed_gets(&mut connection, &vec![latest; 10], |status, body| {
+        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == 2 * DATASTREAMS, "latest: {status}");
+        Ok(())
+    })
+    .await?;
+    let base = raw.ms(3, sql.latest, Vec::new()).await?;
+    println!(
+        "latest Observation of each of {DATASTREAMS} Datastreams: p50 {p50:.1} ms, p99 {p99:.1} ms; raw {db} (index per Datastream) {base:.0} ms"
+    );
+
+    let count = format!("/v1.1/Datastreams({first})/Observations?$count=true&$top=0");
+    let (p50, p99) = timed_gets(&mut connection, &vec![count; 50], |status, body| {
+        ensure!(status == 200 && body.windows(10).any(|w| w == b"@iot.count"), "count: {status}");
+        Ok(())
+    })
+    .await?;
+    let base = raw.ms(3, sql.count, vec![first]).await?;
+    println!("$count of the 1 Hz Datastream: p50 {p50:.2} ms, p99 {p99:.2} ms; raw {db} COUNT(*) {base:.0} ms");
+    Ok(())
+}
+
 pub async fn timeseries(settings: &Settings) -> anyhow::Result<()> {
     big_store(settings).await?;
     backfill_csv(settings).await?;
@@ -162,81 +282,9 @@ async fn big_store(settings: &Settings) -> anyhow::Result<()> {
         bytes as f64 / 1e9,
         bytes as f64 / rows as f64
     );
-    let mut connection = Connection::open(addr).await?;
-    let raw = rusqlite::Connection::open_with_flags(
-        dir.0.join("thingbase.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let (first, second) = (ids[0], ids[1]);
-
-    let hourly = format!(
-        "/v1.1/Datastreams({first})/Observations?aggregate=avg&interval=PT1H&from={}&to={}",
-        instant(YEAR_START),
-        instant(YEAR_START + YEAR)
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![hourly; 20], |status, body| {
-        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "hourly: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_hourly = raw_ms(
-        &raw,
-        1,
-        "SELECT phenomenon_time_start / 3600000000, AVG(result_number) FROM observations \
-         WHERE datastream_id = ?1 AND phenomenon_time_start >= ?2 AND phenomenon_time_start < ?3 GROUP BY 1",
-        &[first, YEAR_START * 1_000_000, (YEAR_START + YEAR) * 1_000_000],
-    )?;
-    println!(
-        "hourly averages over a year of 1 Hz data: p50 {p50:.1} ms, p99 {p99:.1} ms; raw SQLite GROUP BY {raw_hourly:.0} ms"
-    );
-
-    let daily = format!(
-        "/v1.1/Datastreams({second})/Observations?aggregate=avg&interval=P1D&from={}&to={}",
-        instant(DECADE_START),
-        instant(DECADE_START + 10 * 365 * 86_400 + 3 * 86_400)
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![daily; 20], |status, body| {
-        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "daily: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_daily = raw_ms(
-        &raw,
-        1,
-        "SELECT phenomenon_time_start / 86400000000, AVG(result_number) FROM observations \
-         WHERE datastream_id = ?1 GROUP BY 1",
-        &[second],
-    )?;
-    println!("daily averages over ten years: p50 {p50:.1} ms, p99 {p99:.1} ms; raw SQLite GROUP BY {raw_daily:.0} ms");
-
-    let latest = format!(
-        "/v1.1/Datastreams?$top={DATASTREAMS}&$select=id&$expand=Observations($top=1;$orderby=phenomenonTime%20desc;$select=id,phenomenonTime,result)"
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![latest; 10], |status, body| {
-        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == 2 * DATASTREAMS, "latest: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_latest = raw_ms(
-        &raw,
-        3,
-        "SELECT d.id, (SELECT o.id FROM observations o WHERE o.datastream_id = d.id \
-         ORDER BY o.phenomenon_time_start DESC LIMIT 1) FROM datastreams d",
-        &[],
-    )?;
-    println!(
-        "latest Observation of each of {DATASTREAMS} Datastreams: p50 {p50:.1} ms, p99 {p99:.1} ms; raw SQLite (index per Datastream) {raw_latest:.0} ms"
-    );
-
-    let count = format!("/v1.1/Datastreams({first})/Observations?$count=true&$top=0");
-    let (p50, p99) = timed_gets(&mut connection, &vec![count; 50], |status, body| {
-        ensure!(status == 200 && body.windows(10).any(|w| w == b"@iot.count"), "count: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_count = raw_ms(&raw, 3, "SELECT COUNT(*) FROM observations WHERE datastream_id = ?1", &[first])?;
-    println!("$count of the 1 Hz Datastream: p50 {p50:.2} ms, p99 {p99:.2} ms; raw SQLite COUNT(*) {raw_count:.0} ms");
-    drop(raw);
+    let file = dir.0.join("thingbase.sqlite");
+    let raw = Raw::Sqlite(file);
+    queries(addr, &ids, &raw, SQLITE_SQL).await?;
     server.stop().await;
     Ok(())
 }
@@ -417,79 +465,7 @@ pub async fn pg_timeseries(settings: &Settings) -> anyhow::Result<()> {
         bytes as f64 / 1e9,
         bytes as f64 / rows as f64
     );
-    let mut connection = Connection::open(addr).await?;
-    let (first, second) = (ids[0], ids[1]);
-    let raw = |runs: usize, sql: &'static str, params: Vec<i64>| {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || raw_pg_ms(&url, runs, sql, &params))
-    };
-    let hourly = format!(
-        "/v1.1/Datastreams({first})/Observations?aggregate=avg&interval=PT1H&from={}&to={}",
-        instant(YEAR_START),
-        instant(YEAR_START + YEAR)
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![hourly; 20], |status, body| {
-        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "hourly: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_hourly = raw(
-        1,
-        "SELECT phenomenon_time_start / 3600000000, AVG(result_number) FROM observations \
-         WHERE datastream_id = $1 AND phenomenon_time_start >= $2 AND phenomenon_time_start < $3 GROUP BY 1",
-        vec![first, YEAR_START * 1_000_000, (YEAR_START + YEAR) * 1_000_000],
-    )
-    .await??;
-    println!(
-        "hourly averages over a year of 1 Hz data: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL GROUP BY {raw_hourly:.0} ms"
-    );
-    let daily = format!(
-        "/v1.1/Datastreams({second})/Observations?aggregate=avg&interval=P1D&from={}&to={}",
-        instant(DECADE_START),
-        instant(DECADE_START + 10 * 365 * 86_400 + 3 * 86_400)
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![daily; 20], |status, body| {
-        ensure!(status == 200 && body.windows(7).any(|w| w == b"rollups"), "daily: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_daily = raw(
-        1,
-        "SELECT phenomenon_time_start / 86400000000, AVG(result_number) FROM observations WHERE datastream_id = $1 GROUP BY 1",
-        vec![second],
-    )
-    .await??;
-    println!(
-        "daily averages over ten years: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL GROUP BY {raw_daily:.0} ms"
-    );
-    let latest = format!(
-        "/v1.1/Datastreams?$top={DATASTREAMS}&$select=id&$expand=Observations($top=1;$orderby=phenomenonTime%20desc;$select=id,phenomenonTime,result)"
-    );
-    let (p50, p99) = timed_gets(&mut connection, &vec![latest; 10], |status, body| {
-        ensure!(status == 200 && occurrences(body, b"\"@iot.id\"") == 2 * DATASTREAMS, "latest: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_latest = raw(
-        3,
-        "SELECT d.id, (SELECT o.id FROM observations o WHERE o.datastream_id = d.id \
-         ORDER BY o.phenomenon_time_start DESC LIMIT 1) FROM datastreams d",
-        Vec::new(),
-    )
-    .await??;
-    println!(
-        "latest Observation of each of {DATASTREAMS} Datastreams: p50 {p50:.1} ms, p99 {p99:.1} ms; raw PostgreSQL (index per Datastream) {raw_latest:.0} ms"
-    );
-    let count = format!("/v1.1/Datastreams({first})/Observations?$count=true&$top=0");
-    let (p50, p99) = timed_gets(&mut connection, &vec![count; 50], |status, body| {
-        ensure!(status == 200 && body.windows(10).any(|w| w == b"@iot.count"), "count: {status}");
-        Ok(())
-    })
-    .await?;
-    let raw_count = raw(3, "SELECT COUNT(*) FROM observations WHERE datastream_id = $1", vec![first]).await??;
-    println!(
-        "$count of the 1 Hz Datastream: p50 {p50:.2} ms, p99 {p99:.2} ms; raw PostgreSQL COUNT(*) {raw_count:.0} ms"
-    );
+    queries(addr, &ids, &Raw::Postgres(url), POSTGRES_SQL).await?;
     server.stop().await;
     Ok(())
 }
