@@ -230,6 +230,14 @@ pub fn entity_of_segment(w: &mut dyn Writer, path: &ResourcePath, j: usize) -> R
         ensure_exists(w, path, j - 1)?;
     }
     let entity = path.segments[j].entity;
+    // An entity addressed by its id alone (`Datastreams(1)`): what the write group already
+    // found need not be looked up again (see `store_sql::GroupMemo`).
+    if let (0, Some(id)) = (j, path.segments[j].key) {
+        return match w.exists(entity, &store::id_eq(id))? {
+            true => Ok((entity, id)),
+            false => Err(AppError::NotFound(format!("nothing exists at {}", describe(path, j)))),
+        };
+    }
     let query = odata::Query { select: Some(Vec::new()), top: Some(1), ..odata::Query::default() };
     let paging = store::Paging { default_top: 1, max_top: 1 };
     let rows = w.query(entity, constraint(path, j).as_ref(), &query, paging)?;

@@ -54,6 +54,11 @@ pub struct PgConnection {
     deadline: std::cell::Cell<Option<(std::time::Instant, std::time::Duration)>>,
     /// Once true, the deadline no longer applies (`lift_deadline_when`).
     lifted: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
+    /// Statements without parameters waiting to go with the next one (`batch_deferred`).
+    deferred: RefCell<String>,
+    /// Why the transaction failed in a deferred statement: every statement but `ROLLBACK` is
+    /// refused until one ends it.
+    failed: RefCell<Option<String>>,
 }
 
 /// Rows fetched at a time from a large result's cursor.
@@ -332,7 +337,41 @@ impl PgConnection {
             cursors: std::cell::Cell::new(0),
             deadline: std::cell::Cell::new(None),
             lifted: RefCell::new(None),
+            deferred: RefCell::default(),
+            failed: RefCell::default(),
         }
+    }
+
+    /// Refuses statements once a deferred one failed.
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match self.failed.borrow().as_ref() {
+            Some(why) => {
+                Err(StoreError::Database(format!("an earlier statement of the transaction failed: {why}").into()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `sql` as one simple query after the deferred statements; a failure with deferred
+    /// statements in it fails the transaction for good (see `batch_deferred`).
+    fn simple(&self, sql: &str) -> Result<(), StoreError> {
+        self.check_failed()?;
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        if deferred.is_empty() {
+            return self.client.borrow_mut().batch_execute(sql).map_err(db_error);
+        }
+        let text = if sql.is_empty() { deferred } else { format!("{deferred}{sql}") };
+        self.client.borrow_mut().batch_execute(&text).map_err(|e| {
+            let e = db_error(e);
+            self.failed.replace(Some(e.to_string()));
+            e
+        })
+    }
+
+    /// Sends the deferred statements, if any, before a statement with parameters.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.check_failed()?;
+        if self.deferred.borrow().is_empty() { Ok(()) } else { self.simple("") }
     }
 
     /// Whether the connection is gone (the server closed it).
@@ -394,6 +433,7 @@ impl store_sql::Connection for PgConnection {
         params: &[Param],
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
+        self.flush()?;
         self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
         // The rows are read to the end before `each` sees them, so that it may run
@@ -450,6 +490,7 @@ impl store_sql::Connection for PgConnection {
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
+        self.flush()?;
         self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
         let bound: Vec<Bound<'_>> = params.iter().map(Bound).collect();
@@ -460,7 +501,21 @@ impl store_sql::Connection for PgConnection {
     /// Runs statements without parameters (transaction control, migrations) as one simple
     /// query.
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        self.client.borrow_mut().batch_execute(sql).map_err(db_error)
+        if sql == "ROLLBACK" {
+            self.deferred.borrow_mut().clear();
+            self.failed.replace(None);
+        }
+        self.simple(sql)
+    }
+
+    /// Kept until the next statement, and sent before it in the same round trip when that
+    /// one has no parameters.
+    fn batch_deferred(&self, sql: &str) -> Result<(), StoreError> {
+        self.check_failed()?;
+        let mut deferred = self.deferred.borrow_mut();
+        deferred.push_str(sql);
+        deferred.push_str("; ");
+        Ok(())
     }
 
     fn lift_deadline_when(&self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
@@ -499,6 +554,7 @@ impl store_sql::Connection for PgConnection {
             return Ok(None);
         }
         let count = rows.len() / width;
+        self.flush()?;
         let types = self.types_of(table, key, columns)?;
         let keys = store_sql::query_all(
             self,

@@ -314,3 +314,44 @@ fn connections_use_verified_tls_when_asked_and_refuse_an_unknown_server() {
     let refused = PostgresStore::open(options);
     assert!(refused.is_err(), "an unverified server is refused");
 }
+
+#[test]
+fn a_deferred_statement_that_fails_fails_its_transaction_until_a_rollback() {
+    use store_sql::Connection;
+    let conn = connection("deferred_failure");
+    conn.batch("CREATE TABLE t (n bigint)").expect("a table");
+    let count = |conn: &PgConnection| {
+        query_one(conn, "SELECT count(*) FROM t", &[], |row| row.required_integer(0)).expect("a count")
+    };
+    let insert = |conn: &PgConnection, n: i64| conn.execute("INSERT INTO t VALUES ($1)", &[Param::Integer(n)]);
+
+    // Deferred statements go with the next one, and work as if run at once.
+    conn.batch_deferred("BEGIN").expect("deferred");
+    conn.batch_deferred("SAVEPOINT job").expect("deferred");
+    insert(&conn, 1).expect("the first insert");
+    conn.batch_deferred("RELEASE SAVEPOINT job").expect("deferred");
+    conn.batch_deferred("SAVEPOINT job").expect("deferred");
+    insert(&conn, 2).expect("the second insert");
+    conn.batch_deferred("RELEASE SAVEPOINT job").expect("deferred");
+    conn.batch("COMMIT").expect("commit");
+    assert_eq!(count(&conn), Some(2));
+
+    // A deferred statement fails with the statement it went with: nothing after it may seem
+    // to succeed, not even a return to an earlier savepoint, which would undo what was
+    // already counted as done, nor a COMMIT, which PostgreSQL would turn into a rollback.
+    conn.batch("BEGIN").expect("begin");
+    conn.batch_deferred("SAVEPOINT job").expect("deferred");
+    insert(&conn, 3).expect("an insert");
+    conn.batch_deferred("RELEASE SAVEPOINT no_such_savepoint").expect("deferred");
+    conn.batch_deferred("SAVEPOINT job").expect("deferred");
+    let failed = insert(&conn, 4).expect_err("the deferred statement fails");
+    assert!(failed.to_string().contains("no_such_savepoint"), "{failed}");
+    assert!(conn.batch("ROLLBACK TO SAVEPOINT job").is_err(), "no savepoint can save the transaction");
+    assert!(conn.batch_deferred("SAVEPOINT again").is_err());
+    assert!(insert(&conn, 5).is_err());
+    assert!(conn.batch("COMMIT").is_err(), "a COMMIT is refused");
+    conn.batch("ROLLBACK").expect("a rollback ends it");
+    assert_eq!(count(&conn), Some(2), "nothing of the failed transaction stays");
+    insert(&conn, 6).expect("the connection works again");
+    assert_eq!(count(&conn), Some(3));
+}

@@ -2,7 +2,7 @@
 //! connection's dialect, rows are decoded by property kind, and `$expand` runs one statement
 //! per expand item.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use model::{EntityType, Id, Instant, Link, Navigation};
 use odata::{Expr, Query, Visibility};
@@ -19,6 +19,43 @@ use crate::{Connection, SqlRow, query_all, query_one};
 /// and every rollback, so it only ever holds projects of entities that exist.
 pub type ProjectCache = HashMap<(EntityType, i64), i64>;
 
+/// What the jobs of one write group learnt that its later jobs may take as known, inside the
+/// same transaction: a stream of Observations to one Datastream then costs each job its
+/// insert alone. Every fact was read in this transaction, and what it found is locked
+/// (`Dialect::key_share_lock`) or can only change by a write of this writer; any write other
+/// than of Observations, and every rolled-back job, empties it. It holds:
+/// - entities found by id under a visibility (`Reader::exists`), found ones only;
+/// - the Locations of (Multi)Datastreams' Things (`Writer::thing_locations`);
+/// - the (Multi)Datastream and FeatureOfInterest pairs noted (`Writer::note_feature`).
+#[derive(Debug, Default)]
+pub struct GroupMemo {
+    found: Vec<(EntityType, i64, Visibility)>,
+    locations: HashMap<(EntityType, i64), Vec<store::ThingLocation>>,
+    noted: HashSet<(EntityType, i64, i64)>,
+}
+
+impl GroupMemo {
+    pub fn clear(&mut self) {
+        self.found.clear();
+        self.locations.clear();
+        self.noted.clear();
+    }
+}
+
+/// The id a constraint asks for, when it is exactly `store::id_eq`.
+fn id_asked(constraint: &Expr) -> Option<i64> {
+    match constraint {
+        Expr::Binary { op: odata::BinaryOp::Eq, left, right } => match (&**left, &**right) {
+            (
+                Expr::Member(odata::MemberPath { hops, member: odata::Member::Id }),
+                Expr::Literal(odata::Literal::Integer(id)),
+            ) if hops.is_empty() => Some(*id),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Database access through one connection; inside the writer it runs within the open
 /// transaction.
 pub struct Access<'c> {
@@ -28,6 +65,8 @@ pub struct Access<'c> {
     pub visibility: &'c Visibility,
     /// The writer's cache of entities' projects; `None` on readers.
     pub projects: Option<&'c mut ProjectCache>,
+    /// What earlier jobs of the write group found; `None` on readers.
+    pub memo: Option<&'c mut GroupMemo>,
     /// What this write job leaves to be written just before its group commits (see
     /// `crate::commit::Pending`); `None` where every change is written at once.
     pub pending: Option<&'c mut crate::commit::Pending>,
@@ -64,6 +103,13 @@ const OBSERVATION_OWNERS: [EntityType; 3] =
     [EntityType::Datastream, EntityType::MultiDatastream, EntityType::FeatureOfInterest];
 
 impl Access<'_> {
+    /// Before a write that may change what the group's memo holds.
+    fn changing(&mut self) {
+        if let Some(memo) = self.memo.as_mut() {
+            memo.clear();
+        }
+    }
+
     /// What the write job leaves for the end of its group; only writers have it.
     fn statistics(&mut self) -> Result<&mut crate::statistics::Statistics, StoreError> {
         match self.pending.as_mut() {
@@ -364,12 +410,22 @@ impl Reader for Access<'_> {
     }
 
     fn exists(&mut self, entity: EntityType, constraint: &Expr) -> Result<bool, StoreError> {
+        let asked = id_asked(constraint);
+        if let (Some(id), Some(memo)) = (asked, self.memo.as_ref())
+            && memo.found.iter().any(|(e, i, v)| *e == entity && *i == id && v == self.visibility)
+        {
+            return Ok(true);
+        }
         let query = Query { select: Some(Vec::new()), ..Query::default() };
         let page = Page { limit: Some(1), offset: 0 };
         let (statement, selection) =
             sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
         let statement = self.locking(entity, statement);
-        Ok(!self.run_select(&statement, &selection.fields, 0)?.is_empty())
+        let found = !self.run_select(&statement, &selection.fields, 0)?.is_empty();
+        if let (true, Some(id), Some(memo)) = (found, asked, self.memo.as_mut()) {
+            memo.found.push((entity, id, self.visibility.clone()));
+        }
+        Ok(found)
     }
 
     fn related(
@@ -687,6 +743,9 @@ impl Writer for Access<'_> {
     }
 
     fn insert_many(&mut self, entity: EntityType, records: &[Record]) -> Result<Vec<Id>, StoreError> {
+        if entity != EntityType::Observation {
+            self.changing();
+        }
         let ids = self.insert_rows(entity, records)?;
         if entity == EntityType::Observation {
             self.count_in(records, &ids)?;
@@ -695,6 +754,7 @@ impl Writer for Access<'_> {
     }
 
     fn update(&mut self, entity: EntityType, id: Id, record: &Record) -> Result<bool, StoreError> {
+        self.changing();
         if entity != EntityType::Observation {
             return self.update_row(entity, id, record);
         }
@@ -712,6 +772,7 @@ impl Writer for Access<'_> {
 
     fn delete(&mut self, entity: EntityType, id: Id) -> Result<bool, StoreError> {
         // Cascades delete more than this entity, and a database may give a deleted id again.
+        self.changing();
         if let Some(cache) = self.projects.as_mut() {
             cache.clear();
         }
@@ -754,17 +815,20 @@ impl Writer for Access<'_> {
     }
 
     fn link(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<(), StoreError> {
+        self.changing();
         let sql_text = sql::insert_link(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
         self.conn.execute(&sql_text, &[Param::Integer(from.0), Param::Integer(to.0)])?;
         Ok(())
     }
 
     fn unlink(&mut self, navigation: &'static Navigation, from: Id, to: Id) -> Result<bool, StoreError> {
+        self.changing();
         let sql_text = sql::delete_link(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
         Ok(self.conn.execute(&sql_text, &[Param::Integer(from.0), Param::Integer(to.0)])? > 0)
     }
 
     fn unlink_all(&mut self, navigation: &'static Navigation, from: Id) -> Result<(), StoreError> {
+        self.changing();
         let sql_text = sql::delete_links_of(self.dialect, navigation).ok_or_else(|| link_table_only(navigation))?;
         self.conn.execute(&sql_text, &[Param::Integer(from.0)])?;
         Ok(())
@@ -794,8 +858,11 @@ impl Writer for Access<'_> {
     }
 
     fn thing_locations(&mut self, entity: EntityType, id: Id) -> Result<Vec<store::ThingLocation>, StoreError> {
+        if let Some(known) = self.memo.as_ref().and_then(|m| m.locations.get(&(entity, id.0))) {
+            return Ok(known.clone());
+        }
         let sql_text = sql::fixed::thing_locations_of(self.dialect, entity);
-        query_all(self.conn, &sql_text, &[Param::Integer(id.0)], |r| {
+        let locations = query_all(self.conn, &sql_text, &[Param::Integer(id.0)], |r| {
             Ok(store::ThingLocation {
                 location: Id(r.required_integer(0)?),
                 generated_feature: r.integer(1)?.map(Id),
@@ -804,21 +871,35 @@ impl Writer for Access<'_> {
                 name: r.required_text(4)?,
                 description: r.required_text(5)?,
             })
-        })
+        })?;
+        if let Some(memo) = self.memo.as_mut() {
+            memo.locations.insert((entity, id.0), locations.clone());
+        }
+        Ok(locations)
     }
 
     fn note_feature(&mut self, entity: EntityType, id: Id, feature: Id) -> Result<bool, StoreError> {
+        // Noted by an earlier job of this transaction: the pair is there, and new no more.
+        if self.memo.as_ref().is_some_and(|m| m.noted.contains(&(entity, id.0, feature.0))) {
+            return Ok(false);
+        }
         let sql_text = sql::fixed::note_feature(self.dialect, entity);
-        Ok(self.conn.execute(&sql_text, &[Param::Integer(id.0), Param::Integer(feature.0)])? > 0)
+        let added = self.conn.execute(&sql_text, &[Param::Integer(id.0), Param::Integer(feature.0)])? > 0;
+        if let Some(memo) = self.memo.as_mut() {
+            memo.noted.insert((entity, id.0, feature.0));
+        }
+        Ok(added)
     }
 
     fn remember_generated_feature(&mut self, location: Id, feature: Id) -> Result<(), StoreError> {
+        self.changing();
         let sql_text = sql::fixed::remember_generated_feature(self.dialect);
         self.conn.execute(&sql_text, &[Param::Integer(location.0), Param::Integer(feature.0)])?;
         Ok(())
     }
 
     fn load_rows(&mut self, table: &'static store::dump::Table, rows: &[Vec<store::Value>]) -> Result<(), StoreError> {
+        self.changing();
         if let Some(cache) = self.projects.as_mut() {
             cache.clear();
         }
@@ -830,6 +911,7 @@ impl Writer for Access<'_> {
     }
 
     fn empty_table(&mut self, table: &'static store::dump::Table) -> Result<(), StoreError> {
+        self.changing();
         if let Some(cache) = self.projects.as_mut() {
             cache.clear();
         }
@@ -863,6 +945,7 @@ impl Writer for Access<'_> {
         before: Instant,
         limit: usize,
     ) -> Result<u64, StoreError> {
+        self.changing();
         let params = [Param::Integer(id.0), Param::Integer(before.micros()), Param::Integer(limit as i64)];
         let gone = self.conn.execute(&sql::statistics::expire_observations(self.dialect, entity), &params)?;
         if gone > 0 {

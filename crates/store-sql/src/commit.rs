@@ -16,7 +16,7 @@ use odata::Visibility;
 use sql::Param;
 use store::{StoreError, WriteDone, WriteJob};
 
-use crate::{Access, Connection, Dialect, ProjectCache};
+use crate::{Access, Connection, Dialect, GroupMemo, ProjectCache};
 
 /// Derived time extents, statistics and announcements left for the end of a write group.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ pub fn commit_group(
 ) {
     let started = std::time::Instant::now();
     let size = group.len();
-    if let Err(e) = conn.batch(begin) {
+    if let Err(e) = conn.batch_deferred(begin) {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for Queued { done, .. } in group.drain(..) {
             done(Err(StoreError::Database(format!("cannot begin a write transaction: {e}").into())));
@@ -140,8 +140,9 @@ pub fn commit_group(
     }
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
     let mut pending = Pending::new(dialect.defers_derived_times(), rollups);
+    let mut memo = GroupMemo::default();
     for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, &mut pending, job);
+        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, &mut memo, &mut pending, job);
         outcomes.push((done, outcome));
     }
     let written = if pending.is_empty() { Ok(()) } else { write_pending(conn, dialect, &pending) };
@@ -174,9 +175,9 @@ pub fn commit_group(
 fn write_pending(conn: &dyn Connection, dialect: &dyn Dialect, pending: &Pending) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {
-        conn.batch("SAVEPOINT pending")?;
+        conn.batch_deferred("SAVEPOINT pending")?;
         match pending.write(conn, dialect) {
-            Ok(()) => return conn.batch("RELEASE SAVEPOINT pending"),
+            Ok(()) => return conn.batch_deferred("RELEASE SAVEPOINT pending"),
             Err(StoreError::Busy(message)) if tries < 3 => {
                 tries += 1;
                 tracing::debug!(%message, tries, "writing the group's derived times again");
@@ -193,16 +194,18 @@ fn run_in_savepoint(
     dialect: &dyn Dialect,
     visibility: &Visibility,
     projects: &mut ProjectCache,
+    memo: &mut GroupMemo,
     group_pending: &mut Pending,
     job: WriteJob,
 ) -> Result<(), StoreError> {
-    conn.batch("SAVEPOINT job")?;
+    conn.batch_deferred("SAVEPOINT job")?;
     let mut job_pending = Pending::new(group_pending.defers_extents, group_pending.statistics.keeps_rollups());
     let mut access = Access {
         conn,
         dialect,
         visibility,
         projects: Some(projects),
+        memo: Some(memo),
         pending: Some(&mut job_pending),
         deadline: None,
         count_time: None,
@@ -210,13 +213,17 @@ fn run_in_savepoint(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut access)))
         .unwrap_or_else(|_| Err(StoreError::Database("a write job panicked".into())));
     if result.is_err() {
-        // What the job read may describe entities that no longer exist.
+        // What the job read may describe entities that no longer exist, and its locks are
+        // gone with it.
         if let Some(projects) = access.projects.as_mut() {
             projects.clear();
         }
+        if let Some(memo) = access.memo.as_mut() {
+            memo.clear();
+        }
         conn.batch("ROLLBACK TO SAVEPOINT job")?;
     }
-    conn.batch("RELEASE SAVEPOINT job")?;
+    conn.batch_deferred("RELEASE SAVEPOINT job")?;
     if result.is_ok() {
         group_pending.absorb(job_pending);
     }

@@ -17,7 +17,7 @@ pub mod queues;
 pub mod statistics;
 mod values;
 
-pub use access::{Access, ProjectCache, over_budget};
+pub use access::{Access, GroupMemo, ProjectCache, over_budget};
 pub use sql::{Dialect, Param};
 pub use store::StoreError;
 
@@ -77,6 +77,14 @@ pub trait Connection {
 
     /// Runs statements without parameters (transaction control).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// [`Connection::batch`], but it may wait to go with the next statement, saving a round
+    /// trip to a server. Its failure is then that statement's, and fails every later one until
+    /// a `ROLLBACK` ends the transaction, so no statement after it can seem to succeed (nor a
+    /// `COMMIT`: PostgreSQL answers one in a failed transaction by rolling back).
+    fn batch_deferred(&self, sql: &str) -> Result<(), StoreError> {
+        self.batch(sql)
+    }
 
     /// Stops statements that run past `deadline` (inside the current read transaction; `None`
     /// lifts it), failing them with `StoreError::OverBudget`. Backends without a way to do so

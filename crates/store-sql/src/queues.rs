@@ -109,6 +109,7 @@ pub fn read_loop(conn: &dyn Connection, dialect: &dyn Dialect, begin: &str, jobs
             dialect,
             visibility: &visibility,
             projects: None,
+            memo: None,
             pending: None,
             deadline: None,
             count_time: None,

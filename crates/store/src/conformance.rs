@@ -57,6 +57,7 @@ macro_rules! store_conformance_tests {
             recompute_times_follows_the_observations,
             thing_locations_lists_locations_with_their_generated_feature,
             note_feature_is_true_only_the_first_time,
+            jobs_of_one_group_see_what_earlier_jobs_changed,
             shutdown_commits_queued_writes_then_refuses_new_ones,
             restricted_visibility_hides_other_projects_everywhere,
             restricted_writes_see_only_their_projects,
@@ -1313,6 +1314,139 @@ pub fn note_feature_is_true_only_the_first_time(store: &dyn Store) {
     });
     assert!(rolled_back.is_err());
     assert!(query(store, EntityType::FeatureOfInterest, Some("name eq 'f3'"), "", PAGING).rows.is_empty());
+}
+
+/// A write job that tells what it saw.
+type SeeingJob = Box<dyn FnOnce(&mut dyn Writer) -> Result<String, StoreError> + Send>;
+
+/// A job of a write group, with what it may see.
+type GroupJob = (Visibility, SeeingJob);
+
+/// Runs `jobs` behind a job that holds the writer until all are queued, so that a grouping
+/// backend commits them in one transaction; returns what each saw, or its error, in order.
+fn in_one_group(store: &dyn Store, jobs: Vec<GroupJob>) -> Vec<String> {
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, String)>();
+    let (holder_tx, holder_rx) = mpsc::channel();
+    store.write(
+        Visibility::All,
+        Box::new(move |_| {
+            let _ = started_tx.send(());
+            let _ = gate_rx.recv_timeout(WAIT);
+            Ok(())
+        }),
+        Box::new(move |outcome| {
+            let _ = holder_tx.send(outcome);
+        }),
+    );
+    started_rx.recv_timeout(WAIT).expect("the holding job never started");
+    let count = jobs.len();
+    for (n, (visibility, job)) in jobs.into_iter().enumerate() {
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let done_tx = done_tx.clone();
+        store.write(
+            visibility,
+            Box::new(move |w| {
+                let seen = job(w)?;
+                let _ = seen_tx.send(seen);
+                Ok(())
+            }),
+            Box::new(move |outcome| {
+                let text = match outcome {
+                    Ok(()) => seen_rx.try_recv().unwrap_or_default(),
+                    Err(e) => format!("error: {e}"),
+                };
+                let _ = done_tx.send((n, text));
+            }),
+        );
+    }
+    gate_tx.send(()).expect("the holding job waits");
+    holder_rx.recv_timeout(WAIT).expect("the holding job reports").expect("the holding job commits");
+    let mut outcomes: Vec<(usize, String)> =
+        (0..count).map(|_| done_rx.recv_timeout(WAIT).expect("every job reports")).collect();
+    outcomes.sort_unstable();
+    outcomes.into_iter().map(|(_, text)| text).collect()
+}
+
+/// A backend may let the jobs of one write group take what earlier ones found as known; what
+/// a job sees must still be what the database holds at that point: found only under the same
+/// visibility, gone after a delete or a rolled-back job, new after a link.
+pub fn jobs_of_one_group_see_what_earlier_jobs_changed(store: &dyn Store) {
+    let (mine, theirs, _, their_ds, _) = two_projects(store);
+    let (ds, _, f1) = both_datastreams(store);
+    let (l1, f2) = write(store, |w| Ok((location(w, "home")?, feature(w, "f2")?)));
+    let thing_of_ds =
+        read(store, move |r| r.related(EntityType::Datastream, ds, navigation_of(EntityType::Datastream, "Thing")))
+            .expect("the Thing of the Datastream")[0];
+    let exists = |entity: EntityType, id: Id| move |w: &mut dyn Writer| Ok(w.exists(entity, &id_eq(id))?.to_string());
+    let locations = move |w: &mut dyn Writer| {
+        let found = w.thing_locations(EntityType::Datastream, ds)?;
+        Ok(found.iter().map(|l| l.location.0.to_string()).collect::<Vec<_>>().join(","))
+    };
+    let note =
+        |feature: Id| move |w: &mut dyn Writer| Ok(w.note_feature(EntityType::Datastream, ds, feature)?.to_string());
+    let fails = |then: SeeingJob| {
+        move |w: &mut dyn Writer| {
+            then(w)?;
+            Err::<String, _>(StoreError::Rejected("undone".into()))
+        }
+    };
+    let all = || Visibility::All;
+    let only = |project: i64| Visibility::Projects(vec![project]);
+    let jobs: Vec<GroupJob> = vec![
+        (only(2), Box::new(exists(EntityType::Thing, mine))),
+        (only(3), Box::new(exists(EntityType::Thing, mine))),
+        (only(2), Box::new(exists(EntityType::Thing, theirs))),
+        (only(3), Box::new(exists(EntityType::Thing, theirs))),
+        (all(), Box::new(locations)),
+        (
+            all(),
+            Box::new(move |w: &mut dyn Writer| {
+                w.link(navigation_of(EntityType::Thing, "Locations"), thing_of_ds, l1)?;
+                Ok("linked".into())
+            }),
+        ),
+        (all(), Box::new(locations)),
+        (all(), Box::new(note(f1))),
+        (all(), Box::new(note(f1))),
+        (all(), Box::new(fails(Box::new(note(f2))))),
+        (all(), Box::new(note(f2))),
+        (all(), Box::new(exists(EntityType::Datastream, their_ds))),
+        (
+            all(),
+            Box::new(fails(Box::new(move |w: &mut dyn Writer| {
+                w.delete(EntityType::Datastream, their_ds)?;
+                Ok(String::new())
+            }))),
+        ),
+        (all(), Box::new(exists(EntityType::Datastream, their_ds))),
+        (all(), Box::new(move |w: &mut dyn Writer| Ok(w.delete(EntityType::Datastream, their_ds)?.to_string()))),
+        (all(), Box::new(exists(EntityType::Datastream, their_ds))),
+    ];
+    let seen = in_one_group(store, jobs);
+    let l1 = l1.0.to_string();
+    assert_eq!(
+        seen,
+        [
+            "true",
+            "false",
+            "false",
+            "true",
+            "",
+            "linked",
+            &l1,
+            "true",
+            "false",
+            "error: undone",
+            "true",
+            "true",
+            "error: undone",
+            "true",
+            "true",
+            "false",
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
