@@ -1,5 +1,10 @@
 //! A PostgreSQL connection as the shared store code (`store_sql`) uses it.
 //!
+//! Each connection drives its `tokio_postgres` client on a runtime of its own (current-thread,
+//! run only while a call waits), so that statements can be pipelined: those kept back by
+//! `batch_deferred` (savepoints, the transaction's start) go in the same round trip as the
+//! statement after them.
+//!
 //! Parameters are declared with the type of their value (bigint, double precision, text,
 //! boolean, json, bigint[]) when a statement is prepared, so that PostgreSQL's strict typing
 //! never has to guess from context what a literal of a `$filter` is; NULLs are left for it
@@ -10,15 +15,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use fallible_iterator::FallibleIterator;
-use postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
-use postgres::{Client, Statement};
+use futures_util::TryStreamExt;
+use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use store_sql::{Number, Param, SqlRow, StoreError};
+use tokio_postgres::{Client, Statement};
 
 /// Statements prepared per connection at most; the cache starts again when full.
 const MAX_STATEMENTS: usize = 512;
 
-pub fn db_error(error: postgres::Error) -> StoreError {
+pub fn db_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
         // Class 23: integrity constraint violations (foreign key, unique, not null, check).
@@ -44,7 +49,8 @@ type Prepared = HashMap<String, Vec<(Vec<u32>, Statement)>>;
 
 /// One PostgreSQL connection with its prepared statements.
 pub struct PgConnection {
-    client: RefCell<Client>,
+    runtime: tokio::runtime::Runtime,
+    client: Client,
     statements: RefCell<Prepared>,
     /// The column types of tables bulk-inserted into, by table and column.
     column_types: RefCell<HashMap<String, HashMap<String, Type>>>,
@@ -59,7 +65,16 @@ pub struct PgConnection {
     /// Why the transaction failed in a deferred statement: every statement but `ROLLBACK` is
     /// refused until one ends it.
     failed: RefCell<Option<String>>,
+    /// Keys drawn ahead from tables' sequences (`reserve_key`), by table, last first.
+    reserved: RefCell<HashMap<String, Vec<i64>>>,
 }
+
+/// Keys drawn from a sequence at a time by `reserve_key`.
+const RESERVED_KEYS: i64 = 64;
+
+/// The next values of the sequence of `table`'s column `key`.
+const NEXT_KEYS: &str = "SELECT nextval(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq')) \
+                         FROM generate_series(1, $3)";
 
 /// Rows fetched at a time from a large result's cursor.
 const FETCH_ROWS: usize = 2_000;
@@ -142,7 +157,7 @@ fn decoded<T, E: std::fmt::Display>(i: usize, result: Result<T, E>) -> Result<T,
     result.map_err(|e| StoreError::Database(format!("column {i}: {e}").into()))
 }
 
-struct Row<'r>(&'r postgres::Row);
+struct Row<'r>(&'r tokio_postgres::Row);
 
 impl Row<'_> {
     fn raw(&self, i: usize) -> Result<Option<Raw<'_>>, StoreError> {
@@ -329,9 +344,39 @@ pub fn numeric(bytes: &[u8]) -> Result<Number, String> {
 }
 
 impl PgConnection {
-    pub fn new(client: Client) -> PgConnection {
+    /// Connects as `config` says, over TLS with `tls` when given (`sslmode=require` then,
+    /// whatever the config says).
+    pub fn connect(
+        config: &tokio_postgres::Config,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<PgConnection, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        // The connection's task does the socket's work, whenever a call waits on the runtime.
+        let client = match tls {
+            None => {
+                let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls)).map_err(db_error)?;
+                runtime.spawn(async move { drive(connection.await) });
+                client
+            }
+            Some(tls) => {
+                let mut config = config.clone();
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let (client, connection) = runtime.block_on(config.connect(tls)).map_err(db_error)?;
+                runtime.spawn(async move { drive(connection.await) });
+                client
+            }
+        };
+        Ok(PgConnection::new(runtime, client))
+    }
+
+    fn new(runtime: tokio::runtime::Runtime, client: Client) -> PgConnection {
         PgConnection {
-            client: RefCell::new(client),
+            runtime,
+            client,
             statements: RefCell::default(),
             column_types: RefCell::default(),
             cursors: std::cell::Cell::new(0),
@@ -339,6 +384,7 @@ impl PgConnection {
             lifted: RefCell::new(None),
             deferred: RefCell::default(),
             failed: RefCell::default(),
+            reserved: RefCell::default(),
         }
     }
 
@@ -358,25 +404,36 @@ impl PgConnection {
         self.check_failed()?;
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         if deferred.is_empty() {
-            return self.client.borrow_mut().batch_execute(sql).map_err(db_error);
+            return self.runtime.block_on(self.client.batch_execute(sql)).map_err(db_error);
         }
-        let text = if sql.is_empty() { deferred } else { format!("{deferred}{sql}") };
-        self.client.borrow_mut().batch_execute(&text).map_err(|e| {
-            let e = db_error(e);
-            self.failed.replace(Some(e.to_string()));
-            e
-        })
+        let text = format!("{deferred}{sql}");
+        self.runtime.block_on(self.client.batch_execute(&text)).map_err(|e| self.failing(db_error(e)))
     }
 
-    /// Sends the deferred statements, if any, before a statement with parameters.
-    fn flush(&self) -> Result<(), StoreError> {
+    /// Fails the transaction for good, with `error`.
+    fn failing(&self, error: StoreError) -> StoreError {
+        self.failed.replace(Some(error.to_string()));
+        error
+    }
+
+    /// Runs `work` (a statement with parameters), with the deferred statements sent before it
+    /// in the same round trip.
+    fn pipelined<T>(&self, work: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, StoreError> {
         self.check_failed()?;
-        if self.deferred.borrow().is_empty() { Ok(()) } else { self.simple("") }
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        if deferred.is_empty() {
+            return self.runtime.block_on(work).map_err(db_error);
+        }
+        // Each request is sent when first polled, and `join` polls in order.
+        let (before, result) =
+            self.runtime.block_on(futures_util::future::join(self.client.batch_execute(&deferred), work));
+        before.map_err(|e| self.failing(db_error(e)))?;
+        result.map_err(db_error)
     }
 
     /// Whether the connection is gone (the server closed it).
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client.is_closed()
     }
 
     fn prepared(&self, sql: &str, params: &[Param]) -> Result<Statement, StoreError> {
@@ -387,7 +444,7 @@ impl PgConnection {
         {
             return Ok(found);
         }
-        let statement = self.client.borrow_mut().prepare_typed(sql, &types).map_err(db_error)?;
+        let statement = self.runtime.block_on(self.client.prepare_typed(sql, &types)).map_err(db_error)?;
         let mut statements = self.statements.borrow_mut();
         if statements.len() >= MAX_STATEMENTS {
             statements.clear();
@@ -405,7 +462,7 @@ impl PgConnection {
         if self.lifted.borrow().as_ref().is_some_and(|l| l.load(std::sync::atomic::Ordering::Relaxed)) {
             // The answer started going out: no statement of it may be stopped any more.
             self.deadline.set(None);
-            self.client.borrow_mut().batch_execute("SET LOCAL statement_timeout = 0").map_err(db_error)?;
+            self.runtime.block_on(self.client.batch_execute("SET LOCAL statement_timeout = 0")).map_err(db_error)?;
             return Ok(());
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -420,7 +477,8 @@ impl PgConnection {
 
     fn set_statement_timeout(&self, deadline: std::time::Instant, left: std::time::Duration) -> Result<(), StoreError> {
         let ms = left.as_millis().clamp(1, i32::MAX as u128);
-        self.client.borrow_mut().batch_execute(&format!("SET LOCAL statement_timeout = {ms}")).map_err(db_error)?;
+        let statement = format!("SET LOCAL statement_timeout = {ms}");
+        self.runtime.block_on(self.client.batch_execute(&statement)).map_err(db_error)?;
         self.deadline.set(Some((deadline, left)));
         Ok(())
     }
@@ -433,16 +491,14 @@ impl store_sql::Connection for PgConnection {
         params: &[Param],
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.flush()?;
+        self.check_failed()?;
         self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
         // The rows are read to the end before `each` sees them, so that it may run
         // statements of its own on this connection (`$expand` does).
-        let rows: Vec<postgres::Row> = {
-            let mut client = self.client.borrow_mut();
-            let iter = client.query_raw(&statement, params.iter().map(Bound)).map_err(db_error)?;
-            iter.collect().map_err(db_error)?
-        };
+        let rows: Vec<tokio_postgres::Row> = self.pipelined(async {
+            self.client.query_raw(&statement, params.iter().map(Bound)).await?.try_collect().await
+        })?;
         for row in &rows {
             if !each(&Row(row))? {
                 break;
@@ -467,11 +523,9 @@ impl store_sql::Connection for PgConnection {
             loop {
                 self.within_deadline()?;
                 let statement = self.prepared(&fetch, &[])?;
-                let rows: Vec<postgres::Row> = {
-                    let mut client = self.client.borrow_mut();
-                    let iter = client.query_raw(&statement, std::iter::empty::<Bound<'_>>()).map_err(db_error)?;
-                    iter.collect().map_err(db_error)?
-                };
+                let rows: Vec<tokio_postgres::Row> = self.pipelined(async {
+                    self.client.query_raw(&statement, std::iter::empty::<Bound<'_>>()).await?.try_collect().await
+                })?;
                 for row in &rows {
                     if !each(&Row(row))? {
                         return Ok(());
@@ -490,12 +544,10 @@ impl store_sql::Connection for PgConnection {
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
-        self.flush()?;
+        self.check_failed()?;
         self.within_deadline()?;
         let statement = self.prepared(sql, params)?;
-        let bound: Vec<Bound<'_>> = params.iter().map(Bound).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        self.client.borrow_mut().execute(&statement, &refs).map_err(db_error)
+        self.pipelined(self.client.execute_raw(&statement, params.iter().map(Bound)))
     }
 
     /// Runs statements without parameters (transaction control, migrations) as one simple
@@ -513,9 +565,34 @@ impl store_sql::Connection for PgConnection {
     fn batch_deferred(&self, sql: &str) -> Result<(), StoreError> {
         self.check_failed()?;
         let mut deferred = self.deferred.borrow_mut();
+        // A savepoint released before any statement went out need not go out at all.
+        if let Some(name) = sql.strip_prefix("RELEASE SAVEPOINT ") {
+            let opened = format!("SAVEPOINT {name}; ");
+            if let Some(before) = deferred.strip_suffix(&opened)
+                && (before.is_empty() || before.ends_with("; "))
+            {
+                let keep = before.len();
+                deferred.truncate(keep);
+                return Ok(());
+            }
+        }
         deferred.push_str(sql);
         deferred.push_str("; ");
         Ok(())
+    }
+
+    /// From a block of `RESERVED_KEYS` drawn at once.
+    fn reserve_key(&self, table: &str, key: &str) -> Result<Option<i64>, StoreError> {
+        let kept = self.reserved.borrow_mut().get_mut(table).and_then(Vec::pop);
+        if let Some(next) = kept {
+            return Ok(Some(next));
+        }
+        let params = [Param::Text(table.to_owned()), Param::Text(key.to_owned()), Param::Integer(RESERVED_KEYS)];
+        let mut keys = store_sql::query_all(self, NEXT_KEYS, &params, |row| row.required_integer(0))?;
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        let next = keys.pop();
+        self.reserved.borrow_mut().insert(table.to_owned(), keys);
+        Ok(next)
     }
 
     fn lift_deadline_when(&self, lifted: std::sync::Arc<std::sync::atomic::AtomicBool>) {
@@ -554,30 +631,37 @@ impl store_sql::Connection for PgConnection {
             return Ok(None);
         }
         let count = rows.len() / width;
-        self.flush()?;
         let types = self.types_of(table, key, columns)?;
         let keys = store_sql::query_all(
             self,
-            "SELECT nextval(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq')) \
-             FROM generate_series(1, $3)",
+            NEXT_KEYS,
             &[Param::Text(table.to_owned()), Param::Text(key.to_owned()), Param::Integer(count as i64)],
             |row| row.required_integer(0),
         )?;
-        let mut client = self.client.borrow_mut();
         let copy = format!("COPY {table} ({key}, {}) FROM STDIN BINARY", columns.join(", "));
-        let sink = client.copy_in(copy.as_str()).map_err(db_error)?;
-        let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-        let mut cells: Vec<Bound<'_>> = Vec::with_capacity(width + 1);
         let key_params: Vec<Param> = keys.iter().map(|k| Param::Integer(*k)).collect();
-        for (row, key_param) in rows.chunks(width).zip(&key_params) {
-            cells.clear();
-            cells.push(Bound(key_param));
-            cells.extend(row.iter().map(Bound));
-            let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-            writer.write(&refs).map_err(db_error)?;
-        }
-        writer.finish().map_err(db_error)?;
+        self.pipelined(async {
+            let sink = self.client.copy_in(copy.as_str()).await?;
+            let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+            let mut writer = std::pin::pin!(writer);
+            let mut cells: Vec<Bound<'_>> = Vec::with_capacity(width + 1);
+            for (row, key_param) in rows.chunks(width).zip(&key_params) {
+                cells.clear();
+                cells.push(Bound(key_param));
+                cells.extend(row.iter().map(Bound));
+                let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+                writer.as_mut().write(&refs).await?;
+            }
+            writer.finish().await
+        })?;
         Ok(Some(keys))
+    }
+}
+
+/// What is left of a connection's task: how it ended.
+fn drive(ended: Result<(), tokio_postgres::Error>) {
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "a PostgreSQL connection ended");
     }
 }
 

@@ -88,24 +88,31 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// A client for the database of `options`, over TLS when they ask for it.
+/// The TLS client configuration `options` ask for, if any.
+fn tls_config(options: &PostgresOptions) -> Result<Option<rustls::ClientConfig>, StoreError> {
+    let DatabaseTls::Verified { roots } = &options.tls else { return Ok(None) };
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(rustls::pki_types::CertificateDer::from(root.clone()))
+            .map_err(|e| StoreError::Database(format!("a database CA certificate: {e}").into()))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Database(e.to_string().into()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Some(tls))
+}
+
+/// A blocking client for the database of `options` (the listener's), over TLS when they ask
+/// for it.
 fn client(options: &PostgresOptions) -> Result<postgres::Client, StoreError> {
     let mut config: postgres::Config = options.url.parse().map_err(db_error)?;
-    match &options.tls {
-        DatabaseTls::Off => config.connect(postgres::NoTls).map_err(db_error),
-        DatabaseTls::Verified { roots } => {
-            let mut store = rustls::RootCertStore::empty();
-            for root in roots {
-                store
-                    .add(rustls::pki_types::CertificateDer::from(root.clone()))
-                    .map_err(|e| StoreError::Database(format!("a database CA certificate: {e}").into()))?;
-            }
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| StoreError::Database(e.to_string().into()))?
-                .with_root_certificates(store)
-                .with_no_client_auth();
+    match tls_config(options)? {
+        None => config.connect(postgres::NoTls).map_err(db_error),
+        Some(tls) => {
             config.ssl_mode(postgres::config::SslMode::Require);
             config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).map_err(db_error)
         }
@@ -113,8 +120,8 @@ fn client(options: &PostgresOptions) -> Result<postgres::Client, StoreError> {
 }
 
 fn connect(options: &PostgresOptions) -> Result<PgConnection, StoreError> {
-    let client = client(options)?;
-    let conn = PgConnection::new(client);
+    let config: tokio_postgres::Config = options.url.parse().map_err(db_error)?;
+    let conn = PgConnection::connect(&config, tls_config(options)?)?;
     // Instants are integers and text is compared as bytes: nothing depends on the session's
     // time zone or collation but the statements' own `AT TIME ZONE 'UTC'`.
     conn.batch("SET TIME ZONE 'UTC'")?;

@@ -24,8 +24,11 @@ fn open_temp_store() -> Box<dyn Store> {
 store::store_conformance_tests!(open_temp_store);
 
 fn connection(name: &str) -> PgConnection {
-    let client = postgres::Client::connect(&database(name), postgres::NoTls).expect("connect");
-    PgConnection::new(client)
+    connect_to(&database(name))
+}
+
+fn connect_to(url: &str) -> PgConnection {
+    PgConnection::connect(&url.parse().expect("a database URL"), None).expect("connect")
 }
 
 #[test]
@@ -99,7 +102,7 @@ fn observations_go_to_monthly_partitions_made_ahead_and_old_ones_to_the_default(
     let url = database("partitions");
     // Opening the store migrates and makes the partitions around now.
     let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
-    let conn = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).expect("connect"));
+    let conn = connect_to(&url);
     let now = model::Instant::now().micros();
     let month = |offset: i64| {
         let name = query_one(
@@ -153,7 +156,7 @@ fn observations_go_to_monthly_partitions_made_ahead_and_old_ones_to_the_default(
 #[test]
 fn the_dump_lists_every_table_and_column() {
     let url = database("dump_tables");
-    let conn = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).expect("connect"));
+    let conn = connect_to(&url);
     crate::migrate::run(&conn).unwrap();
     let tables = store_sql::query_all(
         &conn,
@@ -197,10 +200,10 @@ fn deleting_a_datastream_waits_for_observations_being_created_and_takes_them() {
     use store_sql::Connection as _;
     let url = database("delete_race");
     let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
-    let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    let setup = connect_to(&url);
     setup.batch(PARENTS).unwrap();
     // Another node's writer, in the middle of its job.
-    let other = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    let other = connect_to(&url);
     other.batch("BEGIN; SELECT id FROM datastreams WHERE id = 1 FOR KEY SHARE").unwrap();
     other
         .execute(
@@ -231,7 +234,7 @@ fn deleting_a_generated_feature_waits_for_observations_being_created_of_it() {
     use store_sql::Connection as _;
     let url = database("delete_generated_race");
     let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
-    let setup = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    let setup = connect_to(&url);
     setup.batch(PARENTS).unwrap();
     setup
         .batch(
@@ -241,7 +244,7 @@ fn deleting_a_generated_feature_waits_for_observations_being_created_of_it() {
         )
         .unwrap();
     // Another node's writer reads the Datastream's Locations as the store does, then inserts.
-    let other = PgConnection::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
+    let other = connect_to(&url);
     other.batch("BEGIN").unwrap();
     let found = store_sql::query_all(
         &other,

@@ -642,7 +642,11 @@ impl Access<'_> {
         // built once per chunk size, and chunks stay far below SQLite's 32,766-parameter limit
         // and PostgreSQL's 65,535.
         let columns = record_values(first).len() + keys.len();
-        if records.len() >= BULK_ROWS && records.iter().all(|r| same_shape(first, r)) {
+        // Many rows go by the backend's bulk path; a few Observations may be held by the write
+        // group, to go with its other jobs' (`crate::buffer`).
+        let bulk = records.len() >= BULK_ROWS;
+        let held = entity == EntityType::Observation && !bulk;
+        if (bulk || held) && records.iter().all(|r| same_shape(first, r)) {
             let mut names: Vec<String> = fields.iter().flat_map(|f| sql::columns(f)).map(|c| c.0).collect();
             names.extend(keys.iter().map(|k| (*k).to_owned()));
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -653,7 +657,12 @@ impl Access<'_> {
                 }
                 values.extend(foreign_keys(record).1);
             }
-            if let Some(ids) = self.conn.bulk_insert(entity.table(), "id", &names, &values)? {
+            let inserted = if bulk {
+                self.conn.bulk_insert(entity.table(), "id", &names, &values)?
+            } else {
+                self.conn.hold_insert(entity.table(), "id", &names, &values)?
+            };
+            if let Some(ids) = inserted {
                 return Ok(ids.into_iter().map(Id).collect());
             }
         }

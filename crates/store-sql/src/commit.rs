@@ -16,6 +16,7 @@ use odata::Visibility;
 use sql::Param;
 use store::{StoreError, WriteDone, WriteJob};
 
+use crate::buffer::Buffering;
 use crate::{Access, Connection, Dialect, GroupMemo, ProjectCache};
 
 /// Derived time extents, statistics and announcements left for the end of a write group.
@@ -141,11 +142,14 @@ pub fn commit_group(
     let mut outcomes: Vec<(WriteDone, Result<(), StoreError>)> = Vec::with_capacity(size);
     let mut pending = Pending::new(dialect.defers_derived_times(), rollups);
     let mut memo = GroupMemo::default();
+    let buffering = Buffering::new(conn, dialect, "id");
     for Queued { visibility, job, done } in group.drain(..) {
-        let outcome = run_in_savepoint(conn, dialect, &visibility, projects, &mut memo, &mut pending, job);
+        let outcome = run_in_savepoint(conn, &buffering, dialect, &visibility, projects, &mut memo, &mut pending, job);
         outcomes.push((done, outcome));
     }
-    let written = if pending.is_empty() { Ok(()) } else { write_pending(conn, dialect, &pending) };
+    let written = buffering
+        .flush_group()
+        .and_then(|()| if pending.is_empty() { Ok(()) } else { write_pending(conn, dialect, &pending) });
     let committed = written.and_then(|()| conn.batch("COMMIT"));
     match committed {
         Ok(()) => {
@@ -189,8 +193,10 @@ fn write_pending(conn: &dyn Connection, dialect: &dyn Dialect, pending: &Pending
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_in_savepoint(
     conn: &dyn Connection,
+    buffering: &Buffering<'_>,
     dialect: &dyn Dialect,
     visibility: &Visibility,
     projects: &mut ProjectCache,
@@ -201,7 +207,7 @@ fn run_in_savepoint(
     conn.batch_deferred("SAVEPOINT job")?;
     let mut job_pending = Pending::new(group_pending.defers_extents, group_pending.statistics.keeps_rollups());
     let mut access = Access {
-        conn,
+        conn: buffering,
         dialect,
         visibility,
         projects: Some(projects),
@@ -221,7 +227,10 @@ fn run_in_savepoint(
         if let Some(memo) = access.memo.as_mut() {
             memo.clear();
         }
+        buffering.job_failed();
         conn.batch("ROLLBACK TO SAVEPOINT job")?;
+    } else {
+        buffering.job_succeeded();
     }
     conn.batch_deferred("RELEASE SAVEPOINT job")?;
     if result.is_ok() {

@@ -8,6 +8,7 @@
 //! Must not depend on any backend.
 
 mod access;
+mod buffer;
 pub mod commit;
 mod count;
 mod devices;
@@ -103,6 +104,27 @@ pub trait Connection {
     /// the database's bulk path, with keys `key` taken from its generator; returns the keys in
     /// row order, or `None` when the backend has no faster way than a multi-row INSERT.
     fn bulk_insert(
+        &self,
+        table: &str,
+        key: &str,
+        columns: &[&str],
+        rows: &[Param],
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        let _ = (table, key, columns, rows);
+        Ok(None)
+    }
+
+    /// A key of `table`'s column `key` from its generator, for a row inserted later; `None`
+    /// when the backend cannot draw keys ahead.
+    fn reserve_key(&self, table: &str, key: &str) -> Result<Option<i64>, StoreError> {
+        let _ = (table, key);
+        Ok(None)
+    }
+
+    /// Inserts rows as [`Connection::bulk_insert`] does, but may hold them to be sent with
+    /// others later (a write group's connection, see `buffer`): the keys in row order, or
+    /// `None` when the rows are not held.
+    fn hold_insert(
         &self,
         table: &str,
         key: &str,

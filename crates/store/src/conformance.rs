@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             thing_locations_lists_locations_with_their_generated_feature,
             note_feature_is_true_only_the_first_time,
             jobs_of_one_group_see_what_earlier_jobs_changed,
+            observations_of_one_group_are_seen_at_once_and_follow_their_jobs,
             shutdown_commits_queued_writes_then_refuses_new_ones,
             restricted_visibility_hides_other_projects_everywhere,
             restricted_writes_see_only_their_projects,
@@ -1447,6 +1448,102 @@ pub fn jobs_of_one_group_see_what_earlier_jobs_changed(store: &dyn Store) {
             "false",
         ]
     );
+}
+
+/// A backend may hold a write group's Observations back to send them together
+/// (`store_sql`'s buffer); every statement must still see them as inserted, and they must
+/// follow their job: gone with a job that fails, kept when a later job fails. A row the
+/// database refuses fails its job, or the whole group; never is a job that reported success
+/// missing its row.
+pub fn observations_of_one_group_are_seen_at_once_and_follow_their_jobs(store: &dyn Store) {
+    let (ds, _, foi) = both_datastreams(store);
+    let insert = move |n: i64| {
+        move |w: &mut dyn Writer| {
+            observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(n)), Value::Integer(n))?;
+            Ok(String::new())
+        }
+    };
+    let results = move |w: &mut dyn Writer| {
+        let constraint = filter(EntityType::Observation, &format!("Datastream/id eq {}", ds.0));
+        let query = parse(EntityType::Observation, "$orderby=phenomenonTime");
+        let rows = w.query(EntityType::Observation, Some(&constraint), &query, PAGING)?;
+        let seen: Vec<String> =
+            rows.rows.iter().map(|row| format!("{:?}", field(&rows.fields, row, "result"))).collect();
+        Ok(seen.join(","))
+    };
+    let fails = |then: SeeingJob| {
+        move |w: &mut dyn Writer| {
+            let seen = then(w)?;
+            Err::<String, _>(StoreError::Rejected(format!("undone after seeing [{seen}]")))
+        }
+    };
+    let all = Visibility::All;
+    let jobs: Vec<GroupJob> = vec![
+        (all.clone(), Box::new(insert(1))),
+        (
+            all.clone(),
+            Box::new(fails(Box::new(move |w: &mut dyn Writer| {
+                insert(2)(w)?;
+                results(w)
+            }))),
+        ),
+        (all.clone(), Box::new(results)),
+        (all.clone(), Box::new(fails(Box::new(insert(3))))),
+        (all.clone(), Box::new(results)),
+        (all.clone(), Box::new(insert(6))),
+        (all.clone(), Box::new(insert(7))),
+        (all.clone(), Box::new(fails(Box::new(insert(8))))),
+    ];
+    let seen = in_one_group(store, jobs);
+    assert_eq!(
+        seen,
+        [
+            "",
+            "error: undone after seeing [Integer(1),Integer(2)]",
+            "Integer(1)",
+            "error: undone after seeing []",
+            "Integer(1)",
+            "",
+            "",
+            "error: undone after seeing []",
+        ]
+    );
+    let stored = query(
+        store,
+        EntityType::Observation,
+        Some(&format!("Datastream/id eq {}", ds.0)),
+        "$orderby=phenomenonTime",
+        PAGING,
+    );
+    let stored: Vec<&Value> = stored.rows.iter().map(|row| field(&stored.fields, row, "result")).collect();
+    assert_eq!(stored, [&Value::Integer(1), &Value::Integer(6), &Value::Integer(7)]);
+
+    // phenomenonTime may not be NULL: the database refuses the row, whenever it sees it.
+    let refused = move |w: &mut dyn Writer| {
+        observation(w, EntityType::Datastream, ds, foi, Value::Null, Value::Integer(10))?;
+        Ok(String::new())
+    };
+    let seen = in_one_group(
+        store,
+        vec![(all.clone(), Box::new(insert(9))), (all.clone(), Box::new(refused)), (all, Box::new(insert(11)))],
+    );
+    let ok: Vec<bool> = seen.iter().map(|s| !s.starts_with("error")).collect();
+    assert!(!ok[1], "the refused row's job fails: {seen:?}");
+    assert!(
+        ok == [true, false, true] || ok == [false, false, false],
+        "its job alone fails, or the whole group: {seen:?}"
+    );
+    let stored = query(
+        store,
+        EntityType::Observation,
+        Some(&format!("Datastream/id eq {}", ds.0)),
+        "$orderby=phenomenonTime",
+        PAGING,
+    );
+    let stored: Vec<&Value> = stored.rows.iter().map(|row| field(&stored.fields, row, "result")).collect();
+    let expected: Vec<Value> =
+        [1, 6, 7].into_iter().chain(if ok[0] { vec![9, 11] } else { vec![] }).map(Value::Integer).collect();
+    assert_eq!(stored, expected.iter().collect::<Vec<_>>(), "every job that succeeded has its row, and only those");
 }
 
 // ---------------------------------------------------------------------------------------------
