@@ -188,9 +188,10 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
 /// row's derived times), on one node with one writer connection, one node with four, and two
 /// nodes with four each on one database.
 pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
-    let mut rates: [Vec<f64>; 3] = Default::default();
+    // One node, then two on the same database, with 1 writer connection each, then 4.
+    let mut rates: [Vec<f64>; 4] = Default::default();
     for round in 0..settings.rounds {
-        for (slot, writers) in [(0, 1), (1, 4)] {
+        for (slot, writers) in [(0, 1), (2, 4)] {
             let url = database(&format!("bench_post_{round}_{writers}"))?;
             let (node, addr, _dir) = node_with(&url, 100, writers).await?;
             let datastream = create_datastreams(addr, 1).await?[0];
@@ -200,23 +201,23 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 settings.concurrency
             );
             rates[slot].push(rate);
-            if writers == 4 {
-                let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
-                let rate = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
-                println!(
-                    "round {round}: POST on PostgreSQL, two nodes, 4 writers each, c={} in all: {rate:.0}/s",
-                    settings.concurrency
-                );
-                rates[2].push(rate);
-                second.stop().await;
-            }
+            let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
+            let rate = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
+            println!(
+                "round {round}: POST on PostgreSQL, two nodes, {writers} writer(s) each, c={} in all: {rate:.0}/s",
+                settings.concurrency
+            );
+            rates[slot + 1].push(rate);
+            second.stop().await;
             node.stop().await;
         }
     }
-    let [one, four, two] = rates.each_mut().map(|r| median(r));
+    let [one, two, one_four, two_four] = rates.each_mut().map(|r| median(r));
     println!(
-        "PostgreSQL POST median: one node {one:.0}/s with 1 writer, {four:.0}/s with 4; two nodes {two:.0}/s (ratio to one node with 4: {:.2})",
-        two / four
+        "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2}); \
+         4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {:.2})",
+        two / one,
+        two_four / one_four
     );
     Ok(())
 }

@@ -60,13 +60,23 @@ pub struct PgConnection {
     deadline: std::cell::Cell<Option<(std::time::Instant, std::time::Duration)>>,
     /// Once true, the deadline no longer applies (`lift_deadline_when`).
     lifted: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
-    /// Statements without parameters waiting to go with the next one (`batch_deferred`).
-    deferred: RefCell<String>,
+    /// Statements waiting to go with the next one (`batch_deferred`, `execute_deferred`).
+    deferred: RefCell<Vec<Later>>,
     /// Why the transaction failed in a deferred statement: every statement but `ROLLBACK` is
     /// refused until one ends it.
     failed: RefCell<Option<String>>,
     /// Keys drawn ahead from tables' sequences (`reserve_key`), by table, last first.
     reserved: RefCell<HashMap<String, Vec<i64>>>,
+}
+
+/// A statement sent later, pipelined before the next one that needs an answer.
+enum Later {
+    /// Statements without parameters, as one simple query (`batch_deferred`): its failure
+    /// fails the transaction for good.
+    Simple(String),
+    /// A prepared statement whose row count nobody needs (`execute_deferred`): its failure is
+    /// the next statement's, as if it had run then.
+    Execute(Statement, Vec<Param>),
 }
 
 /// Keys drawn from a sequence at a time by `reserve_key`.
@@ -398,16 +408,9 @@ impl PgConnection {
         }
     }
 
-    /// Runs `sql` as one simple query after the deferred statements; a failure with deferred
-    /// statements in it fails the transaction for good (see `batch_deferred`).
+    /// Runs `sql` as one simple query, after the deferred statements.
     fn simple(&self, sql: &str) -> Result<(), StoreError> {
-        self.check_failed()?;
-        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
-        if deferred.is_empty() {
-            return self.runtime.block_on(self.client.batch_execute(sql)).map_err(db_error);
-        }
-        let text = format!("{deferred}{sql}");
-        self.runtime.block_on(self.client.batch_execute(&text)).map_err(|e| self.failing(db_error(e)))
+        self.pipelined(self.client.batch_execute(sql))
     }
 
     /// Fails the transaction for good, with `error`.
@@ -416,18 +419,35 @@ impl PgConnection {
         error
     }
 
-    /// Runs `work` (a statement with parameters), with the deferred statements sent before it
-    /// in the same round trip.
+    /// Runs `work`, with the deferred statements sent before it in the same round trip. The
+    /// first of them to fail is the answer (those after it fail because it did).
     fn pipelined<T>(&self, work: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, StoreError> {
         self.check_failed()?;
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         if deferred.is_empty() {
             return self.runtime.block_on(work).map_err(db_error);
         }
-        // Each request is sent when first polled, and `join` polls in order.
+        let sent = deferred.iter().map(|later| {
+            let request: std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + '_>> = match later {
+                Later::Simple(text) => Box::pin(self.client.batch_execute(text)),
+                Later::Execute(statement, params) => {
+                    Box::pin(async { self.client.execute_raw(statement, params.iter().map(Bound)).await.map(drop) })
+                }
+            };
+            request
+        });
+        // Each request is sent when first polled, and both `join`s poll in order.
         let (before, result) =
-            self.runtime.block_on(futures_util::future::join(self.client.batch_execute(&deferred), work));
-        before.map_err(|e| self.failing(db_error(e)))?;
+            self.runtime.block_on(futures_util::future::join(futures_util::future::join_all(sent), work));
+        for (later, outcome) in deferred.iter().zip(before) {
+            if let Err(e) = outcome {
+                let e = db_error(e);
+                return Err(match later {
+                    Later::Simple(_) => self.failing(e),
+                    Later::Execute(..) => e,
+                });
+            }
+        }
         result.map_err(db_error)
     }
 
@@ -565,20 +585,42 @@ impl store_sql::Connection for PgConnection {
     fn batch_deferred(&self, sql: &str) -> Result<(), StoreError> {
         self.check_failed()?;
         let mut deferred = self.deferred.borrow_mut();
-        // A savepoint released before any statement went out need not go out at all.
-        if let Some(name) = sql.strip_prefix("RELEASE SAVEPOINT ") {
-            let opened = format!("SAVEPOINT {name}; ");
-            if let Some(before) = deferred.strip_suffix(&opened)
-                && (before.is_empty() || before.ends_with("; "))
-            {
-                let keep = before.len();
-                deferred.truncate(keep);
-                return Ok(());
+        if let Some(Later::Simple(text)) = deferred.last_mut() {
+            // A savepoint released before any statement went out need not go out at all.
+            if let Some(name) = sql.strip_prefix("RELEASE SAVEPOINT ") {
+                let opened = format!("SAVEPOINT {name}; ");
+                if let Some(before) = text.strip_suffix(&opened)
+                    && (before.is_empty() || before.ends_with("; "))
+                {
+                    let keep = before.len();
+                    text.truncate(keep);
+                    if text.is_empty() {
+                        deferred.pop();
+                    }
+                    return Ok(());
+                }
             }
+            text.push_str(sql);
+            text.push_str("; ");
+            return Ok(());
         }
-        deferred.push_str(sql);
-        deferred.push_str("; ");
+        deferred.push(Later::Simple(format!("{sql}; ")));
         Ok(())
+    }
+
+    /// Prepared now (when new), sent with the next statement.
+    fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.check_failed()?;
+        let statement = self.prepared(sql, params)?;
+        self.deferred.borrow_mut().push(Later::Execute(statement, params.to_vec()));
+        Ok(())
+    }
+
+    fn flush_deferred(&self) -> Result<(), StoreError> {
+        if self.deferred.borrow().is_empty() {
+            return self.check_failed();
+        }
+        self.pipelined(async { Ok(()) })
     }
 
     /// From a block of `RESERVED_KEYS` drawn at once.

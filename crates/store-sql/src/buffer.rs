@@ -224,6 +224,16 @@ impl Connection for Buffering<'_> {
         self.inner.batch_deferred(sql)
     }
 
+    fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.execute_deferred(sql, params)
+    }
+
+    fn flush_deferred(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.flush_deferred()
+    }
+
     fn set_deadline(&self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
         self.inner.set_deadline(deadline)
     }

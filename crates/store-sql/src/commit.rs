@@ -79,16 +79,17 @@ impl Pending {
     /// Writes what is pending, in key order.
     fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
         for ((_, id), (entity, phenomenon, result)) in &self.extents {
-            write_extent(conn, dialect, *entity, Id(*id), *phenomenon, *result)?;
+            let (sql_text, values) = extent_statement(dialect, *entity, Id(*id), *phenomenon, *result);
+            conn.execute_deferred(&sql_text, &values)?;
         }
         self.statistics.write(conn, dialect)?;
         for chunk in self.announcements.chunks(64) {
             if let Some(sql_text) = dialect.announce_many(chunk.len()) {
                 let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
-                conn.query(&sql_text, &params, &mut |_| Ok(true))?;
+                conn.execute_deferred(&sql_text, &params)?;
             }
         }
-        Ok(())
+        conn.flush_deferred()
     }
 }
 
@@ -101,7 +102,18 @@ pub(crate) fn write_extent(
     phenomenon: Interval,
     result: Option<Interval>,
 ) -> Result<(), StoreError> {
-    let sql_text = sql::fixed::extend_times(dialect, entity);
+    let (sql_text, values) = extent_statement(dialect, entity, id, phenomenon, result);
+    conn.execute(&sql_text, &values)?;
+    Ok(())
+}
+
+fn extent_statement(
+    dialect: &dyn Dialect,
+    entity: EntityType,
+    id: Id,
+    phenomenon: Interval,
+    result: Option<Interval>,
+) -> (String, [Param; 5]) {
     let values = [
         Param::Integer(id.0),
         Param::Integer(phenomenon.start().micros()),
@@ -109,8 +121,7 @@ pub(crate) fn write_extent(
         result.map(|r| Param::Integer(r.start().micros())).unwrap_or(Param::Null),
         result.map(|r| Param::Integer(r.end().micros())).unwrap_or(Param::Null),
     ];
-    conn.execute(&sql_text, &values)?;
-    Ok(())
+    (sql::fixed::extend_times(dialect, entity), values)
 }
 
 /// A write job waiting for the writer, with the visibility of whoever asked for it.

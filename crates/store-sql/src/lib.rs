@@ -87,6 +87,18 @@ pub trait Connection {
         self.batch(sql)
     }
 
+    /// [`Connection::execute`] of a statement whose row count nobody needs, which may wait
+    /// to go with the next statement. Its failure is then that statement's (or
+    /// [`Connection::flush_deferred`]'s), as if it had run then.
+    fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.execute(sql, params).map(drop)
+    }
+
+    /// Sends whatever waits to go with the next statement, and answers for it.
+    fn flush_deferred(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Stops statements that run past `deadline` (inside the current read transaction; `None`
     /// lifts it), failing them with `StoreError::OverBudget`. Backends without a way to do so
     /// ignore it.

@@ -190,12 +190,12 @@ impl Statistics {
                         Param::Integer(latest.start),
                         Param::Integer(latest.end),
                     ];
-                    conn.execute(&sql::statistics::add_observations(dialect, entity), &params)?;
+                    conn.execute_deferred(&sql::statistics::add_observations(dialect, entity), &params)?;
                 }
                 _ => {
                     if tally.delta != 0 {
                         let params = [Param::Integer(id), Param::Integer(tally.delta)];
-                        conn.execute(&sql::statistics::add_to_count(dialect, entity), &params)?;
+                        conn.execute_deferred(&sql::statistics::add_to_count(dialect, entity), &params)?;
                     }
                     if tally.relook {
                         look_up_latest(conn, dialect, entity, id)?;
@@ -221,7 +221,7 @@ impl Statistics {
             for (key, partial) in chunk {
                 bind_rollup(key, partial, &mut params);
             }
-            conn.execute(&sql::statistics::merge_rollups(dialect, chunk.len()), &params)?;
+            conn.execute_deferred(&sql::statistics::merge_rollups(dialect, chunk.len()), &params)?;
         }
         for &(parent, id, level, bucket) in &self.dirty {
             let day = statistics::bucket_of(86_400, Instant::from_micros(bucket));
@@ -241,7 +241,7 @@ impl Statistics {
         }
         for &(parent, id) in &self.stale {
             let params = [Param::Integer(id), Param::Integer(1)];
-            conn.execute(&sql::statistics::set_rollups_pending(dialect, parent.entity()), &params)?;
+            conn.execute_deferred(&sql::statistics::set_rollups_pending(dialect, parent.entity()), &params)?;
         }
         Ok(())
     }
