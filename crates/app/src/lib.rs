@@ -255,6 +255,18 @@ impl App {
         path: Option<&ResourcePath>,
         f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
+        self.write_sized(caller, path, false, f).await
+    }
+
+    /// [`App::write_job`], for a job that writes many rows when `large`
+    /// (`store::Store::write_large`).
+    async fn write_sized<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        path: Option<&ResourcePath>,
+        large: bool,
+        f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
         if caller.principal.identity == access::Identity::Anonymous {
             // Nobody writes without a role, and anonymous callers hold none: say so before
             // looking at the request.
@@ -279,52 +291,54 @@ impl App {
         let bus = self.changes.clone();
         let keep_records = bus.as_ref().is_some_and(|bus| bus.wants_records());
         let (node, announcing) = (self.node, self.announcing.load(std::sync::atomic::Ordering::Relaxed));
-        self.store.write(
-            visibility,
-            Box::new(move |writer| {
-                // The recording sees what the authorizing writer let through, with each new
-                // entity already placed in its project.
-                let mut recording = changes::Recording::new(writer, keep_records);
-                let mut authorizing = authorize::Authorizing::new(&mut recording, &principal, &hub, placement);
-                let result = f(&mut authorizing);
-                if let (Some(reason), Ok(mut slot)) = (authorizing.undeclared.take(), job_undeclared.lock()) {
-                    *slot = Some(reason);
+        let job: store::WriteJob = Box::new(move |writer| {
+            // The recording sees what the authorizing writer let through, with each new
+            // entity already placed in its project.
+            let mut recording = changes::Recording::new(writer, keep_records);
+            let mut authorizing = authorize::Authorizing::new(&mut recording, &principal, &hub, placement);
+            let result = f(&mut authorizing);
+            if let (Some(reason), Ok(mut slot)) = (authorizing.undeclared.take(), job_undeclared.lock()) {
+                *slot = Some(reason);
+            }
+            let changes = std::mem::take(&mut recording.changes);
+            let failed = result.is_err();
+            if announcing && !failed && !changes.is_empty() {
+                // In the job's transaction: the other nodes hear of it only if it commits.
+                for message in announce::encode(node, &changes) {
+                    writer.announce(&message)?;
                 }
-                let changes = std::mem::take(&mut recording.changes);
-                let failed = result.is_err();
-                if announcing && !failed && !changes.is_empty() {
-                    // In the job's transaction: the other nodes hear of it only if it commits.
-                    for message in announce::encode(node, &changes) {
-                        writer.announce(&message)?;
-                    }
+            }
+            if let Ok(mut r) = job_recorded.lock() {
+                *r = changes;
+            }
+            if let Ok(mut s) = job_slot.lock() {
+                *s = Some(result);
+            }
+            // Rolling back this job's savepoint on an application error keeps a
+            // half-done deep insert out of the database.
+            if failed { Err(StoreError::Rejected("rolled back".into())) } else { Ok(()) }
+        });
+        let done: store::WriteDone = Box::new(move |outcome| {
+            let result = slot.lock().ok().and_then(|mut s| s.take());
+            let reply = match (outcome, result) {
+                (_, Some(Err(app_error))) => Err(app_error),
+                (Ok(()), Some(Ok(value))) => Ok(value),
+                (Err(store_error), _) => Err(AppError::from(store_error)),
+                (Ok(()), None) => Err(AppError::Internal("a write job left no result".into())),
+            };
+            if let (Ok(_), Some(bus)) = (&reply, &bus) {
+                let changes = recorded.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+                if !changes.is_empty() {
+                    bus.publish(&changes);
                 }
-                if let Ok(mut r) = job_recorded.lock() {
-                    *r = changes;
-                }
-                if let Ok(mut s) = job_slot.lock() {
-                    *s = Some(result);
-                }
-                // Rolling back this job's savepoint on an application error keeps a
-                // half-done deep insert out of the database.
-                if failed { Err(StoreError::Rejected("rolled back".into())) } else { Ok(()) }
-            }),
-            Box::new(move |outcome| {
-                let result = slot.lock().ok().and_then(|mut s| s.take());
-                let reply = match (outcome, result) {
-                    (_, Some(Err(app_error))) => Err(app_error),
-                    (Ok(()), Some(Ok(value))) => Ok(value),
-                    (Err(store_error), _) => Err(AppError::from(store_error)),
-                    (Ok(()), None) => Err(AppError::Internal("a write job left no result".into())),
-                };
-                if let (Ok(_), Some(bus)) = (&reply, &bus) {
-                    let changes = recorded.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-                    if !changes.is_empty() {
-                        bus.publish(&changes);
-                    }
-                }
-                let _ = tx.send(reply);
-            }),
-        );
+            }
+            let _ = tx.send(reply);
+        });
+        if large {
+            self.store.write_large(visibility, job, done);
+        } else {
+            self.store.write(visibility, job, done);
+        }
         let reply = rx.await.unwrap_or_else(|_| Err(AppError::Internal("a write job was dropped".into())));
         let undeclared = undeclared.lock().ok().and_then(|mut slot| slot.take());
         if let (Some(reason), access::Identity::Device(device)) = (undeclared, &caller.principal.identity) {
@@ -474,7 +488,9 @@ impl App {
         caller: &Caller,
         items: Vec<DataArrayItem>,
     ) -> Result<Vec<Result<Id, AppError>>, AppError> {
-        self.write_job(caller, None, move |writer| write::create_data_arrays(writer, items)).await
+        let rows: usize = items.iter().map(|item| item.rows.len()).sum();
+        self.write_sized(caller, None, rows >= LARGE_WRITE, move |writer| write::create_data_arrays(writer, items))
+            .await
     }
 
     /// Finishes queued writes and stops the store.
@@ -482,6 +498,9 @@ impl App {
         self.store.shutdown();
     }
 }
+
+/// Data Array requests of this many rows or more are large writes (`store::Store::write_large`).
+const LARGE_WRITE: usize = 1_000;
 
 /// A change of an atomic group, built from the outcomes of the changes before it.
 pub type PendingOp = Box<dyn FnOnce(&[WriteOutcome]) -> Result<WriteOp, AppError> + Send>;

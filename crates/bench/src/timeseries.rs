@@ -304,8 +304,14 @@ async fn backfill_csv(settings: &Settings) -> anyhow::Result<()> {
         server.stop().await;
         let file = dir.0.join("rows.csv");
         std::fs::write(&file, &csv)?;
-        let database =
-            thingbase::Database { data_dir: dir.0.clone(), url: None, writers: 0, tls_ca: None, rollups: true };
+        let database = thingbase::Database {
+            data_dir: dir.0.clone(),
+            url: None,
+            writers: 0,
+            large_writers: None,
+            tls_ca: None,
+            rollups: true,
+        };
         let started = Instant::now();
         let loaded = thingbase::backfill(&database, thingbase::backfill::Series::Datastream(id), &file).await?;
         let seconds = started.elapsed().as_secs_f64();

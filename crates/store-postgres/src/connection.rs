@@ -67,6 +67,8 @@ pub struct PgConnection {
     failed: RefCell<Option<String>>,
     /// Keys drawn ahead from tables' sequences (`reserve_key`), by table, last first.
     reserved: RefCell<HashMap<String, Vec<i64>>>,
+    /// The statement drawing keys from the sequence of a table's key column, by table.
+    next_keys: RefCell<HashMap<String, String>>,
 }
 
 /// A statement sent later, pipelined before the next one that needs an answer.
@@ -82,9 +84,8 @@ enum Later {
 /// Keys drawn from a sequence at a time by `reserve_key`.
 const RESERVED_KEYS: i64 = 64;
 
-/// The next values of the sequence of `table`'s column `key`.
-const NEXT_KEYS: &str = "SELECT nextval(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq')) \
-                         FROM generate_series(1, $3)";
+/// The sequence of `table`'s column `key`, as a quoted name.
+const SEQUENCE_OF: &str = "SELECT quote_literal(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq'))";
 
 /// Rows fetched at a time from a large result's cursor.
 const FETCH_ROWS: usize = 2_000;
@@ -395,6 +396,7 @@ impl PgConnection {
             deferred: RefCell::default(),
             failed: RefCell::default(),
             reserved: RefCell::default(),
+            next_keys: RefCell::default(),
         }
     }
 
@@ -629,8 +631,7 @@ impl store_sql::Connection for PgConnection {
         if let Some(next) = kept {
             return Ok(Some(next));
         }
-        let params = [Param::Text(table.to_owned()), Param::Text(key.to_owned()), Param::Integer(RESERVED_KEYS)];
-        let mut keys = store_sql::query_all(self, NEXT_KEYS, &params, |row| row.required_integer(0))?;
+        let mut keys = self.next_keys(table, key, RESERVED_KEYS)?;
         keys.sort_unstable_by(|a, b| b.cmp(a));
         let next = keys.pop();
         self.reserved.borrow_mut().insert(table.to_owned(), keys);
@@ -674,12 +675,7 @@ impl store_sql::Connection for PgConnection {
         }
         let count = rows.len() / width;
         let types = self.types_of(table, key, columns)?;
-        let keys = store_sql::query_all(
-            self,
-            NEXT_KEYS,
-            &[Param::Text(table.to_owned()), Param::Text(key.to_owned()), Param::Integer(count as i64)],
-            |row| row.required_integer(0),
-        )?;
+        let keys = self.next_keys(table, key, count as i64)?;
         let copy = format!("COPY {table} ({key}, {}) FROM STDIN BINARY", columns.join(", "));
         let key_params: Vec<Param> = keys.iter().map(|k| Param::Integer(*k)).collect();
         self.pipelined(async {
@@ -708,6 +704,24 @@ fn drive(ended: Result<(), tokio_postgres::Error>) {
 }
 
 impl PgConnection {
+    /// `count` new keys from the sequence of `table`'s column `key`. The sequence is named in
+    /// the statement, so that its name is looked up once, not per key.
+    fn next_keys(&self, table: &str, key: &str, count: i64) -> Result<Vec<i64>, StoreError> {
+        let known = self.next_keys.borrow().get(table).cloned();
+        let statement = match known {
+            Some(statement) => statement,
+            None => {
+                let params = [Param::Text(table.to_owned()), Param::Text(key.to_owned())];
+                let sequence = store_sql::query_one(self, SEQUENCE_OF, &params, |row| row.required_text(0))?
+                    .ok_or_else(|| StoreError::Database(format!("no sequence for {table}.{key}").into()))?;
+                let statement = format!("SELECT nextval({sequence}::regclass) FROM generate_series(1, $1)");
+                self.next_keys.borrow_mut().insert(table.to_owned(), statement.clone());
+                statement
+            }
+        };
+        store_sql::query_all(self, &statement, &[Param::Integer(count)], |row| row.required_integer(0))
+    }
+
     /// The types of `key` and `columns` of `table`, in that order (read once per table).
     fn types_of(&self, table: &str, key: &str, columns: &[&str]) -> Result<Vec<Type>, StoreError> {
         if !self.column_types.borrow().contains_key(table) {

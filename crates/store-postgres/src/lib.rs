@@ -43,6 +43,10 @@ pub struct PostgresOptions {
     /// publishes one MQTT connection has in flight together may be committed, and so stored
     /// and notified, in another order than sent.
     pub writers: usize,
+    /// Writer connections of their own for large jobs (`Store::write_large`: Data Arrays of
+    /// many rows, backfills), each committing one job at a time beside the groups of small
+    /// ones, so that the database works on several at once; 0 leaves them to `writers`.
+    pub large_writers: usize,
     /// The most write jobs committed in one transaction.
     pub max_group: usize,
     /// Whether rollups are kept as Observations are written (docs/timeseries.md).
@@ -67,6 +71,7 @@ impl PostgresOptions {
             url: url.into(),
             readers: 4,
             writers: 1,
+            large_writers: 2,
             max_group: 1024,
             rollups: true,
             tls: DatabaseTls::Off,
@@ -153,6 +158,16 @@ impl PostgresStore {
                 write_loop(conn, writes, max_group, maintains, rollups)
             })?;
         }
+        if options.large_writers > 0 {
+            let lane = queues.large_lane(options.large_writers * 2);
+            for i in 0..options.large_writers {
+                let conn = connect(&options)?;
+                let lane = lane.clone();
+                let rollups = options.rollups;
+                queues
+                    .spawn(format!("postgres-large-writer-{i}"), move || write_loop(conn, lane, 1, false, rollups))?;
+            }
+        }
         for i in 0..options.readers.max(1) {
             let conn = connect(&options)?;
             let reads = reads.clone();
@@ -173,6 +188,10 @@ impl Store for PostgresStore {
 
     fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
         self.queues.write(visibility, job, done);
+    }
+
+    fn write_large(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        self.queues.write_large(visibility, job, done);
     }
 
     fn listen(&self, listener: store::Listener) -> bool {

@@ -22,6 +22,8 @@ pub type WriteQueue = Arc<Mutex<Receiver<Queued>>>;
 /// The sending ends and the threads of a backend.
 pub struct Queues {
     writes: Mutex<Option<SyncSender<Queued>>>,
+    /// Where large write jobs go when the backend has writers of their own for them.
+    large: Mutex<Option<SyncSender<Queued>>>,
     reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -38,9 +40,23 @@ impl Queues {
     pub fn new(max_group: usize) -> (Queues, WriteQueue, ReadQueue) {
         let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(max_group.max(1) * 4);
         let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
-        let queues =
-            Queues { writes: Mutex::new(Some(write_tx)), reads: Mutex::new(Some(read_tx)), threads: Mutex::default() };
+        let queues = Queues {
+            writes: Mutex::new(Some(write_tx)),
+            large: Mutex::default(),
+            reads: Mutex::new(Some(read_tx)),
+            threads: Mutex::default(),
+        };
         (queues, Arc::new(Mutex::new(write_rx)), Arc::new(Mutex::new(read_rx)))
+    }
+
+    /// A queue of its own for large write jobs ([`Queues::write_large`]), bounded at `bound`,
+    /// for writers of their own to take.
+    pub fn large_lane(&self, bound: usize) -> WriteQueue {
+        let (tx, rx) = mpsc::sync_channel::<Queued>(bound.max(1));
+        if let Ok(mut large) = self.large.lock() {
+            *large = Some(tx);
+        }
+        Arc::new(Mutex::new(rx))
     }
 
     /// Starts a thread of the backend, joined by [`Queues::shutdown`].
@@ -62,6 +78,19 @@ impl Queues {
 
     pub fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
         let sender = self.writes.lock().ok().and_then(|s| s.clone());
+        Queues::send(sender, visibility, job, done);
+    }
+
+    /// A job writing many rows: to the large lane if there is one.
+    pub fn write_large(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        let lane = self.large.lock().ok().and_then(|s| s.clone());
+        match lane {
+            Some(sender) => Queues::send(Some(sender), visibility, job, done),
+            None => self.write(visibility, job, done),
+        }
+    }
+
+    fn send(sender: Option<SyncSender<Queued>>, visibility: Visibility, job: WriteJob, done: WriteDone) {
         match sender {
             Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
                 Ok(()) => {}
@@ -80,6 +109,9 @@ impl Queues {
     pub fn shutdown(&self) {
         if let Ok(mut w) = self.writes.lock() {
             w.take();
+        }
+        if let Ok(mut l) = self.large.lock() {
+            l.take();
         }
         if let Ok(mut r) = self.reads.lock() {
             r.take();

@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             note_feature_is_true_only_the_first_time,
             jobs_of_one_group_see_what_earlier_jobs_changed,
             observations_of_one_group_are_seen_at_once_and_follow_their_jobs,
+            large_writes_commit_and_report_like_the_others,
             shutdown_commits_queued_writes_then_refuses_new_ones,
             restricted_visibility_hides_other_projects_everywhere,
             restricted_writes_see_only_their_projects,
@@ -1544,6 +1545,43 @@ pub fn observations_of_one_group_are_seen_at_once_and_follow_their_jobs(store: &
     let expected: Vec<Value> =
         [1, 6, 7].into_iter().chain(if ok[0] { vec![9, 11] } else { vec![] }).map(Value::Integer).collect();
     assert_eq!(stored, expected.iter().collect::<Vec<_>>(), "every job that succeeded has its row, and only those");
+}
+
+/// `Store::write_large` may run beside the other writes, in another order, but each job
+/// commits or fails on its own and reports after its commit.
+pub fn large_writes_commit_and_report_like_the_others(store: &dyn Store) {
+    let (ds, _, foi) = both_datastreams(store);
+    let (tx, rx) = mpsc::channel();
+    for n in 0..12_i64 {
+        let tx = tx.clone();
+        let job: crate::WriteJob = Box::new(move |w: &mut dyn Writer| {
+            let rows = if n % 3 == 0 { 200 } else { 1 };
+            for i in 0..rows {
+                observation(w, EntityType::Datastream, ds, foi, Value::Instant(at(n * 1000 + i)), Value::Integer(n))?;
+            }
+            if n == 6 { Err(StoreError::Rejected("a large job fails".into())) } else { Ok(()) }
+        });
+        let done: crate::WriteDone = Box::new(move |outcome| {
+            let _ = tx.send((n, outcome.is_ok()));
+        });
+        if n % 3 == 0 {
+            store.write_large(Visibility::All, job, done);
+        } else {
+            store.write(Visibility::All, job, done);
+        }
+    }
+    let mut outcomes: Vec<(i64, bool)> = (0..12).map(|_| rx.recv_timeout(WAIT).expect("every job reports")).collect();
+    outcomes.sort_unstable();
+    let expected: Vec<(i64, bool)> = (0..12).map(|n| (n, n != 6)).collect();
+    assert_eq!(outcomes, expected);
+    let counted = query(
+        store,
+        EntityType::Observation,
+        Some(&format!("Datastream/id eq {}", ds.0)),
+        "$count=true&$top=0",
+        PAGING,
+    );
+    assert_eq!(counted.count, Some(3 * 200 + 8), "three large jobs of 200 and eight small ones");
 }
 
 // ---------------------------------------------------------------------------------------------

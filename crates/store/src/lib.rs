@@ -390,6 +390,12 @@ pub trait Store: Send + Sync + 'static {
     /// Queues `job` for the writer; `done` runs after its transaction committed or failed.
     fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone);
 
+    /// [`Store::write`] for a job that writes many rows (a Data Array, a backfill): a backend
+    /// with writers to spare may run it beside the groups of small jobs, in another order.
+    fn write_large(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        self.write(visibility, job, done);
+    }
+
     /// Stops accepting work, finishes queued writes and commits them.
     fn shutdown(&self);
 

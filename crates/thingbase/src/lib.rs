@@ -23,6 +23,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Writer connections to PostgreSQL (0: the backend's default, one).
     pub database_writers: usize,
+    /// Writer connections to PostgreSQL for large writes (`None`: the backend's default, two).
+    pub database_large_writers: Option<usize>,
     /// Trust anchors for TLS to PostgreSQL (PEM); see [`Database::tls_ca`].
     pub database_ca: Option<PathBuf>,
     pub bind: Vec<IpAddr>,
@@ -73,6 +75,7 @@ impl Default for Config {
             data_dir: PathBuf::from("thingbase-data"),
             database_url: None,
             database_writers: 0,
+            database_large_writers: None,
             database_ca: None,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
@@ -161,6 +164,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         data_dir: config.data_dir.clone(),
         url: config.database_url.clone(),
         writers: config.database_writers,
+        large_writers: config.database_large_writers,
         tls_ca: config.database_ca.clone(),
         rollups: config.rollups,
     };
@@ -411,6 +415,8 @@ pub struct Database {
     pub url: Option<String>,
     /// PostgreSQL writer connections (0: the default).
     pub writers: usize,
+    /// PostgreSQL writer connections for large writes (`None`: the default).
+    pub large_writers: Option<usize>,
     /// Trust anchors (a PEM file) for TLS to PostgreSQL: with them every connection uses TLS
     /// and verifies the server's certificate and name.
     pub tls_ca: Option<PathBuf>,
@@ -435,6 +441,9 @@ impl Database {
                 }
                 if self.writers > 0 {
                     options.writers = self.writers;
+                }
+                if let Some(large) = self.large_writers {
+                    options.large_writers = large;
                 }
                 options.rollups = self.rollups;
                 let store = tokio::task::spawn_blocking(move || store_postgres::PostgresStore::open(options))

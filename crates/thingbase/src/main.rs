@@ -155,6 +155,7 @@ impl DataDir {
             data_dir: self.data_dir,
             url: self.database_url,
             writers: 0,
+            large_writers: None,
             tls_ca: self.database_ca,
             rollups: true,
         }
@@ -307,6 +308,11 @@ struct Serve {
     /// connection has in flight together may then be stored in another order than sent.
     #[arg(long, env = "THINGBASE_DATABASE_WRITERS", default_value_t = 1)]
     database_writers: usize,
+    /// Writer connections to PostgreSQL for large writes (Data Array requests of 1,000 rows
+    /// or more, backfills), each committing one at a time beside the --database-writers, so
+    /// that the database works on several at once; 0 leaves them to the --database-writers
+    #[arg(long, env = "THINGBASE_DATABASE_LARGE_WRITERS", default_value_t = 2)]
+    database_large_writers: usize,
     /// Trust anchors (PEM) for TLS to PostgreSQL: every connection then uses TLS and checks
     /// the server's certificate and host name (as libpq's sslmode=verify-full).
     #[arg(long, env = "THINGBASE_DATABASE_CA")]
@@ -586,6 +592,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir: serve.data_dir,
                 database_url: serve.database_url,
                 database_writers: serve.database_writers,
+                database_large_writers: Some(serve.database_large_writers),
                 database_ca: serve.database_ca,
                 bind: match (serve.bind.is_empty(), serve.auth) {
                     (false, _) => serve.bind,

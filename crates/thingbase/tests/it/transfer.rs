@@ -23,7 +23,14 @@ const QUERIES: &[&str] = &[
 ];
 
 fn database(data_dir: &std::path::Path, url: Option<String>) -> thingbase::Database {
-    thingbase::Database { data_dir: data_dir.to_path_buf(), url, writers: 0, tls_ca: None, rollups: true }
+    thingbase::Database {
+        data_dir: data_dir.to_path_buf(),
+        url,
+        writers: 0,
+        large_writers: None,
+        tls_ca: None,
+        rollups: true,
+    }
 }
 
 fn server_on(name: &str, data_dir: &std::path::Path, url: Option<String>) -> TestServer {
