@@ -55,7 +55,30 @@ pub async fn collection(
     // answer longer than `HOLD_BYTES`: from then on it streams, and its read must not fail
     // for time.
     let started = Arc::new(AtomicBool::new(false));
-    let sink = {
+    let paging = state.app.paging();
+    let limit = query.top.unwrap_or(paging.default_top).min(paging.max_top);
+    // A page of more than a chunk is encoded on a thread of its own, beside the reader that
+    // decodes the rows: the two halves of the work run at once.
+    type Sink = Box<dyn FnMut(Rows) -> bool + Send>;
+    let (sink, encoder): (Sink, Option<std::sync::mpsc::SyncSender<Encoded>>) = if limit > CHUNK as u64 {
+        let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Encoded>(2);
+        let encoding = Encoding {
+            base: base.to_owned(),
+            entity,
+            query: query.clone(),
+            tx: tx.clone(),
+            started: Arc::clone(&started),
+        };
+        tokio::task::spawn_blocking(move || encoding.run(rows_rx));
+        let more = Arc::clone(&more);
+        let rows_tx_sink = rows_tx.clone();
+        let sink = Box::new(move |rows: Rows| -> bool {
+            more.store(rows.more, Ordering::Relaxed);
+            // A closed channel means the client went away: stop reading.
+            rows_tx_sink.send(Encoded::Rows(rows)).is_ok()
+        });
+        (sink, Some(rows_tx))
+    } else {
         let tx = tx.clone();
         let more = Arc::clone(&more);
         let started = Arc::clone(&started);
@@ -63,7 +86,7 @@ pub async fn collection(
         let query = query.clone();
         let mut progress = Progress::default();
         let mut encoded = 0;
-        Box::new(move |rows: Rows| -> bool {
+        let sink = Box::new(move |rows: Rows| -> bool {
             let bytes = encode_chunk(&Encoder { base: &base }, entity, &rows, &query, &mut progress);
             encoded += bytes.len();
             if encoded >= HOLD_BYTES {
@@ -72,7 +95,8 @@ pub async fn collection(
             more.store(rows.more, Ordering::Relaxed);
             // A closed channel means the client went away: stop reading.
             tx.blocking_send(Message::Data(bytes)).is_ok()
-        })
+        });
+        (sink, None)
     };
     let app = state.app.clone();
     let caller = caller.clone();
@@ -89,7 +113,15 @@ pub async fn collection(
             }
             Err(e) => Message::Failed(ApiError::from(e)),
         };
-        let _ = tx.send(message).await;
+        match encoder {
+            // It follows the last chunk the encoding thread encodes.
+            Some(encoder) => {
+                let _ = tokio::task::spawn_blocking(move || encoder.send(Encoded::Last(message))).await;
+            }
+            None => {
+                let _ = tx.send(message).await;
+            }
+        }
     });
     let mut held: Vec<Bytes> = Vec::new();
     let mut size = 0;
@@ -137,11 +169,57 @@ pub async fn collection(
     Ok(response)
 }
 
+/// What the encoding thread of a large page is handed.
+enum Encoded {
+    Rows(Rows),
+    /// The closing (or the failure) after the last rows.
+    Last(Message),
+}
+
+/// Encodes the rows of a large page as they come, on a thread of its own.
+struct Encoding {
+    base: String,
+    entity: EntityType,
+    query: Query,
+    tx: tokio::sync::mpsc::Sender<Message>,
+    started: Arc<AtomicBool>,
+}
+
+impl Encoding {
+    fn run(self, rows: std::sync::mpsc::Receiver<Encoded>) {
+        let mut progress = Progress::default();
+        let mut encoded = 0;
+        let encoder = Encoder { base: &self.base };
+        while let Ok(next) = rows.recv() {
+            let message = match next {
+                Encoded::Rows(rows) => {
+                    let bytes = encode_chunk(&encoder, self.entity, &rows, &self.query, &mut progress);
+                    encoded += bytes.len();
+                    if encoded >= HOLD_BYTES {
+                        self.started.store(true, Ordering::Relaxed);
+                    }
+                    Message::Data(bytes)
+                }
+                Encoded::Last(message) => {
+                    let _ = self.tx.blocking_send(message);
+                    return;
+                }
+            };
+            // A closed channel means the client went away: dropping `rows` stops the reader.
+            if self.tx.blocking_send(message).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// How far a streamed collection has been written.
 #[derive(Default)]
 struct Progress {
     opened: bool,
     wrote_entity: bool,
+    /// Bytes per entity of the last chunk: what the next one reserves.
+    entity_bytes: usize,
 }
 
 /// One chunk of `{"@iot.count": n, "value": [ ... ]}`: the opening with the first chunk, then
@@ -153,7 +231,7 @@ fn encode_chunk(
     query: &Query,
     progress: &mut Progress,
 ) -> Bytes {
-    let mut out = String::with_capacity(256 * rows.rows.len() + 64);
+    let mut out = String::with_capacity(progress.entity_bytes.max(256) * rows.rows.len() + 64);
     if !progress.opened {
         // The next link is known only at the end; it follows `value` there.
         encode::open_collection(&mut out, rows.count, rows.estimated, None);
@@ -165,6 +243,10 @@ fn encode_chunk(
         }
         progress.wrote_entity = true;
         encoder.entity(&mut out, entity, &rows.fields, row, query);
+    }
+    if !rows.rows.is_empty() {
+        // A little over, so that the next chunk's entities need not grow it.
+        progress.entity_bytes = out.len() / rows.rows.len() + 16;
     }
     Bytes::from(out)
 }

@@ -45,6 +45,12 @@ pub fn string(out: &mut String, text: &str) {
 /// Appends `text` JSON-escaped, copying runs that need no escape in one go.
 fn escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
+    // Most texts (links, names) need no escape: one pass that compiles to vector compares.
+    let plain = !bytes.iter().fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if plain {
+        out.push_str(text);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape = match b {

@@ -144,15 +144,16 @@ impl ToSql for Bound<'_> {
     to_sql_checked!();
 }
 
-/// The raw binary cell of any type.
+/// The raw binary cell of any type, with the OID of its type (matched as a number: a large
+/// page decodes a dozen cells per row).
 struct Raw<'a> {
-    ty: Type,
+    oid: u32,
     bytes: &'a [u8],
 }
 
 impl<'a> FromSql<'a> for Raw<'a> {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw { ty: ty.clone(), bytes: raw })
+        Ok(Raw { oid: ty.oid(), bytes: raw })
     }
 
     fn accepts(_: &Type) -> bool {
@@ -160,12 +161,36 @@ impl<'a> FromSql<'a> for Raw<'a> {
     }
 }
 
-fn wrong_type(i: usize, ty: &Type, wanted: &str) -> StoreError {
-    StoreError::Database(format!("column {i} is {ty}, not {wanted}").into())
+/// The OIDs of the types cells are read from.
+mod oid {
+    pub const BOOL: u32 = 16;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const JSON: u32 = 114;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const UNKNOWN: u32 = 705;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const NUMERIC: u32 = 1700;
+    pub const JSONB: u32 = 3802;
+}
+
+fn wrong_type(i: usize, oid: u32, wanted: &str) -> StoreError {
+    let name = Type::from_oid(oid).map_or_else(|| format!("type {oid}"), |ty| ty.to_string());
+    StoreError::Database(format!("column {i} is {name}, not {wanted}").into())
 }
 
 fn decoded<T, E: std::fmt::Display>(i: usize, result: Result<T, E>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::Database(format!("column {i}: {e}").into()))
+}
+
+/// A big-endian fixed-size cell.
+fn fixed<const N: usize>(i: usize, bytes: &[u8]) -> Result<[u8; N], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Database(format!("column {i}: {} bytes, not {N}", bytes.len()).into()))
 }
 
 struct Row<'r>(&'r tokio_postgres::Row);
@@ -179,55 +204,55 @@ impl Row<'_> {
 impl SqlRow for Row<'_> {
     fn integer(&self, i: usize) -> Result<Option<i64>, StoreError> {
         let Some(cell) = self.raw(i)? else { return Ok(None) };
-        Ok(Some(match cell.ty {
-            Type::INT8 => decoded(i, i64::from_sql(&cell.ty, cell.bytes))?,
-            Type::INT4 => i64::from(decoded(i, i32::from_sql(&cell.ty, cell.bytes))?),
-            Type::INT2 => i64::from(decoded(i, i16::from_sql(&cell.ty, cell.bytes))?),
-            Type::BOOL => i64::from(decoded(i, bool::from_sql(&cell.ty, cell.bytes))?),
-            Type::NUMERIC => match decoded(i, numeric(cell.bytes))? {
+        Ok(Some(match cell.oid {
+            oid::INT8 => i64::from_be_bytes(fixed(i, cell.bytes)?),
+            oid::INT4 => i64::from(i32::from_be_bytes(fixed(i, cell.bytes)?)),
+            oid::INT2 => i64::from(i16::from_be_bytes(fixed(i, cell.bytes)?)),
+            oid::BOOL => i64::from(fixed::<1>(i, cell.bytes)?[0] != 0),
+            oid::NUMERIC => match decoded(i, numeric(cell.bytes))? {
                 Number::Integer(n) => n,
-                Number::Real(_) => return Err(wrong_type(i, &cell.ty, "an integer")),
+                Number::Real(_) => return Err(wrong_type(i, cell.oid, "an integer")),
             },
-            _ => return Err(wrong_type(i, &cell.ty, "an integer")),
+            _ => return Err(wrong_type(i, cell.oid, "an integer")),
         }))
     }
 
     fn number(&self, i: usize) -> Result<Option<Number>, StoreError> {
         let Some(cell) = self.raw(i)? else { return Ok(None) };
-        Ok(Some(match cell.ty {
-            Type::NUMERIC => decoded(i, numeric(cell.bytes))?,
-            Type::FLOAT8 => Number::Real(decoded(i, f64::from_sql(&cell.ty, cell.bytes))?),
-            Type::FLOAT4 => Number::Real(f64::from(decoded(i, f32::from_sql(&cell.ty, cell.bytes))?)),
+        Ok(Some(match cell.oid {
+            oid::NUMERIC => decoded(i, numeric(cell.bytes))?,
+            oid::FLOAT8 => Number::Real(f64::from_be_bytes(fixed(i, cell.bytes)?)),
+            oid::FLOAT4 => Number::Real(f64::from(f32::from_be_bytes(fixed(i, cell.bytes)?))),
             _ => Number::Integer(self.integer(i)?.unwrap_or_default()),
         }))
     }
 
     fn text(&self, i: usize) -> Result<Option<String>, StoreError> {
         let Some(cell) = self.raw(i)? else { return Ok(None) };
-        match cell.ty {
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::UNKNOWN => {
+        match cell.oid {
+            oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::UNKNOWN => {
                 Ok(Some(decoded(i, std::str::from_utf8(cell.bytes))?.to_owned()))
             }
-            Type::JSONB => self.json(i),
-            _ => Err(wrong_type(i, &cell.ty, "text")),
+            oid::JSONB => self.json(i),
+            _ => Err(wrong_type(i, cell.oid, "text")),
         }
     }
 
     fn boolean(&self, i: usize) -> Result<Option<bool>, StoreError> {
         let Some(cell) = self.raw(i)? else { return Ok(None) };
-        match cell.ty {
-            Type::BOOL => Ok(Some(decoded(i, bool::from_sql(&cell.ty, cell.bytes))?)),
+        match cell.oid {
+            oid::BOOL => Ok(Some(fixed::<1>(i, cell.bytes)?[0] != 0)),
             _ => Ok(self.integer(i)?.map(|b| b != 0)),
         }
     }
 
     fn json(&self, i: usize) -> Result<Option<String>, StoreError> {
         let Some(cell) = self.raw(i)? else { return Ok(None) };
-        let bytes = match cell.ty {
+        let bytes = match cell.oid {
             // jsonb's binary form is a version byte and the text.
-            Type::JSONB => cell.bytes.get(1..).unwrap_or_default(),
-            Type::JSON | Type::TEXT | Type::VARCHAR => cell.bytes,
-            _ => return Err(wrong_type(i, &cell.ty, "JSON")),
+            oid::JSONB => cell.bytes.get(1..).unwrap_or_default(),
+            oid::JSON | oid::TEXT | oid::VARCHAR => cell.bytes,
+            _ => return Err(wrong_type(i, cell.oid, "JSON")),
         };
         Ok(Some(decoded(i, std::str::from_utf8(bytes))?.to_owned()))
     }
@@ -327,31 +352,84 @@ pub fn numeric(bytes: &[u8]) -> Result<Number, String> {
             return Ok(Number::Integer(n));
         }
     }
-    let mut text = String::with_capacity(digits * 4 + 8);
+    // The decimal text, parsed as the nearest double: `digits.digits` with no allocation for
+    // the usual sizes (a value read per row of large pages).
+    let mut text: smallvec_text::Text = smallvec_text::Text::default();
     if negative {
-        text.push('-');
+        text.push(b'-');
     }
+    let push_group = |text: &mut smallvec_text::Text, digit: u16, pad: bool| {
+        let digits = [(digit / 1000) as u8, (digit / 100 % 10) as u8, (digit / 10 % 10) as u8, (digit % 10) as u8];
+        let skip = if pad { 0 } else { digits.iter().take(3).take_while(|d| **d == 0).count() };
+        for d in &digits[skip..] {
+            text.push(b'0' + d);
+        }
+    };
     if weight < 0 {
-        text.push('0');
+        text.push(b'0');
     } else {
         for g in 0..=weight {
             let digit = groups.get(g as usize).copied().unwrap_or(0);
-            if g == 0 {
-                text.push_str(&digit.to_string());
-            } else {
-                text.push_str(&format!("{digit:04}"));
-            }
+            push_group(&mut text, digit, g != 0);
         }
     }
-    text.push('.');
+    text.push(b'.');
     for _ in 0..(-weight - 1).max(0) {
-        text.push_str("0000");
+        text.extend(b"0000");
     }
     for g in (weight + 1).max(0)..digits as i32 {
-        text.push_str(&format!("{:04}", groups[g as usize]));
+        push_group(&mut text, groups[g as usize], true);
     }
-    text.push('0');
+    text.push(b'0');
+    let text = text.as_str()?;
     text.parse::<f64>().map(Number::Real).map_err(|e| format!("numeric {text}: {e}"))
+}
+
+/// A short text built byte by byte, on the stack while it fits.
+mod smallvec_text {
+    const INLINE: usize = 64;
+
+    pub enum Text {
+        Inline([u8; INLINE], usize),
+        Heap(Vec<u8>),
+    }
+
+    impl Default for Text {
+        fn default() -> Text {
+            Text::Inline([0; INLINE], 0)
+        }
+    }
+
+    impl Text {
+        pub fn push(&mut self, byte: u8) {
+            match self {
+                Text::Inline(bytes, len) if *len < INLINE => {
+                    bytes[*len] = byte;
+                    *len += 1;
+                }
+                Text::Inline(bytes, len) => {
+                    let mut heap = bytes[..*len].to_vec();
+                    heap.push(byte);
+                    *self = Text::Heap(heap);
+                }
+                Text::Heap(heap) => heap.push(byte),
+            }
+        }
+
+        pub fn extend(&mut self, more: &[u8]) {
+            for byte in more {
+                self.push(*byte);
+            }
+        }
+
+        pub fn as_str(&self) -> Result<&str, String> {
+            let bytes = match self {
+                Text::Inline(bytes, len) => &bytes[..*len],
+                Text::Heap(heap) => heap,
+            };
+            std::str::from_utf8(bytes).map_err(|e| e.to_string())
+        }
+    }
 }
 
 impl PgConnection {
@@ -536,33 +614,18 @@ impl store_sql::Connection for PgConnection {
         params: &[Param],
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let n = self.cursors.get();
-        self.cursors.set(n.wrapping_add(1));
-        let cursor = format!("tb_large_{n}");
-        self.execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}"), params)?;
-        let fetch = format!("FETCH {FETCH_ROWS} FROM {cursor}");
-        let result = (|| {
-            loop {
-                self.within_deadline()?;
-                let statement = self.prepared(&fetch, &[])?;
-                let rows: Vec<tokio_postgres::Row> = self.pipelined(async {
-                    self.client.query_raw(&statement, std::iter::empty::<Bound<'_>>()).await?.try_collect().await
-                })?;
-                for row in &rows {
-                    if !each(&Row(row))? {
-                        return Ok(());
-                    }
-                }
-                if rows.len() < FETCH_ROWS {
-                    return Ok(());
-                }
-            }
-        })();
-        // A failed statement has aborted the transaction, cursor and all.
-        if result.is_ok() {
-            self.batch(&format!("CLOSE {cursor}"))?;
-        }
-        result
+        self.through_cursor(sql, params, each, false)
+    }
+
+    /// As `query_large`, with the next `FETCH` asked for before `each` sees the rows of the
+    /// last, so that the server reads on while they are decoded.
+    fn query_ahead(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.through_cursor(sql, params, each, true)
     }
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
@@ -700,6 +763,84 @@ impl store_sql::Connection for PgConnection {
 fn drive(ended: Result<(), tokio_postgres::Error>) {
     if let Err(e) = ended {
         tracing::debug!(error = %e, "a PostgreSQL connection ended");
+    }
+}
+
+/// A `FETCH` asked for, or its answer when it came at once.
+enum Fetching<'a> {
+    Asked(std::pin::Pin<Box<dyn Future<Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>> + 'a>>),
+    Answered(Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>),
+}
+
+impl PgConnection {
+    /// Reads the rows of `sql` through a cursor, `FETCH_ROWS` at a time; with `ahead`, each
+    /// `FETCH` is sent before the rows of the one before it go to `each` (which must then run
+    /// no statement of its own on this connection: its answer would queue behind the rows).
+    fn through_cursor(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        ahead: bool,
+    ) -> Result<(), StoreError> {
+        let n = self.cursors.get();
+        self.cursors.set(n.wrapping_add(1));
+        let cursor = format!("tb_large_{n}");
+        store_sql::Connection::execute(self, &format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}"), params)?;
+        let fetch = format!("FETCH {FETCH_ROWS} FROM {cursor}");
+        let statement = self.prepared(&fetch, &[])?;
+        let ask = || -> Result<Fetching<'_>, StoreError> {
+            self.within_deadline()?;
+            let mut asked: std::pin::Pin<Box<dyn Future<Output = _>>> = Box::pin(async {
+                self.client.query_raw(&statement, std::iter::empty::<Bound<'_>>()).await?.try_collect().await
+            });
+            // Polled once, the request is queued; the connection's task sends it while this
+            // waits a turn.
+            let first = self.runtime.block_on(async {
+                let first = std::future::poll_fn(|cx| std::task::Poll::Ready(asked.as_mut().poll(cx))).await;
+                tokio::task::yield_now().await;
+                first
+            });
+            Ok(match first {
+                std::task::Poll::Ready(answer) => Fetching::Answered(answer),
+                std::task::Poll::Pending => Fetching::Asked(asked),
+            })
+        };
+        let answer = |fetching: Fetching<'_>| -> Result<Vec<tokio_postgres::Row>, StoreError> {
+            match fetching {
+                Fetching::Asked(asked) => self.runtime.block_on(asked),
+                Fetching::Answered(answer) => answer,
+            }
+            .map_err(db_error)
+        };
+        let result = (|| {
+            let mut next = Some(ask()?);
+            while let Some(fetching) = next.take() {
+                let rows = answer(fetching)?;
+                let last = rows.len() < FETCH_ROWS;
+                if !last && ahead {
+                    next = Some(ask()?);
+                }
+                for row in &rows {
+                    if !each(&Row(row))? {
+                        // What was asked ahead is read and dropped: its answer comes first.
+                        if let Some(fetching) = next.take() {
+                            answer(fetching)?;
+                        }
+                        return Ok(());
+                    }
+                }
+                if !last && !ahead {
+                    next = Some(ask()?);
+                }
+            }
+            Ok(())
+        })();
+        // A failed statement has aborted the transaction, cursor and all.
+        if result.is_ok() {
+            store_sql::Connection::batch(self, &format!("CLOSE {cursor}"))?;
+        }
+        result
     }
 }
 

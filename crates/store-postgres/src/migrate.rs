@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "devices", include_str!("../migrations/0003_devices.sql")),
     (4, "device_mud", include_str!("../migrations/0004_device_mud.sql")),
     (5, "time_series", include_str!("../migrations/0005_time_series.sql")),
+    (6, "observation_order", include_str!("../migrations/0006_observation_order.sql")),
 ];
 
 /// The advisory lock key of migrations ("thingbase" in ASCII, folded into 63 bits).

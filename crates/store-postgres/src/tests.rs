@@ -52,6 +52,32 @@ fn numerics_come_back_as_integers_when_integral_and_as_doubles_otherwise() {
     }
     let huge = query_one(&conn, "SELECT CAST('1e30' AS numeric)", &[], |row| row.number(0)).unwrap().flatten();
     assert_eq!(huge, Some(Number::Real(1e30)), "beyond i64: the nearest double");
+    // Every digit group position, around the point and far from it: the nearest double of
+    // the decimal text, as parsing it gives.
+    let mut texts: Vec<String> = Vec::new();
+    for (i, digits) in
+        ["1", "12", "123", "1234", "12345", "99999999", "100010001", "31415926535897932384626"].into_iter().enumerate()
+    {
+        for point in 0..digits.len() {
+            let (whole, fraction) = digits.split_at(point);
+            let whole = if whole.is_empty() { "0" } else { whole };
+            texts.push(format!("{}{whole}.{fraction}", if i % 2 == 0 { "" } else { "-" }));
+        }
+        texts.push(format!("0.0000000{digits}"));
+        texts.push(format!("{digits}0000.5"));
+    }
+    texts.extend(["0.25", "99.95", "1000.25", "10000.5", "0.0001", "-0.00001"].map(String::from));
+    for text in texts {
+        let found =
+            query_one(&conn, &format!("SELECT CAST('{text}' AS numeric)"), &[], |row| row.number(0)).unwrap().flatten();
+        let expected: f64 = text.parse().unwrap();
+        let found = match found {
+            Some(Number::Real(r)) => r,
+            Some(Number::Integer(i)) => i as f64,
+            None => panic!("{text}: NULL"),
+        };
+        assert_eq!(found.to_bits(), expected.to_bits(), "{text}");
+    }
 }
 
 #[test]

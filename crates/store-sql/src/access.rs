@@ -378,7 +378,10 @@ impl Reader for Access<'_> {
         let this = &*self;
         // Pages of many rows are read in pieces, so the first goes out before the last is read.
         let fetch = |sql: &str, params: &[Param], each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>| {
-            if limit > LARGE_PAGE {
+            if limit > LARGE_PAGE && query.expand.is_empty() {
+                // Nothing but the sink sees the rows: the next ones may be read meanwhile.
+                this.conn.query_ahead(sql, params, each)
+            } else if limit > LARGE_PAGE {
                 this.conn.query_large(sql, params, each)
             } else {
                 this.conn.query(sql, params, each)

@@ -209,6 +209,16 @@ impl Connection for Buffering<'_> {
         self.inner.query_large(sql, params, each)
     }
 
+    fn query_ahead(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.query_ahead(sql, params, each)
+    }
+
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
         self.flush()?;
         self.inner.execute(sql, params)

@@ -73,6 +73,17 @@ pub trait Connection {
         self.query(sql, params, each)
     }
 
+    /// [`Connection::query_large`] for an `each` that runs no statement on this connection:
+    /// the backend may read on while it works.
+    fn query_ahead(
+        &self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.query_large(sql, params, each)
+    }
+
     /// Runs a statement; returns the number of rows it changed.
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError>;
 

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "devices", include_str!("../migrations/0007_devices.sql")),
     (8, "device_mud", include_str!("../migrations/0008_device_mud.sql")),
     (9, "time_series", include_str!("../migrations/0009_time_series.sql")),
+    (10, "observation_order", include_str!("../migrations/0010_observation_order.sql")),
 ];
 
 fn checksum(text: &str) -> i64 {

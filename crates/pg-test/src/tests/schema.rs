@@ -50,11 +50,12 @@ SELECT format('foreign %s(%s) -> %s(%s) on delete %s', t.relname, pg_temp.column
 FROM tables t JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype = 'f' JOIN pg_class target ON target.oid = c.confrelid
 "#;
 
-/// The names of the columns `keys` of `relation`, in the order of `keys`.
+/// The names of the columns `keys` of `relation`, in the order of `keys` (an index's
+/// expression, key 0, shows as `(expression)`, as `sqlite_schema.py` shows it).
 const COLUMNS_FUNCTION: &str = "CREATE FUNCTION pg_temp.columns(relation oid, keys int2[]) RETURNS text \
-    LANGUAGE sql STABLE RETURN (SELECT string_agg(a.attname, ', ' ORDER BY k.n) \
+    LANGUAGE sql STABLE RETURN (SELECT string_agg(COALESCE(a.attname, '(expression)'), ', ' ORDER BY k.n) \
     FROM unnest(keys) WITH ORDINALITY k(attnum, n) \
-    JOIN pg_attribute a ON a.attrelid = relation AND a.attnum = k.attnum)";
+    LEFT JOIN pg_attribute a ON a.attrelid = relation AND a.attnum = k.attnum AND k.attnum > 0)";
 
 fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("pg-test lives in crates/").to_path_buf()

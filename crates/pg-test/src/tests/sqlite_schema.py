@@ -34,7 +34,8 @@ for table in tables:
     if key:
         print(f"key {table}({', '.join(key)})")
     for _, index, _, origin, partial in db.execute(f"PRAGMA index_list({table})"):
-        indexed = ", ".join(name for _, _, name in db.execute(f"PRAGMA index_info({index})"))
+        # An indexed expression has no column name.
+        indexed = ", ".join(name or "(expression)" for _, _, name in db.execute(f"PRAGMA index_info({index})"))
         if origin == "u":
             print(f"unique {table}({indexed})")
         elif origin == "c":
