@@ -69,6 +69,23 @@ pub fn encode(node: u64, changes: &[Change]) -> Vec<String> {
     messages
 }
 
+/// The message telling the other nodes that node `node` changed who may do what (a token,
+/// user, role, project or device): they forget the principals they hold at once instead of
+/// within their caches' 10 seconds. A node of an older version cannot read it and ignores it.
+pub fn encode_access(node: u64) -> String {
+    format!("{VERSION} {node:016x}\nA\n")
+}
+
+/// The sending node of an access message (`encode_access`); `None` for any other message.
+pub fn access_of(message: &str) -> Option<u64> {
+    let mut lines = message.lines();
+    let (version, node) = lines.next()?.split_once(' ')?;
+    if version != VERSION || lines.next()? != "A" || lines.next().is_some() {
+        return None;
+    }
+    u64::from_str_radix(node, 16).ok()
+}
+
 /// The sending node and the changes of a message; `None` for one this version cannot read.
 pub fn decode(message: &str) -> Option<(u64, Vec<Change>)> {
     let mut lines = message.lines();

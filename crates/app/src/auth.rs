@@ -99,6 +99,9 @@ impl std::fmt::Debug for Credentials {
 
 struct Cached {
     principal: Principal,
+    /// The access changes other nodes had announced when it was checked: another one makes
+    /// it stale.
+    access: u64,
     expires_at: Option<Instant>,
     /// When to check the credentials against the database again.
     recheck_at: Option<std::time::Instant>,
@@ -131,6 +134,8 @@ pub struct Generation {
     /// For a device: the generation of device states (any device's state or credentials
     /// changed since makes it stale); `None` for other principals, whom that does not concern.
     devices: Option<u64>,
+    /// Access changes other nodes announced (`App::access_generation`).
+    access: u64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -186,7 +191,7 @@ impl Authenticator {
         let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let user =
             user.and_then(|user| self.user_generations.lock().ok().and_then(|g| g.get(&user).copied())).unwrap_or(0);
-        Generation { hub, user, devices: None }
+        Generation { hub, user, devices: None, access: self.app.access_generation() }
     }
 
     /// [`Authenticator::generation`] of a principal like the one `was` was taken for (a device
@@ -205,9 +210,10 @@ impl Authenticator {
     ) -> Result<(Principal, Generation), AppError> {
         let hub = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let devices = self.app.devices_generation();
+        let access = self.app.access_generation();
         let principal = self.authenticate(credentials).await?;
         let devices = matches!(principal.identity, Identity::Device(_)).then_some(devices);
-        let generation = Generation { hub, devices, ..self.generation(user_of(&principal)) };
+        let generation = Generation { hub, devices, access, ..self.generation(user_of(&principal)) };
         Ok((principal, generation))
     }
 
@@ -300,8 +306,10 @@ impl Authenticator {
     async fn token(&self, text: &str) -> Result<Principal, AppError> {
         let hash = credentials::token_hash(text).ok_or_else(|| unauthenticated("that is not a Thingbase token"))?;
         let now = Instant::now();
+        let access = self.app.access_generation();
         if let Some(principal) = self.tokens.lock().ok().and_then(|cache| {
-            let fresh = |c: &&Cached| c.recheck_at.is_some_and(|at| at > std::time::Instant::now());
+            let fresh =
+                |c: &&Cached| c.access == access && c.recheck_at.is_some_and(|at| at > std::time::Instant::now());
             cache
                 .get(&hash.0)
                 .filter(|c| c.expires_at.is_none_or(|at| at > now))
@@ -337,6 +345,7 @@ impl Authenticator {
                 hash.0,
                 Cached {
                     principal: principal.clone(),
+                    access,
                     expires_at: token.expires_at,
                     recheck_at: std::time::Instant::now().checked_add(TOKEN_CACHE),
                 },
@@ -351,7 +360,8 @@ impl Authenticator {
         hasher.update([0]);
         hasher.update(password.as_bytes());
         let key: [u8; 32] = hasher.finalize().into();
-        let fresh = |c: &Cached| c.recheck_at.is_some_and(|at| at > std::time::Instant::now());
+        let access = self.app.access_generation();
+        let fresh = |c: &Cached| c.access == access && c.recheck_at.is_some_and(|at| at > std::time::Instant::now());
         if let Some(principal) = self
             .passwords
             .lock()
@@ -408,7 +418,7 @@ impl Authenticator {
         };
         if let Ok(mut cache) = self.passwords.lock() {
             let recheck_at = std::time::Instant::now().checked_add(PASSWORD_CACHE);
-            cache.insert(key, Cached { principal: principal.clone(), expires_at: None, recheck_at });
+            cache.insert(key, Cached { principal: principal.clone(), access, expires_at: None, recheck_at });
         }
         Ok(principal)
     }
@@ -678,6 +688,7 @@ impl Authenticator {
                 .await?;
         }
         self.invalidate();
+        self.app.announce_access();
         self.app.refresh_hub().await
     }
 }

@@ -1322,6 +1322,7 @@ impl App {
 
     pub(crate) fn devices_changed(&self) {
         self.devices.fetch_add(1, Ordering::AcqRel);
+        self.announce_access();
     }
 }
 

@@ -117,6 +117,9 @@ pub struct App {
     announcing: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped when a device's state changes (see `devices`).
     devices: devices::DevicesGeneration,
+    /// Bumped when another node says it changed who may do what (`announce::encode_access`):
+    /// principals held since are stale.
+    access: Arc<std::sync::atomic::AtomicU64>,
     budget: Budget,
 }
 
@@ -143,6 +146,7 @@ impl App {
             node,
             announcing: Arc::default(),
             devices: Arc::default(),
+            access: Arc::default(),
             budget: Budget::default(),
         }
     }
@@ -180,15 +184,59 @@ impl App {
     pub fn share_changes(&self) -> bool {
         let Some(bus) = self.changes.clone() else { return false };
         let node = self.node;
-        let listener: store::Listener = Box::new(move |message| match announce::decode(message) {
-            Some((from, _)) if from == node => {}
-            Some((_, changes)) if !changes.is_empty() => bus.publish(&changes),
-            Some(_) => {}
-            None => tracing::debug!(message, "an announcement of another version"),
+        let (access, devices) = (Arc::clone(&self.access), Arc::clone(&self.devices));
+        // The hub (its open-data projects) is read again after another node's access change.
+        let refresh = tokio::runtime::Handle::try_current().ok().map(|handle| (handle, self.clone()));
+        let listener: store::Listener = Box::new(move |message| {
+            if let Some(from) = announce::access_of(message) {
+                if from != node {
+                    access.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    devices.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    if let Some((handle, app)) = &refresh {
+                        let app = app.clone();
+                        handle.spawn(async move {
+                            if let Err(error) = app.refresh_hub().await {
+                                tracing::warn!(%error, "cannot read the hub again after another node's change");
+                            }
+                        });
+                    }
+                }
+                return;
+            }
+            match announce::decode(message) {
+                Some((from, _)) if from == node => {}
+                Some((_, changes)) if !changes.is_empty() => bus.publish(&changes),
+                Some(_) => {}
+                None => tracing::debug!(message, "an announcement of another version"),
+            }
         });
         let shared = self.store.listen(listener);
         self.announcing.store(shared, std::sync::atomic::Ordering::Relaxed);
         shared
+    }
+
+    /// How many access changes other nodes announced (see `auth::Generation`).
+    pub(crate) fn access_generation(&self) -> u64 {
+        self.access.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Tells the other nodes that this one changed who may do what, in a write of its own
+    /// after the change committed; nothing when no other node shares the database.
+    pub(crate) fn announce_access(&self) {
+        if !self.announcing.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let (app, message) = (self.clone(), announce::encode_access(self.node));
+        let told = async move {
+            let sent = app.write_job(&Caller::server(), None, move |writer| Ok(writer.announce(&message)?)).await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, "cannot tell the other nodes of an access change; they notice within 10 s");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(told)),
+            Err(_) => tracing::warn!("no runtime to tell the other nodes of an access change"),
+        }
     }
 
     /// Sends every committed change to `bus` from now on.

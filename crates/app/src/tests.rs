@@ -113,6 +113,22 @@ fn announcements_round_trip_with_runs_of_ids_and_stay_within_the_limit() {
     assert_eq!(crate::announce::decode("tb1 0\nX Things 1"), None);
 }
 
+#[test]
+fn access_announcements_name_their_node_and_are_no_changes() {
+    let message = crate::announce::encode_access(0xfeed);
+    assert_eq!(crate::announce::access_of(&message), Some(0xfeed));
+    // A node that does not know them reads them as of another version, and ignores them.
+    assert_eq!(crate::announce::decode(&message), None);
+    for other in [
+        "tb1 00000000000000ab\nC Things 1\n",
+        "tb2 00000000000000ab\nA\n",
+        "tb1 00000000000000ab\nA\nA\n",
+        "tb1 zz\nA\n",
+    ] {
+        assert_eq!(crate::announce::access_of(other), None, "{other:?}");
+    }
+}
+
 /// The admission gate's evaluation, on records made here (it is pure).
 mod gate {
     use model::Instant;

@@ -114,3 +114,44 @@ fn nodes_writing_to_one_datastream_at_once_keep_its_derived_times_right() {
         assert_eq!(count.json["@iot.count"], 120);
     }
 }
+
+/// A token revoked through one node is refused by the others at once: the change is announced
+/// to them (`NOTIFY`), so they do not trust what they cached for its 10 seconds.
+#[test]
+fn a_token_revoked_on_one_node_is_refused_by_the_others_at_once() {
+    use crate::access_control::{ADMIN, As};
+    let cluster = pg_test::cluster().unwrap_or_else(|e| panic!("a PostgreSQL cluster: {e}"));
+    let url = cluster.database("it_nodes_revoke").unwrap_or_else(|e| panic!("a database: {e}"));
+    let nodes: Vec<TestServer> = (0..2)
+        .map(|i| {
+            TestServer::start_with(&format!("it_nodes_revoke-{i}"), |c| {
+                c.database_url = Some(url.clone());
+                c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
+            })
+        })
+        .collect();
+    let admin = As::token(&nodes[0], ADMIN);
+    let made = admin.post("/admin/tokens", json!({"label": "station"}));
+    assert_eq!(made.status, 201, "{}", made.text);
+    let secret = made.json["token"].as_str().expect("a token");
+    let whoami = As::token(&nodes[0], secret).get("/admin/whoami");
+    let id = whoami.json["identity"]["id"].as_i64().unwrap_or_else(|| panic!("a token id: {}", whoami.text));
+    // Both nodes take the token, and the second caches it.
+    for node in &nodes {
+        let things = As::token(node, secret).get("/Things");
+        assert_eq!(things.status, 200, "{}", things.text);
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(admin.send("DELETE", &format!("/admin/tokens/{id}"), None).status, 204);
+    // Within its cache's 10 seconds the second node must have heard; give the announcement
+    // a few seconds on a busy machine.
+    let refused = loop {
+        let status = As::token(&nodes[1], secret).get("/Things").status;
+        if status == 401 || started.elapsed() > Duration::from_secs(6) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused, 401, "the second node still took the token {:?} after it was revoked", started.elapsed());
+    assert_eq!(As::token(&nodes[0], secret).get("/Things").status, 401, "the first node knew at once");
+}
