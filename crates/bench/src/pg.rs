@@ -190,6 +190,7 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
 pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
     // One node, then two on the same database, with 1 writer connection each, then 4.
     let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut spread = Vec::new();
     for round in 0..settings.rounds {
         for (slot, writers) in [(0, 1), (2, 4)] {
             let url = database(&format!("bench_post_{round}_{writers}"))?;
@@ -208,15 +209,28 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 settings.concurrency
             );
             rates[slot + 1].push(rate);
+            if writers == 1 {
+                // Not the worst case: each node's clients post to a Datastream of their own.
+                let other = create_datastreams(addr, 1).await?[0];
+                let rate = post_load(&[(addr, datastream), (second_addr, other)], settings).await?;
+                println!(
+                    "round {round}: POST on PostgreSQL, two nodes, 1 writer each, a Datastream per node, c={} in all: {rate:.0}/s",
+                    settings.concurrency
+                );
+                spread.push(rate);
+            }
             second.stop().await;
             node.stop().await;
         }
     }
     let [one, two, one_four, two_four] = rates.each_mut().map(|r| median(r));
+    let spread = median(&mut spread);
     println!(
-        "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2}); \
+        "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2}), \
+         two nodes on a Datastream each {spread:.0}/s (ratio {:.2}); \
          4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {:.2})",
         two / one,
+        spread / one,
         two_four / one_four
     );
     Ok(())
