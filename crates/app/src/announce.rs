@@ -7,7 +7,12 @@
 //! <id>`, `D <set> <id>`, `L <set> <navigation> <from> <to>` (linked). Sets are entity-set
 //! names (`Observations`). A job's changes take as many messages as they need, each within
 //! `store::ANNOUNCEMENT_BYTES`. Records do not travel: the receiving node reads what it
-//! notifies about.
+//! notifies about. The store may join the messages of one write group that share their first
+//! line (`store::Writer::announce`), so a message holds the changes of one job or of several.
+//!
+//! An access change is the line `tb1 <node> access` alone ([`encode_access`]): a first line
+//! of its own, so it is never joined with changes, and a node of an earlier version reads it
+//! as a message it does not know.
 
 use model::{EntityType, Id};
 
@@ -73,27 +78,39 @@ pub fn encode(node: u64, changes: &[Change]) -> Vec<String> {
 /// user, role, project or device): they forget the principals they hold at once instead of
 /// within their caches' 10 seconds. A node of an older version cannot read it and ignores it.
 pub fn encode_access(node: u64) -> String {
-    format!("{VERSION} {node:016x}\nA\n")
+    format!("{VERSION} {node:016x} access\n")
 }
 
 /// The sending node of an access message (`encode_access`); `None` for any other message.
 pub fn access_of(message: &str) -> Option<u64> {
     let mut lines = message.lines();
-    let (version, node) = lines.next()?.split_once(' ')?;
-    if version != VERSION || lines.next()? != "A" || lines.next().is_some() {
+    let node = lines.next()?.strip_prefix(VERSION)?.strip_prefix(' ')?.strip_suffix(" access")?;
+    if lines.next().is_some() {
         return None;
     }
-    u64::from_str_radix(node, 16).ok()
+    parse_node(node)
+}
+
+/// The sending node of a message of changes, read off its first line alone (so that a node
+/// skips its own without reading the rest); `None` for any other message.
+pub fn sender(message: &str) -> Option<u64> {
+    let first = message.split('\n').next()?;
+    parse_node(first.strip_prefix(VERSION)?.strip_prefix(' ')?)
+}
+
+/// Sixteen hexadecimal digits.
+fn parse_node(text: &str) -> Option<u64> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// The sending node and the changes of a message; `None` for one this version cannot read.
 pub fn decode(message: &str) -> Option<(u64, Vec<Change>)> {
+    let node = sender(message)?;
     let mut lines = message.lines();
-    let (version, node) = lines.next()?.split_once(' ')?;
-    if version != VERSION {
-        return None;
-    }
-    let node = u64::from_str_radix(node, 16).ok()?;
+    lines.next();
     let mut changes = Vec::new();
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();

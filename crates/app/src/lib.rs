@@ -203,8 +203,10 @@ impl App {
                 }
                 return;
             }
+            if announce::sender(message) == Some(node) {
+                return;
+            }
             match announce::decode(message) {
-                Some((from, _)) if from == node => {}
                 Some((_, changes)) if !changes.is_empty() => bus.publish(&changes),
                 Some(_) => {}
                 None => tracing::debug!(message, "an announcement of another version"),

@@ -108,22 +108,35 @@ fn announcements_round_trip_with_runs_of_ids_and_stay_within_the_limit() {
         decoded.extend(part);
     }
     assert_eq!(decoded, changes);
-    assert_eq!(crate::announce::decode("tb2 0\nC Things 1"), None, "another version");
-    assert_eq!(crate::announce::decode("tb1 0\nC Things 5-1"), None, "a backwards run");
-    assert_eq!(crate::announce::decode("tb1 0\nX Things 1"), None);
+    assert_eq!(crate::announce::sender(&messages[1]), Some(0xabc));
+    // The store may join the messages of one group that share their first line.
+    let first = crate::announce::encode(0xabc, &changes[..1]).remove(0);
+    let second = crate::announce::encode(0xabc, &changes[1..2]).remove(0);
+    let joined = format!("{first}{}", second.split_once('\n').expect("a first line").1);
+    assert_eq!(crate::announce::decode(&joined), Some((0xabc, changes[..2].to_vec())));
+    assert_eq!(crate::announce::decode("tb2 0000000000000000\nC Things 1"), None, "another version");
+    assert_eq!(crate::announce::decode("tb1 0000000000000000\nC Things 5-1"), None, "a backwards run");
+    assert_eq!(crate::announce::decode("tb1 0000000000000000\nX Things 1"), None);
+    assert_eq!(crate::announce::decode("tb1 0\nC Things 1"), None, "a node is 16 digits");
 }
 
 #[test]
 fn access_announcements_name_their_node_and_are_no_changes() {
     let message = crate::announce::encode_access(0xfeed);
     assert_eq!(crate::announce::access_of(&message), Some(0xfeed));
-    // A node that does not know them reads them as of another version, and ignores them.
+    // Its first line is not that of the node's changes, so the store never joins the two;
+    // and a node that does not know access messages reads them as of another version.
     assert_eq!(crate::announce::decode(&message), None);
+    assert_eq!(crate::announce::sender(&message), None);
+    let created = Change::Created { entity: EntityType::Thing, id: model::Id(1), record: None };
+    let changes = crate::announce::encode(0xfeed, &[created]).remove(0);
+    assert_ne!(message.lines().next(), changes.lines().next());
     for other in [
         "tb1 00000000000000ab\nC Things 1\n",
-        "tb2 00000000000000ab\nA\n",
-        "tb1 00000000000000ab\nA\nA\n",
-        "tb1 zz\nA\n",
+        "tb2 00000000000000ab access\n",
+        "tb1 00000000000000ab access\nC Things 1\n",
+        "tb1 zz access\n",
+        "tb1 00000000000000ab\nA\n",
     ] {
         assert_eq!(crate::announce::access_of(other), None, "{other:?}");
     }

@@ -102,13 +102,9 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// The statement that announces its text parameter to the other nodes on commit, if the
-    /// database can be shared by several nodes.
-    fn announce(&self) -> Option<&'static str> {
-        None
-    }
-
-    /// The statement that announces its `count` text parameters at once.
+    /// The statement that announces its `count` text parameters to the other nodes, if the
+    /// database can be shared by several nodes. It runs on its own, right after the write
+    /// group's transaction committed (see `store_sql::commit`).
     fn announce_many(&self, count: usize) -> Option<String> {
         let _ = count;
         None
@@ -245,15 +241,16 @@ impl Dialect for PostgresDialect {
         Some(format!("EXPLAIN (FORMAT JSON) {sql}"))
     }
 
-    fn announce(&self) -> Option<&'static str> {
-        // The channel is ANNOUNCE_CHANNEL.
-        Some("SELECT pg_notify('thingbase_changes', $1)")
-    }
-
     fn announce_many(&self, count: usize) -> Option<String> {
+        // A transaction that notifies holds a lock of the whole cluster from just before its
+        // commit until the commit is flushed, so that notifications queue in commit order:
+        // inside the write group's transaction it would make the writers of every node commit
+        // one at a time. In a transaction of its own that does not wait for the flush (a
+        // notification is not data: it does not outlive the listeners' connections anyway) it
+        // holds the lock for no more than the queueing.
         let calls: Vec<String> =
             (1..=count).map(|n| format!("pg_notify('{ANNOUNCE_CHANNEL}', {})", self.placeholder(n))).collect();
-        Some(format!("SELECT {}", calls.join(", ")))
+        Some(format!("SELECT set_config('synchronous_commit', 'off', true), {}", calls.join(", ")))
     }
 
     fn defers_derived_times(&self) -> bool {

@@ -384,3 +384,16 @@ fn a_deferred_statement_that_fails_fails_its_transaction_until_a_rollback() {
     insert(&conn, 6).expect("the connection works again");
     assert_eq!(count(&conn), Some(3));
 }
+
+#[test]
+fn a_group_announces_in_as_few_messages_as_the_limit_allows() {
+    let store = open_temp_store();
+    let messages = store::conformance::heard_from_one_group(&*store).expect("PostgreSQL is shared");
+    // One group: "first" lines of four jobs (~50 bytes each, 303 in all) fill as few
+    // messages as 7,900 bytes allow; "other" is one message.
+    let firsts: Vec<usize> = messages.iter().filter(|m| m[0] == "first").map(|m| m.len() - 1).collect();
+    assert_eq!(firsts.iter().sum::<usize>(), 303, "{firsts:?}");
+    assert_eq!(firsts.len(), 303_usize.div_ceil(firsts[0]), "full messages but the last: {firsts:?}");
+    assert!(firsts.len() <= 3, "{firsts:?}");
+    assert_eq!(messages.iter().filter(|m| m[0] == "other").count(), 1);
+}

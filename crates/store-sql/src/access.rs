@@ -986,13 +986,12 @@ impl Writer for Access<'_> {
     }
 
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {
-        if let Some(pending) = self.pending.as_mut() {
-            pending.announcements.push(message.to_owned());
-            return Ok(());
-        }
-        if let Some(sql_text) = self.dialect.announce() {
-            self.conn.execute(sql_text, &[Param::Text(message.to_owned())])?;
-        }
+        // Only write groups write, and they announce after their commit (`commit_group`).
+        let pending = self
+            .pending
+            .as_mut()
+            .ok_or_else(|| StoreError::Database("an announcement outside a write group".into()))?;
+        pending.announcements.push(message.to_owned());
         Ok(())
     }
 }

@@ -2,12 +2,17 @@
 //! to a bound), runs each in its own savepoint inside one transaction, commits, and only then
 //! reports each job's outcome. A job that fails is rolled back to its savepoint alone.
 //!
-//! The statistics of Datastreams' Observations (`crate::statistics`) and the announcements to
-//! other nodes are not written by each job but gathered ([`Pending`]) and written once per
-//! group, just before the commit, in key order: the row locks they take are then held only for
-//! the commit, and writers always take them in the same order. Where the dialect asks for it
-//! (`Dialect::defers_derived_times`: PostgreSQL, whose writers run side by side), so are the
-//! derived time extents.
+//! The statistics of Datastreams' Observations (`crate::statistics`) are not written by each
+//! job but gathered ([`Pending`]) and written once per group, just before the commit, in key
+//! order: the row locks they take are then held only for the commit, and writers always take
+//! them in the same order. Where the dialect asks for it (`Dialect::defers_derived_times`:
+//! PostgreSQL, whose writers run side by side), so are the derived time extents.
+//!
+//! The announcements to other nodes are gathered too, and sent right after the commit, before
+//! any job is reported done: only committed changes are announced, and a change made after
+//! another's answer is announced after it. (Not inside the transaction: see
+//! `Dialect::announce_many`.) A node that stops between the commit and the announcement
+//! leaves it unsent, as a listener whose connection is down misses it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,25 +77,58 @@ impl Pending {
         self.statistics.absorb(job.statistics);
     }
 
+    /// Whether nothing is left to write before the commit (announcements come after it).
     fn is_empty(&self) -> bool {
-        self.extents.is_empty() && self.announcements.is_empty() && self.statistics.is_empty()
+        self.extents.is_empty() && self.statistics.is_empty()
     }
 
-    /// Writes what is pending, in key order.
+    /// Writes what is pending before the commit, in key order.
     fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
         for ((_, id), (entity, phenomenon, result)) in &self.extents {
             let (sql_text, values) = extent_statement(dialect, *entity, Id(*id), *phenomenon, *result);
             conn.execute_deferred(&sql_text, &values)?;
         }
         self.statistics.write(conn, dialect)?;
-        for chunk in self.announcements.chunks(64) {
-            if let Some(sql_text) = dialect.announce_many(chunk.len()) {
-                let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
-                conn.execute_deferred(&sql_text, &params)?;
-            }
-        }
         conn.flush_deferred()
     }
+
+    /// Sends the announcements of a group that committed, outside any transaction. The jobs
+    /// committed whatever happens here: a failure loses the announcements (logged and counted).
+    fn announce(&self, conn: &dyn Connection, dialect: &dyn Dialect) {
+        let joined = join_announcements(&self.announcements, store::ANNOUNCEMENT_BYTES);
+        for chunk in joined.chunks(64) {
+            let Some(sql_text) = dialect.announce_many(chunk.len()) else { return };
+            let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
+            if let Err(error) = conn.execute(&sql_text, &params) {
+                tracing::warn!(%error, "cannot announce committed changes to the other nodes");
+                metrics::counter!("thingbase_announcements_lost_total").increment(chunk.len() as u64);
+            }
+        }
+    }
+}
+
+/// The group's announcements with those that share their first line joined (each joined
+/// message within `limit` bytes), as `store::Writer::announce` allows: a group of single
+/// Observations then notifies once, not once per job. The lines of one first line keep their
+/// order.
+pub(crate) fn join_announcements(messages: &[String], limit: usize) -> Vec<String> {
+    let mut joined: Vec<String> = Vec::new();
+    for message in messages {
+        let (first, rest) = match message.split_once('\n') {
+            Some((first, rest)) if !rest.is_empty() => (first, rest),
+            _ => {
+                joined.push(message.clone());
+                continue;
+            }
+        };
+        // Only the latest message of that first line may take more, so lines stay in order.
+        let latest = joined.iter_mut().rev().find(|m| m.split_once('\n').is_some_and(|(f, _)| f == first));
+        match latest {
+            Some(latest) if latest.len() + rest.len() <= limit && latest.ends_with('\n') => latest.push_str(rest),
+            _ => joined.push(message.clone()),
+        }
+    }
+    joined
 }
 
 /// Widens the derived times of `entity` `id` by the given extents.
@@ -169,6 +207,7 @@ pub fn commit_group(
             metrics::counter!("thingbase_commits_total").increment(1);
             metrics::histogram!("thingbase_commit_jobs").record(size as f64);
             metrics::histogram!("thingbase_commit_duration_seconds").record(elapsed.as_secs_f64());
+            pending.announce(conn, dialect);
             for (done, outcome) in outcomes {
                 done(outcome);
             }

@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             jobs_of_one_group_see_what_earlier_jobs_changed,
             observations_of_one_group_are_seen_at_once_and_follow_their_jobs,
             large_writes_commit_and_report_like_the_others,
+            announcements_are_heard_once_committed_in_order,
             shutdown_commits_queued_writes_then_refuses_new_ones,
             restricted_visibility_hides_other_projects_everywhere,
             restricted_writes_see_only_their_projects,
@@ -1582,6 +1583,74 @@ pub fn large_writes_commit_and_report_like_the_others(store: &dyn Store) {
         PAGING,
     );
     assert_eq!(counted.count, Some(3 * 200 + 8), "three large jobs of 200 and eight small ones");
+}
+
+/// What a listener of `store` hears of one write group whose jobs announce `first 1`, then
+/// `first 2` and `other 1` (one job), `first 3` (a job that then fails), `first 4`, and 300
+/// more of `first` (one job: more than one message holds); `None` when no other node can share
+/// the store. Each message is given split into its lines.
+pub fn heard_from_one_group(store: &dyn Store) -> Option<Vec<Vec<String>>> {
+    let (heard_tx, heard) = mpsc::channel::<String>();
+    if !store.listen(Box::new(move |message| {
+        let _ = heard_tx.send(message.to_owned());
+    })) {
+        return None;
+    }
+    // The listener starts listening on its own time: announce until it hears.
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed() < WAIT, "the listener never heard an announcement");
+        let (tx, rx) = mpsc::channel();
+        store.write(Visibility::All, Box::new(|w| w.announce("probe\n")), Box::new(move |o| drop(tx.send(o))));
+        rx.recv_timeout(WAIT).expect("the probe reports").expect("the probe commits");
+        if heard.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+    }
+    while heard.recv_timeout(Duration::from_millis(200)).is_ok() {}
+    let line = |first: &str, n: usize| format!("{first}\nline {n} {}\n", "x".repeat(40));
+    let announcing = |messages: Vec<String>, fails: bool| -> GroupJob {
+        (
+            Visibility::All,
+            Box::new(move |w: &mut dyn Writer| {
+                for message in &messages {
+                    w.announce(message)?;
+                }
+                if fails { Err(StoreError::Rejected("this job fails".into())) } else { Ok(String::new()) }
+            }),
+        )
+    };
+    let seen = in_one_group(
+        store,
+        vec![
+            announcing(vec![line("first", 1)], false),
+            announcing(vec![line("first", 2), line("other", 1)], false),
+            announcing(vec![line("first", 3)], true),
+            announcing(vec![line("first", 4)], false),
+            announcing((5..305).map(|n| line("first", n)).collect(), false),
+        ],
+    );
+    assert!(seen[2].starts_with("error:") && seen.iter().filter(|s| s.starts_with("error:")).count() == 1, "{seen:?}");
+    let mut messages = Vec::new();
+    while let Ok(message) = heard.recv_timeout(Duration::from_millis(500)) {
+        assert!(message.len() <= crate::ANNOUNCEMENT_BYTES, "{} bytes", message.len());
+        messages.push(message.lines().map(str::to_owned).collect());
+    }
+    Some(messages)
+}
+
+/// Announcements are heard once their group commits, never those of a failed job, each
+/// within the limit, and the lines after each first line in the order they were announced.
+pub fn announcements_are_heard_once_committed_in_order(store: &dyn Store) {
+    let Some(messages) = heard_from_one_group(store) else { return };
+    let lines_of = |first: &str| -> Vec<String> {
+        let lines = messages.iter().filter(|m| m[0] == first).flat_map(|m| &m[1..]);
+        lines.map(|l| l.trim_end_matches('x').trim_end().to_owned()).collect()
+    };
+    let expected: Vec<String> = [1, 2].into_iter().chain(4..305).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines_of("first"), expected, "the lines of the jobs that committed, in order");
+    assert_eq!(lines_of("other"), vec!["line 1".to_owned()]);
+    assert_eq!(messages.iter().filter(|m| m[0] != "first" && m[0] != "other").count(), 0, "{messages:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

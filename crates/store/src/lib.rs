@@ -313,8 +313,12 @@ pub trait Writer: Reader {
     }
 
     /// Tells the other nodes sharing this database `message` once (and only if) the job's
-    /// transaction commits; a backend no other node can share ignores it. Messages arrive in
-    /// commit order at every [`Store::listen`]er; each is at most [`ANNOUNCEMENT_BYTES`] long.
+    /// transaction commits, before the job is reported done; a backend no other node can share
+    /// ignores it. Each message is at most [`ANNOUNCEMENT_BYTES`] long. Every
+    /// [`Store::listen`]er hears a node's messages in the order of its commits, and a message
+    /// of a job that was answered before another began before the other's. A message is
+    /// lines: the messages of one write group that share their first line may arrive joined,
+    /// as that line and then the other lines of each, in order, within the same limit.
     fn announce(&mut self, message: &str) -> Result<(), StoreError> {
         let _ = message;
         Ok(())
