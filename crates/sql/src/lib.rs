@@ -24,7 +24,7 @@ pub use compile::{
     select_expanded, select_points,
 };
 pub use dialect::{ANNOUNCE_CHANNEL, Dialect, PostgresDialect, SqliteDialect};
-pub use write::{delete, delete_link, delete_links_of, insert, insert_link, update};
+pub use write::{delete, delete_link, delete_links_of, insert, insert_link, insert_rows, update};
 
 /// The column of every entity table that holds the entity's project, which the visibility
 /// rule reads.

@@ -16,9 +16,21 @@ pub fn insert(
     rows: usize,
 ) -> String {
     let names = column_names(fields, foreign_keys);
-    let mut sql = format!("INSERT INTO {} ({}) VALUES ", entity.table(), names.join(", "));
+    if names.is_empty() {
+        return format!("INSERT INTO {} DEFAULT VALUES RETURNING id", entity.table());
+    }
+    let mut sql = insert_rows(dialect, entity.table(), &names, rows.max(1));
+    sql.push_str(" RETURNING id");
+    sql
+}
+
+/// `INSERT INTO table (columns...) VALUES (?1, ...), ...` for `rows` rows, the placeholders
+/// numbered row by row (nothing returned).
+pub fn insert_rows(dialect: &dyn Dialect, table: &str, columns: &[impl AsRef<str>], rows: usize) -> String {
+    let names: Vec<&str> = columns.iter().map(AsRef::as_ref).collect();
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
     let mut n = 0;
-    for row in 0..rows.max(1) {
+    for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
@@ -32,10 +44,6 @@ pub fn insert(
         }
         sql.push(')');
     }
-    if names.is_empty() {
-        return format!("INSERT INTO {} DEFAULT VALUES RETURNING id", entity.table());
-    }
-    sql.push_str(" RETURNING id");
     sql
 }
 

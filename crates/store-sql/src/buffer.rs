@@ -170,22 +170,8 @@ fn failed(why: &str) -> StoreError {
 
 /// `INSERT INTO table (key, columns...) VALUES (...), ...` for `rows` rows.
 fn insert_text(dialect: &dyn Dialect, table: &str, key: &str, columns: &[String], rows: usize) -> String {
-    let width = columns.len() + 1;
-    let mut sql = format!("INSERT INTO {table} ({key}, {}) VALUES ", columns.join(", "));
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for i in 0..width {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&dialect.placeholder(row * width + i + 1));
-        }
-        sql.push(')');
-    }
-    sql
+    let names: Vec<&str> = std::iter::once(key).chain(columns.iter().map(String::as_str)).collect();
+    sql::insert_rows(dialect, table, &names, rows)
 }
 
 impl Connection for Buffering<'_> {
