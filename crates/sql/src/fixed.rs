@@ -8,17 +8,18 @@ use crate::dialect::Dialect;
 /// Widens the phenomenonTime and resultTime extents of the (Multi)Datastream `?1` to cover
 /// `[?2, ?3]` and `[?4, ?5]` (the latter may be NULL: no resultTime).
 pub fn extend_times(dialect: &dyn Dialect, entity: EntityType) -> String {
-    let p = |n| dialect.placeholder(n);
+    format!("UPDATE {} SET {} WHERE id = {}", entity.table(), extend_times_set(dialect, 2), dialect.placeholder(1))
+}
+
+/// The assignments of [`extend_times`], its `?2` to `?5` numbered from `first`.
+pub fn extend_times_set(dialect: &dyn Dialect, first: usize) -> String {
+    let p = |n: usize| dialect.placeholder(first + n - 2);
     let (least, greatest) = (dialect.least(), dialect.greatest());
     format!(
-        "UPDATE {table} SET \
-         phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {p2}), {p2}), \
+        "phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {p2}), {p2}), \
          phenomenon_time_end = {greatest}(COALESCE(phenomenon_time_end, {p3}), {p3}), \
          result_time_start = CASE WHEN CAST({p4} AS BIGINT) IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {p4}), {p4}) END, \
-         result_time_end = CASE WHEN CAST({p5} AS BIGINT) IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END \
-         WHERE id = {p1}",
-        table = entity.table(),
-        p1 = p(1),
+         result_time_end = CASE WHEN CAST({p5} AS BIGINT) IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END",
         p2 = p(2),
         p3 = p(3),
         p4 = p(4),

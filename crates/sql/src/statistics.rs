@@ -24,7 +24,12 @@ pub fn parent_column(entity: EntityType) -> &'static str {
 /// (phenomenonTime start `?4`, end or start `?5`) its latest if it comes first in
 /// `phenomenonTime desc, id` order.
 pub fn add_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
-    let p = |n| dialect.placeholder(n);
+    format!("UPDATE {} SET {} WHERE id = {}", entity.table(), add_observations_set(dialect, 2), dialect.placeholder(1))
+}
+
+/// The assignments of [`add_observations`], its `?2` to `?5` numbered from `first`.
+fn add_observations_set(dialect: &dyn Dialect, first: usize) -> String {
+    let p = |n: usize| dialect.placeholder(first + n - 2);
     let later = format!(
         "(latest_observation_id IS NULL OR {p4} > latest_start OR ({p4} = latest_start AND ({p5} > latest_end \
          OR ({p5} = latest_end AND {p3} < latest_observation_id))))",
@@ -33,17 +38,27 @@ pub fn add_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
         p5 = p(5)
     );
     format!(
-        "UPDATE {table} SET observation_count = observation_count + {p2}, \
+        "observation_count = observation_count + {p2}, \
          latest_observation_id = CASE WHEN {later} THEN {p3} ELSE latest_observation_id END, \
          latest_start = CASE WHEN {later} THEN {p4} ELSE latest_start END, \
-         latest_end = CASE WHEN {later} THEN {p5} ELSE latest_end END \
-         WHERE id = {p1}",
-        table = entity.table(),
-        p1 = p(1),
+         latest_end = CASE WHEN {later} THEN {p5} ELSE latest_end END",
         p2 = p(2),
         p3 = p(3),
         p4 = p(4),
         p5 = p(5),
+    )
+}
+
+/// [`crate::fixed::extend_times`] (`?2` to `?5`) and [`add_observations`] (`?6` to `?9`) of
+/// the (Multi)Datastream `?1` in one statement: a group of new Observations of one
+/// Datastream changes its row once.
+pub fn extend_times_and_add_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
+    format!(
+        "UPDATE {} SET {}, {} WHERE id = {}",
+        entity.table(),
+        crate::fixed::extend_times_set(dialect, 2),
+        add_observations_set(dialect, 6),
+        dialect.placeholder(1)
     )
 }
 

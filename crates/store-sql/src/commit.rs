@@ -84,11 +84,22 @@ impl Pending {
 
     /// Writes what is pending before the commit, in key order.
     fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
-        for ((_, id), (entity, phenomenon, result)) in &self.extents {
-            let (sql_text, values) = extent_statement(dialect, *entity, Id(*id), *phenomenon, *result);
-            conn.execute_deferred(&sql_text, &values)?;
+        // A Datastream whose new Observations both widen its times and add to its statistics
+        // (every group of POSTs) has its row changed once.
+        let mut combined = BTreeSet::new();
+        for (&(table, id), (entity, phenomenon, result)) in &self.extents {
+            let (sql_text, values) = extent_statement(dialect, *entity, Id(id), *phenomenon, *result);
+            match self.statistics.simple_addition(*entity, id) {
+                Some(addition) => {
+                    let sql_text = sql::statistics::extend_times_and_add_observations(dialect, *entity);
+                    let values: Vec<Param> = values.into_iter().chain(addition).collect();
+                    conn.execute_deferred(&sql_text, &values)?;
+                    combined.insert((table, id));
+                }
+                None => conn.execute_deferred(&sql_text, &values)?,
+            }
         }
-        self.statistics.write(conn, dialect)?;
+        self.statistics.write(conn, dialect, &combined)?;
         conn.flush_deferred()
     }
 

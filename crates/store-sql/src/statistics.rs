@@ -175,9 +175,33 @@ impl Statistics {
     }
 
     /// Writes it all, in key order.
-    pub fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
+    /// The count change and latest candidate of `entity` `id` when they are all its tally
+    /// asks to write (`add_observations`' `?2` to `?5`), for a statement that also changes its
+    /// times; such tallies are then left to that statement (`write`'s `combined`).
+    pub fn simple_addition(&self, entity: EntityType, id: i64) -> Option<[Param; 4]> {
+        let key = (Parent::of(entity)?, id);
+        let tally = self.tallies.get(&key)?;
+        match tally.latest {
+            Some(latest) if !tally.relook && !self.rebuild.contains(&key) => Some([
+                Param::Integer(tally.delta),
+                Param::Integer(latest.id),
+                Param::Integer(latest.start),
+                Param::Integer(latest.end),
+            ]),
+            _ => None,
+        }
+    }
+
+    /// Writes what is left, but the tallies of the `combined` (table, id) pairs, which a
+    /// statement of their times already wrote (`simple_addition`).
+    pub fn write(
+        &self,
+        conn: &dyn Connection,
+        dialect: &dyn Dialect,
+        combined: &BTreeSet<(&'static str, i64)>,
+    ) -> Result<(), StoreError> {
         for (&(parent, id), tally) in &self.tallies {
-            if self.rebuild.contains(&(parent, id)) {
+            if self.rebuild.contains(&(parent, id)) || combined.contains(&(parent.entity().table(), id)) {
                 continue;
             }
             let entity = parent.entity();
