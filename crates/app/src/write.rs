@@ -643,10 +643,6 @@ fn create_observations(
         // Every record of one insert needs the same columns in the same order.
         normalize(record);
     }
-    let ids = insert_grouped(w, records)?;
-    for ((entity, id), (phenomenon, result)) in extents {
-        w.extend_times(entity, id, phenomenon, result)?;
-    }
     let mut pairs: Vec<(EntityType, Id, Id)> = records
         .iter()
         .filter_map(|record| {
@@ -659,12 +655,18 @@ fn create_observations(
             }
         })
         .collect();
+    // Noted before the insert, which a backend that holds single inserts for the write
+    // group (`store_sql::buffer`) then need not send on its own ahead of the pair.
     pairs.sort_unstable();
     pairs.dedup();
     for (entity, id, feature) in pairs {
         if w.note_feature(entity, id, feature)? {
             extend_observed_area(w, entity, id, feature)?;
         }
+    }
+    let ids = insert_grouped(w, records)?;
+    for ((entity, id), (phenomenon, result)) in extents {
+        w.extend_times(entity, id, phenomenon, result)?;
     }
     Ok(ids)
 }

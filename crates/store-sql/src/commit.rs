@@ -122,7 +122,7 @@ impl Pending {
 /// message within `limit` bytes), as `store::Writer::announce` allows: a group of single
 /// Observations then notifies once, not once per job. The lines of one first line keep their
 /// order.
-pub(crate) fn join_announcements(messages: &[String], limit: usize) -> Vec<String> {
+fn join_announcements(messages: &[String], limit: usize) -> Vec<String> {
     let mut joined: Vec<String> = Vec::new();
     for message in messages {
         let (first, rest) = match message.split_once('\n') {

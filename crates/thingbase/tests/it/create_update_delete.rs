@@ -373,6 +373,12 @@ fn bad_changes_get_400_404_405_and_409() {
     let no_result = server
         .post(&format!("/Datastreams({datastream})/Observations"), json!({"phenomenonTime": "2024-01-01T00:00:00Z"}));
     assert_eq!(no_result.status, 400);
+    let no_feature = server.post(
+        &format!("/Datastreams({datastream})/Observations"),
+        json!({"result": 1, "FeatureOfInterest": {"@iot.id": 999}}),
+    );
+    assert_eq!(no_feature.status, 400, "{}", no_feature.text);
+    assert_eq!(no_feature.json["message"], "FeaturesOfInterest(999) does not exist");
     let both = server.post(
         "/Observations",
         json!({"result": 1, "Datastream": {"@iot.id": datastream}, "MultiDatastream": {"@iot.id": 1}}),
