@@ -174,7 +174,6 @@ impl Statistics {
             && self.stale.is_empty()
     }
 
-    /// Writes it all, in key order.
     /// The count change and latest candidate of `entity` `id` when they are all its tally
     /// asks to write (`add_observations`' `?2` to `?5`), for a statement that also changes its
     /// times; such tallies are then left to that statement (`write`'s `combined`).
@@ -192,8 +191,8 @@ impl Statistics {
         }
     }
 
-    /// Writes what is left, but the tallies of the `combined` (table, id) pairs, which a
-    /// statement of their times already wrote (`simple_addition`).
+    /// Writes it all, in key order, but the tallies of the `combined` (table, id) pairs, which
+    /// a statement of their times already wrote (`simple_addition`).
     pub fn write(
         &self,
         conn: &dyn Connection,
