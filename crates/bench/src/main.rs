@@ -29,6 +29,7 @@
 
 mod access;
 mod client;
+mod cpu;
 mod devices;
 mod mqtt;
 mod pg;

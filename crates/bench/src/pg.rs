@@ -17,6 +17,7 @@ use postgres::types::{ToSql, Type};
 
 use crate::Settings;
 use crate::client::load;
+use crate::cpu::{PerRequest, Spent};
 use crate::workloads::{
     T0, create_datastreams, data_array_body, ingest, instant, median, occurrences, print, query_blocks, timed_gets,
 };
@@ -159,7 +160,11 @@ pub async fn ingest_workload(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::Result<f64> {
+/// The POST rate of `settings.concurrency` clients split over the nodes at `addrs` (each
+/// posting to its Datastream), and the CPU a request cost meanwhile.
+async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::Result<(f64, PerRequest)> {
+    let postmaster = pg_test::durable_cluster().ok().and_then(|c| c.postmaster_pid());
+    let started = Spent::now(postmaster);
     let per_node = (settings.concurrency / addrs.len()).max(1);
     let mut tasks = Vec::new();
     for &(addr, datastream) in addrs {
@@ -174,64 +179,90 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
             .await
         }));
     }
-    let mut total = 0.0;
+    let (mut total, mut requests) = (0.0, 0);
     for task in tasks {
         let stats = task.await??;
         ensure!(stats.failures == 0, "{} POSTs failed", stats.failures);
         print("  one node's share", &stats);
         total += stats.per_second;
+        requests += stats.requests;
     }
-    Ok(total)
+    let cpu = Spent::now(postmaster).per_request(&started, requests);
+    Ok((total, cpu))
 }
 
 /// Single-Observation POSTs to one Datastream (the busiest case: every job widens the same
 /// row's derived times), on one node with one writer connection, one node with four, and two
-/// nodes with four each on one database.
+/// nodes with as many each on one database.
+///
+/// The machine is shared and its speed drifts within seconds, so each round runs the one node
+/// before and after the two (A B A) and compares the two nodes with the mean of the runs around
+/// them; the ratio reported is the median of those per-round ratios.
 pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
-    // One node, then two on the same database, with 1 writer connection each, then 4.
-    let mut rates: [Vec<f64>; 4] = Default::default();
-    let mut spread = Vec::new();
+    // By writers per node (1, then 4): one node's rates, two nodes' rates, per-round ratios.
+    let mut rates: [[Vec<f64>; 3]; 2] = Default::default();
+    let (mut spread, mut spread_ratios) = (Vec::new(), Vec::new());
+    let mut cpu_ratios: [Vec<f64>; 2] = Default::default();
     for round in 0..settings.rounds {
-        for (slot, writers) in [(0, 1), (2, 4)] {
+        for (slot, writers) in [(0, 1), (1, 4)] {
             let url = database(&format!("bench_post_{round}_{writers}"))?;
             let (node, addr, _dir) = node_with(&url, 100, writers).await?;
             let datastream = create_datastreams(addr, 1).await?[0];
-            let rate = post_load(&[(addr, datastream)], settings).await?;
-            println!(
-                "round {round}: POST on PostgreSQL, one node, {writers} writer(s), c={}: {rate:.0}/s",
-                settings.concurrency
-            );
-            rates[slot].push(rate);
+            let one = |(rate, cpu): (f64, PerRequest), when: &str| {
+                println!(
+                    "round {round}: POST on PostgreSQL, one node, {writers} writer(s), c={}, {when}: {rate:.0}/s, {cpu}",
+                    settings.concurrency
+                );
+                (rate, cpu)
+            };
+            let (before, cpu_before) = one(post_load(&[(addr, datastream)], settings).await?, "before");
             let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
-            let rate = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
+            let (two, cpu_two) = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
             println!(
-                "round {round}: POST on PostgreSQL, two nodes, {writers} writer(s) each, c={} in all: {rate:.0}/s",
+                "round {round}: POST on PostgreSQL, two nodes, {writers} writer(s) each, c={} in all: {two:.0}/s, {cpu_two}",
                 settings.concurrency
             );
-            rates[slot + 1].push(rate);
+            let mut other_rate = None;
             if writers == 1 {
                 // Not the worst case: each node's clients post to a Datastream of their own.
                 let other = create_datastreams(addr, 1).await?[0];
-                let rate = post_load(&[(addr, datastream), (second_addr, other)], settings).await?;
+                let (rate, cpu) = post_load(&[(addr, datastream), (second_addr, other)], settings).await?;
                 println!(
-                    "round {round}: POST on PostgreSQL, two nodes, 1 writer each, a Datastream per node, c={} in all: {rate:.0}/s",
+                    "round {round}: POST on PostgreSQL, two nodes, 1 writer each, a Datastream per node, c={} in all: {rate:.0}/s, {cpu}",
                     settings.concurrency
                 );
-                spread.push(rate);
+                other_rate = Some(rate);
             }
             second.stop().await;
+            let (after, cpu_after) = one(post_load(&[(addr, datastream)], settings).await?, "after");
             node.stop().await;
+            let around = (before + after) / 2.0;
+            let cpu_one = (cpu_before.total() + cpu_after.total()) / 2.0;
+            println!(
+                "round {round}: {writers} writer(s) per node: two nodes / one node {:.2} in POSTs a second, {:.2} in CPU a POST",
+                two / around,
+                cpu_two.total() / cpu_one
+            );
+            cpu_ratios[slot].push(cpu_two.total() / cpu_one);
+            rates[slot][0].extend([before, after]);
+            rates[slot][1].push(two);
+            rates[slot][2].push(two / around);
+            if let Some(rate) = other_rate {
+                spread.push(rate);
+                spread_ratios.push(rate / around);
+            }
         }
     }
-    let [one, two, one_four, two_four] = rates.each_mut().map(|r| median(r));
-    let spread = median(&mut spread);
+    let [[one, two, ratio], [one_four, two_four, ratio_four]] =
+        rates.each_mut().map(|r| r.each_mut().map(|v| median(v)));
+    let (spread, spread_ratio) = (median(&mut spread), median(&mut spread_ratios));
+    let [cpu_ratio, cpu_ratio_four] = cpu_ratios.each_mut().map(|r| median(r));
     println!(
-        "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {:.2}), \
-         two nodes on a Datastream each {spread:.0}/s (ratio {:.2}); \
-         4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {:.2})",
-        two / one,
-        spread / one,
-        two_four / one_four
+        "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {ratio:.2}), \
+         two nodes on a Datastream each {spread:.0}/s (ratio {spread_ratio:.2}); \
+         4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {ratio_four:.2}) \
+         [ratios: median over rounds of two nodes / mean of one node before and after]; \
+         CPU a POST, two nodes / one node: {cpu_ratio:.2} with 1 writer per node, {cpu_ratio_four:.2} with 4"
     );
     Ok(())
 }

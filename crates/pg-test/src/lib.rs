@@ -106,6 +106,13 @@ impl Cluster {
         self.port
     }
 
+    /// The process id of the server's postmaster (its backends are its children), from the
+    /// `postmaster.pid` of its data directory.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pid_file = std::fs::read_to_string(self.root.join("data").join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
     /// Creates the database `name` afresh (dropping one of that name, and its connections),
     /// with PostGIS already created, and returns its connection URL,
     /// `postgres://postgres@127.0.0.1:<port>/<name>`.
