@@ -29,6 +29,7 @@
 
 mod access;
 mod client;
+mod commits;
 mod cpu;
 mod devices;
 mod mqtt;

@@ -164,7 +164,12 @@ pub async fn ingest_workload(settings: &Settings) -> anyhow::Result<()> {
 /// posting to its Datastream), and the CPU a request cost meanwhile.
 async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::Result<(f64, PerRequest)> {
     let postmaster = pg_test::durable_cluster().ok().and_then(|c| c.postmaster_pid());
+    let profiling = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
+    if profiling {
+        statements(None).await?;
+    }
     let started = Spent::now(postmaster);
+    let commits = crate::commits::so_far();
     let per_node = (settings.concurrency / addrs.len()).max(1);
     let mut tasks = Vec::new();
     for &(addr, datastream) in addrs {
@@ -188,7 +193,49 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
         requests += stats.requests;
     }
     let cpu = Spent::now(postmaster).per_request(&started, requests);
+    let commits = crate::commits::so_far() - commits;
+    println!("  {:.1} POSTs a commit ({requests} POSTs, {commits} commits)", requests as f64 / commits.max(1) as f64);
+    if profiling {
+        statements(Some(commits)).await?;
+    }
     Ok((total, cpu))
+}
+
+/// With `BENCH_PG_STATEMENTS` set (and the cluster started with
+/// `THINGBASE_PG_SETTINGS=shared_preload_libraries=pg_stat_statements`), a diagnosis: `None`
+/// forgets the statements' statistics, `Some(commits)` prints what each statement cost the
+/// server a commit since (calls, planning and execution) and forgets them again.
+async fn statements(commits: Option<u64>) -> anyhow::Result<()> {
+    let url = database("bench_statements")?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        client.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
+        if let Some(commits) = commits {
+            let per = commits.max(1) as f64;
+            let rows = client.query(
+                "SELECT calls, total_plan_time, total_exec_time, rows, query FROM pg_stat_statements \
+                 WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT 20",
+                &[],
+            )?;
+            println!("  statements, a commit: calls, plan us, exec us, rows, query");
+            for row in rows {
+                let (calls, plan, exec, count, query): (i64, f64, f64, i64, String) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+                let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+                let query: String = query.chars().take(150).collect();
+                println!(
+                    "  {:6.2} {:7.1} {:7.1} {:7.1}  {query}",
+                    calls as f64 / per,
+                    plan * 1000.0 / per,
+                    exec * 1000.0 / per,
+                    count as f64 / per
+                );
+            }
+        }
+        client.batch_execute("SELECT pg_stat_statements_reset()")?;
+        Ok(())
+    })
+    .await?
 }
 
 /// Single-Observation POSTs to one Datastream (the busiest case: every job widens the same

@@ -245,7 +245,14 @@ impl Cluster {
         } else {
             &["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         };
-        for setting in ["listen_addresses=127.0.0.1", "max_connections=200"].iter().chain(settings) {
+        // More settings for a diagnosis (`shared_preload_libraries=pg_stat_statements`, say).
+        let extra = std::env::var("THINGBASE_PG_SETTINGS").unwrap_or_default();
+        let extra = extra.split_whitespace();
+        for setting in ["listen_addresses=127.0.0.1", "max_connections=200"]
+            .into_iter()
+            .chain(settings.iter().copied())
+            .chain(extra)
+        {
             watchdog.arg("-c").arg(setting);
         }
         let mut child = watchdog
