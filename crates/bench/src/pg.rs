@@ -160,9 +160,13 @@ pub async fn ingest_workload(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The POST rate of `settings.concurrency` clients split over the nodes at `addrs` (each
-/// posting to its Datastream), and the CPU a request cost meanwhile.
-async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::Result<(f64, PerRequest)> {
+/// The POST rate of `per_node` clients on each of the nodes at `addrs` (each posting to its
+/// Datastream), and the CPU a request cost meanwhile.
+async fn post_load(
+    addrs: &[(SocketAddr, i64)],
+    per_node: usize,
+    settings: &Settings,
+) -> anyhow::Result<(f64, PerRequest)> {
     let postmaster = pg_test::durable_cluster().ok().and_then(|c| c.postmaster_pid());
     let profiling = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
     if profiling {
@@ -170,7 +174,6 @@ async fn post_load(addrs: &[(SocketAddr, i64)], settings: &Settings) -> anyhow::
     }
     let started = Spent::now(postmaster);
     let commits = crate::commits::so_far();
-    let per_node = (settings.concurrency / addrs.len()).max(1);
     let mut tasks = Vec::new();
     for &(addr, datastream) in addrs {
         let seconds = settings.seconds;
@@ -249,6 +252,8 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
     // By writers per node (1, then 4): one node's rates, two nodes' rates, per-round ratios.
     let mut rates: [[Vec<f64>; 3]; 2] = Default::default();
     let (mut spread, mut spread_ratios) = (Vec::new(), Vec::new());
+    let (mut doubled, mut doubled_ratios) = (Vec::new(), Vec::new());
+    let c = settings.concurrency.max(2);
     let mut cpu_ratios: [Vec<f64>; 2] = Default::default();
     for round in 0..settings.rounds {
         for (slot, writers) in [(0, 1), (1, 4)] {
@@ -262,26 +267,34 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 );
                 (rate, cpu)
             };
-            let (before, cpu_before) = one(post_load(&[(addr, datastream)], settings).await?, "before");
+            let (before, cpu_before) = one(post_load(&[(addr, datastream)], c, settings).await?, "before");
             let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
-            let (two, cpu_two) = post_load(&[(addr, datastream), (second_addr, datastream)], settings).await?;
+            let both = [(addr, datastream), (second_addr, datastream)];
+            let (two, cpu_two) = post_load(&both, c / 2, settings).await?;
             println!(
                 "round {round}: POST on PostgreSQL, two nodes, {writers} writer(s) each, c={} in all: {two:.0}/s, {cpu_two}",
                 settings.concurrency
             );
-            let mut other_rate = None;
+            let (mut other_rate, mut doubled_rate) = (None, None);
             if writers == 1 {
                 // Not the worst case: each node's clients post to a Datastream of their own.
                 let other = create_datastreams(addr, 1).await?[0];
-                let (rate, cpu) = post_load(&[(addr, datastream), (second_addr, other)], settings).await?;
+                let (rate, cpu) = post_load(&[(addr, datastream), (second_addr, other)], c / 2, settings).await?;
                 println!(
                     "round {round}: POST on PostgreSQL, two nodes, 1 writer each, a Datastream per node, c={} in all: {rate:.0}/s, {cpu}",
                     settings.concurrency
                 );
                 other_rate = Some(rate);
+                // Scaling out: twice the clients, each node with as many as the one node had.
+                let (rate, cpu) = post_load(&both, c, settings).await?;
+                println!(
+                    "round {round}: POST on PostgreSQL, two nodes, 1 writer each, c={c} on each ({} in all): {rate:.0}/s, {cpu}",
+                    2 * c
+                );
+                doubled_rate = Some(rate);
             }
             second.stop().await;
-            let (after, cpu_after) = one(post_load(&[(addr, datastream)], settings).await?, "after");
+            let (after, cpu_after) = one(post_load(&[(addr, datastream)], c, settings).await?, "after");
             node.stop().await;
             let around = (before + after) / 2.0;
             let cpu_one = (cpu_before.total() + cpu_after.total()) / 2.0;
@@ -298,15 +311,21 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 spread.push(rate);
                 spread_ratios.push(rate / around);
             }
+            if let Some(rate) = doubled_rate {
+                doubled.push(rate);
+                doubled_ratios.push(rate / around);
+            }
         }
     }
     let [[one, two, ratio], [one_four, two_four, ratio_four]] =
         rates.each_mut().map(|r| r.each_mut().map(|v| median(v)));
     let (spread, spread_ratio) = (median(&mut spread), median(&mut spread_ratios));
+    let (doubled, doubled_ratio) = (median(&mut doubled), median(&mut doubled_ratios));
     let [cpu_ratio, cpu_ratio_four] = cpu_ratios.each_mut().map(|r| median(r));
     println!(
         "PostgreSQL POST median, 1 writer per node: one node {one:.0}/s, two nodes {two:.0}/s (ratio {ratio:.2}), \
-         two nodes on a Datastream each {spread:.0}/s (ratio {spread_ratio:.2}); \
+         two nodes on a Datastream each {spread:.0}/s (ratio {spread_ratio:.2}), \
+         two nodes with c={c} each {doubled:.0}/s (ratio {doubled_ratio:.2}); \
          4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {ratio_four:.2}) \
          [ratios: median over rounds of two nodes / mean of one node before and after]; \
          CPU a POST, two nodes / one node: {cpu_ratio:.2} with 1 writer per node, {cpu_ratio_four:.2} with 4"

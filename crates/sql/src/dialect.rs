@@ -102,11 +102,11 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// The statement that announces its `count` text parameters to the other nodes, if the
-    /// database can be shared by several nodes. It runs on its own, right after the write
-    /// group's transaction committed (see `store_sql::commit`).
-    fn announce_many(&self, count: usize) -> Option<String> {
-        let _ = count;
+    /// The statements (without parameters) that announce `messages` to the other nodes, if
+    /// the database can be shared by several nodes. They run in a transaction of their own,
+    /// right after the write group's transaction committed (see `store_sql::commit`).
+    fn announce_all(&self, messages: &[String]) -> Option<String> {
+        let _ = messages;
         None
     }
 
@@ -133,6 +133,8 @@ pub trait Dialect: Send + Sync {
 
 /// The PostgreSQL channel of [`Dialect::announce`].
 pub const ANNOUNCE_CHANNEL: &str = "thingbase_changes";
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// PostgreSQL 15+ with PostGIS. Instants stay integer microseconds; JSON columns are `json`
 /// (stored text is returned as it was); spatial predicates are the `tb_*` functions of the
@@ -241,16 +243,26 @@ impl Dialect for PostgresDialect {
         Some(format!("EXPLAIN (FORMAT JSON) {sql}"))
     }
 
-    fn announce_many(&self, count: usize) -> Option<String> {
+    fn announce_all(&self, messages: &[String]) -> Option<String> {
         // A transaction that notifies holds a lock of the whole cluster from just before its
         // commit until the commit is flushed, so that notifications queue in commit order:
         // inside the write group's transaction it would make the writers of every node commit
         // one at a time. In a transaction of its own that does not wait for the flush (a
         // notification is not data: it does not outlive the listeners' connections anyway) it
-        // holds the lock for no more than the queueing.
-        let calls: Vec<String> =
-            (1..=count).map(|n| format!("pg_notify('{ANNOUNCE_CHANNEL}', {})", self.placeholder(n))).collect();
-        Some(format!("SELECT set_config('synchronous_commit', 'off', true), {}", calls.join(", ")))
+        // holds the lock for no more than the queueing. Each message goes as hexadecimal
+        // UTF-8, which no setting (`standard_conforming_strings`) reads otherwise.
+        let mut text = String::from("SELECT set_config('synchronous_commit', 'off', true)");
+        for message in messages {
+            text.push_str(", pg_notify('");
+            text.push_str(ANNOUNCE_CHANNEL);
+            text.push_str("', convert_from(decode('");
+            for byte in message.bytes() {
+                text.push(char::from(HEX[usize::from(byte >> 4)]));
+                text.push(char::from(HEX[usize::from(byte & 15)]));
+            }
+            text.push_str("', 'hex'), 'UTF8'))");
+        }
+        Some(text)
     }
 
     fn defers_derived_times(&self) -> bool {

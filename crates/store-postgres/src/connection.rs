@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use store_sql::{Number, Param, SqlRow, StoreError};
 use tokio_postgres::{Client, Statement};
@@ -69,6 +69,8 @@ pub struct PgConnection {
     reserved: RefCell<HashMap<String, Vec<i64>>>,
     /// The statement drawing keys from the sequence of a table's key column, by table.
     next_keys: RefCell<HashMap<String, String>>,
+    /// The size of the block of keys last drawn for `reserve_key`, and when, by table.
+    blocks: RefCell<HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// A statement sent later, pipelined before the next one that needs an answer.
@@ -81,8 +83,9 @@ enum Later {
     Execute(Statement, Vec<Param>),
 }
 
-/// Keys drawn from a sequence at a time by `reserve_key`.
+/// Keys drawn from a sequence at a time by `reserve_key`, at first and at most.
 const RESERVED_KEYS: i64 = 64;
+const MOST_RESERVED_KEYS: i64 = 1024;
 
 /// The sequence of `table`'s column `key`, as a quoted name.
 const SEQUENCE_OF: &str = "SELECT quote_literal(COALESCE(pg_get_serial_sequence($1, $2), $1 || '_' || $2 || '_seq'))";
@@ -475,6 +478,7 @@ impl PgConnection {
             failed: RefCell::default(),
             reserved: RefCell::default(),
             next_keys: RefCell::default(),
+            blocks: RefCell::default(),
         }
     }
 
@@ -607,6 +611,42 @@ impl store_sql::Connection for PgConnection {
         Ok(())
     }
 
+    /// Both sent before either is read.
+    fn query_two(
+        &self,
+        first: (&str, &[Param]),
+        second: (&str, &[Param]),
+        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.within_deadline()?;
+        let (statement_one, statement_two) = (self.prepared(first.0, first.1)?, self.prepared(second.0, second.1)?);
+        let rows = |statement: &Statement, params: &[Param]| {
+            let params: Vec<Param> = params.to_vec();
+            let statement = statement.clone();
+            async move {
+                let rows: Vec<tokio_postgres::Row> =
+                    self.client.query_raw(&statement, params.iter().map(Bound)).await?.try_collect().await?;
+                Ok::<_, tokio_postgres::Error>(rows)
+            }
+        };
+        // `try_join` polls in order, so each request is sent before either answer is awaited.
+        let (one, two) = self
+            .pipelined(futures_util::future::try_join(rows(&statement_one, first.1), rows(&statement_two, second.1)))?;
+        for row in &one {
+            if !each_first(&Row(row))? {
+                break;
+            }
+        }
+        for row in &two {
+            if !each_second(&Row(row))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Through a cursor of the job's transaction, `FETCH_ROWS` at a time.
     fn query_large(
         &self,
@@ -673,6 +713,42 @@ impl store_sql::Connection for PgConnection {
         Ok(())
     }
 
+    /// One simple query after what was deferred: `finish`, then `after`. The server stops a
+    /// simple query at its first failure, so `after` runs only once `finish` (whose `COMMIT`
+    /// answers only when its transaction is on disk) succeeded; the statements that completed
+    /// tell which failed. A deferred statement that failed leaves the transaction failed, and
+    /// its `COMMIT` unrun.
+    fn commit_then(&self, finish: &[&str], after: Option<&str>) -> Result<Result<(), StoreError>, StoreError> {
+        let mut text = finish.join("; ");
+        if let Some(after) = after {
+            text.push_str("; ");
+            text.push_str(after);
+        }
+        let work = async {
+            let mut completed = 0;
+            let stream = match self.client.simple_query_raw(&text).await {
+                Ok(stream) => stream,
+                Err(e) => return Ok((completed, Some(e))),
+            };
+            futures_util::pin_mut!(stream);
+            while let Some(message) = stream.next().await {
+                match message {
+                    Ok(tokio_postgres::SimpleQueryMessage::CommandComplete(_)) => completed += 1,
+                    Ok(_) => {}
+                    Err(e) => return Ok((completed, Some(e))),
+                }
+            }
+            Ok::<_, tokio_postgres::Error>((completed, None))
+        };
+        let (completed, error) = self.pipelined(work)?;
+        match error {
+            None if completed >= finish.len() => Ok(Ok(())),
+            Some(e) if completed >= finish.len() => Ok(Err(db_error(e))),
+            Some(e) => Err(db_error(e)),
+            None => Err(StoreError::Database("the server did not answer every statement of the commit".into())),
+        }
+    }
+
     /// Prepared now (when new), sent with the next statement.
     fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
         self.check_failed()?;
@@ -688,13 +764,23 @@ impl store_sql::Connection for PgConnection {
         self.pipelined(async { Ok(()) })
     }
 
-    /// From a block of `RESERVED_KEYS` drawn at once.
+    /// From a block drawn at once: `RESERVED_KEYS`, twice as many as the last when that was
+    /// used up within a second (up to `MOST_RESERVED_KEYS`), so that a busy writer seldom
+    /// waits for its sequence and a quiet one leaves small gaps when it stops.
     fn reserve_key(&self, table: &str, key: &str) -> Result<Option<i64>, StoreError> {
         let kept = self.reserved.borrow_mut().get_mut(table).and_then(Vec::pop);
         if let Some(next) = kept {
             return Ok(Some(next));
         }
-        let mut keys = self.next_keys(table, key, RESERVED_KEYS)?;
+        let now = std::time::Instant::now();
+        let block = match self.blocks.borrow().get(table) {
+            Some(&(size, drawn)) if now.duration_since(drawn) < std::time::Duration::from_secs(1) => {
+                (size * 2).min(MOST_RESERVED_KEYS)
+            }
+            _ => RESERVED_KEYS,
+        };
+        let mut keys = self.next_keys(table, key, block)?;
+        self.blocks.borrow_mut().insert(table.to_owned(), (block, now));
         keys.sort_unstable_by(|a, b| b.cmp(a));
         let next = keys.pop();
         self.reserved.borrow_mut().insert(table.to_owned(), keys);

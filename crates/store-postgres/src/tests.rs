@@ -397,3 +397,54 @@ fn a_group_announces_in_as_few_messages_as_the_limit_allows() {
     assert!(firsts.len() <= 3, "{firsts:?}");
     assert_eq!(messages.iter().filter(|m| m[0] == "other").count(), 1);
 }
+
+#[test]
+fn a_commit_sends_what_follows_it_only_once_committed_and_tells_which_failed() {
+    use store_sql::Connection;
+    let conn = connection("commit_then");
+    conn.batch("CREATE TABLE t (n bigint); CREATE TABLE after_commit (n bigint)").expect("tables");
+    let count = |table: &str| {
+        query_one(&conn, &format!("SELECT count(*) FROM {table}"), &[], |row| row.required_integer(0))
+            .expect("a count")
+            .expect("a row")
+    };
+    let deferred_insert = |n: i64| conn.execute_deferred("INSERT INTO t VALUES ($1)", &[Param::Integer(n)]);
+    let finish = ["RELEASE SAVEPOINT pending", "COMMIT"];
+
+    // The deferred statements, the commit and what follows it.
+    conn.batch_deferred("BEGIN; SAVEPOINT pending").expect("deferred");
+    deferred_insert(1).expect("deferred");
+    let after = conn.commit_then(&finish, Some("INSERT INTO after_commit VALUES (1)")).expect("committed");
+    assert!(after.is_ok(), "{after:?}");
+    assert_eq!((count("t"), count("after_commit")), (1, 1));
+
+    // What follows fails: the transaction committed all the same, and says so.
+    conn.batch_deferred("BEGIN; SAVEPOINT pending").expect("deferred");
+    deferred_insert(2).expect("deferred");
+    let after = conn.commit_then(&finish, Some("SELECT 1 / 0")).expect("committed");
+    assert!(after.expect_err("what follows failed").to_string().contains("division by zero"));
+    assert_eq!(count("t"), 2);
+
+    // A deferred statement fails: no commit, nothing after it, and a savepoint from before
+    // the failure can save the transaction (a writer tries again after a deadlock).
+    conn.batch("BEGIN").expect("begin");
+    deferred_insert(3).expect("deferred");
+    conn.batch_deferred("SAVEPOINT pending").expect("deferred");
+    conn.execute_deferred("INSERT INTO t VALUES (CAST($1 AS bigint) / 0)", &[Param::Integer(4)]).expect("deferred");
+    let failed = conn.commit_then(&finish, Some("INSERT INTO after_commit VALUES (3)")).expect_err("not committed");
+    assert!(failed.to_string().contains("division by zero"), "{failed}");
+    conn.batch("ROLLBACK TO SAVEPOINT pending").expect("back to the savepoint");
+    let after = conn.commit_then(&finish, None).expect("committed the second time");
+    assert!(after.is_ok());
+    assert_eq!((count("t"), count("after_commit")), (3, 1), "the insert before the savepoint stays; no `after`");
+
+    // A failing statement of `finish` itself: no commit, no `after`.
+    conn.batch("BEGIN").expect("begin");
+    deferred_insert(5).expect("deferred");
+    let failed = conn
+        .commit_then(&["RELEASE SAVEPOINT no_such_savepoint", "COMMIT"], Some("INSERT INTO after_commit VALUES (5)"))
+        .expect_err("not committed");
+    assert!(failed.to_string().contains("no_such_savepoint"), "{failed}");
+    conn.batch("ROLLBACK").expect("a rollback ends it");
+    assert_eq!((count("t"), count("after_commit")), (3, 1));
+}

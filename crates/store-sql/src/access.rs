@@ -25,7 +25,8 @@ pub type ProjectCache = HashMap<(EntityType, i64), i64>;
 /// (`Dialect::key_share_lock`) or can only change by a write of this writer; any write other
 /// than of Observations, and every rolled-back job, empties it. It holds:
 /// - entities found by id under a visibility (`Reader::exists`), found ones only;
-/// - the Locations of (Multi)Datastreams' Things (`Writer::thing_locations`);
+/// - the Locations of (Multi)Datastreams' Things (`Writer::thing_locations`), which finding
+///   a (Multi)Datastream by id looks up too, in the same round trip;
 /// - the (Multi)Datastream and FeatureOfInterest pairs noted (`Writer::note_feature`).
 #[derive(Debug, Default)]
 pub struct GroupMemo {
@@ -95,6 +96,18 @@ fn decode_row(
         at = next;
     }
     Ok((keys, Row { id: Id(id), values, expanded: Vec::new() }))
+}
+
+/// A row of `sql::fixed::thing_locations_of`.
+fn thing_location(r: &dyn SqlRow) -> Result<store::ThingLocation, StoreError> {
+    Ok(store::ThingLocation {
+        location: Id(r.required_integer(0)?),
+        generated_feature: r.integer(1)?.map(Id),
+        encoding_type: r.required_text(2)?,
+        location_json: r.json(3)?.unwrap_or_default(),
+        name: r.required_text(4)?,
+        description: r.required_text(5)?,
+    })
 }
 
 /// The entity types Observations refer to: inside a write job, reading one locks it against
@@ -424,7 +437,36 @@ impl Reader for Access<'_> {
         let (statement, selection) =
             sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
         let statement = self.locking(entity, statement);
-        let found = !self.run_select(&statement, &selection.fields, 0)?.is_empty();
+        let found = match (asked, self.memo.as_ref()) {
+            // A write job that finds a (Multi)Datastream mostly creates Observations of it,
+            // which need its Thing's Locations when they name no FeatureOfInterest: looked up
+            // in the same round trip, to the memo.
+            (Some(id), Some(memo))
+                if matches!(entity, EntityType::Datastream | EntityType::MultiDatastream)
+                    && !memo.locations.contains_key(&(entity, id)) =>
+            {
+                let locations_sql = sql::fixed::thing_locations_of(self.dialect, entity);
+                let key = [Param::Integer(id)];
+                let (mut found, mut locations) = (false, Vec::new());
+                self.conn.query_two(
+                    (&statement.sql, &statement.params),
+                    (&locations_sql, &key),
+                    &mut |_| {
+                        found = true;
+                        Ok(false)
+                    },
+                    &mut |row| {
+                        locations.push(thing_location(row)?);
+                        Ok(true)
+                    },
+                )?;
+                if found && let Some(memo) = self.memo.as_mut() {
+                    memo.locations.insert((entity, id), locations);
+                }
+                found
+            }
+            _ => !self.run_select(&statement, &selection.fields, 0)?.is_empty(),
+        };
         if let (true, Some(id), Some(memo)) = (found, asked, self.memo.as_mut()) {
             memo.found.push((entity, id, self.visibility.clone()));
         }
@@ -874,16 +916,7 @@ impl Writer for Access<'_> {
             return Ok(known.clone());
         }
         let sql_text = sql::fixed::thing_locations_of(self.dialect, entity);
-        let locations = query_all(self.conn, &sql_text, &[Param::Integer(id.0)], |r| {
-            Ok(store::ThingLocation {
-                location: Id(r.required_integer(0)?),
-                generated_feature: r.integer(1)?.map(Id),
-                encoding_type: r.required_text(2)?,
-                location_json: r.json(3)?.unwrap_or_default(),
-                name: r.required_text(4)?,
-                description: r.required_text(5)?,
-            })
-        })?;
+        let locations = query_all(self.conn, &sql_text, &[Param::Integer(id.0)], thing_location)?;
         if let Some(memo) = self.memo.as_mut() {
             memo.locations.insert((entity, id.0), locations.clone());
         }

@@ -77,7 +77,8 @@ impl<'c> Buffering<'c> {
         state.group.extend(later);
     }
 
-    /// Sends every held row: before the group's pending writes and its commit.
+    /// Sends every held row, before the group's pending writes and its commit: deferred, to
+    /// go with them (a failure is then theirs, or the commit's, and fails the group as well).
     pub fn flush_group(&self) -> Result<(), StoreError> {
         let held = {
             let mut state = self.state.borrow_mut();
@@ -88,7 +89,7 @@ impl<'c> Buffering<'c> {
             held.append(&mut state.job);
             held
         };
-        self.send(&held)
+        self.send(&held, true)
     }
 
     /// Sends what is held, before a statement of the running job.
@@ -103,13 +104,14 @@ impl<'c> Buffering<'c> {
             }
             (std::mem::take(&mut state.group), std::mem::take(&mut state.job))
         };
-        let sent = self.send(&group).and_then(|()| self.send(&job));
+        let sent = self.send(&group, false).and_then(|()| self.send(&job, false));
         // The job's own rows go with it should it roll back; the group's are held again then.
         self.state.borrow_mut().sent_in_job.extend(group);
         sent
     }
 
-    fn send(&self, held: &[Held]) -> Result<(), StoreError> {
+    /// Sends `held`, or defers it to go with the next statement.
+    fn send(&self, held: &[Held], deferred: bool) -> Result<(), StoreError> {
         let mut at = 0;
         while at < held.len() {
             // Consecutive runs of one table and column list, in one statement each.
@@ -118,7 +120,7 @@ impl<'c> Buffering<'c> {
             while end < held.len() && held[end].table == first.table && held[end].columns == first.columns {
                 end += 1;
             }
-            if let Err(e) = self.send_run(&held[at..end]) {
+            if let Err(e) = self.send_run(&held[at..end], deferred) {
                 self.state.borrow_mut().failed = Some(e.to_string());
                 return Err(e);
             }
@@ -127,7 +129,7 @@ impl<'c> Buffering<'c> {
         Ok(())
     }
 
-    fn send_run(&self, run: &[Held]) -> Result<(), StoreError> {
+    fn send_run(&self, run: &[Held], deferred: bool) -> Result<(), StoreError> {
         let first = &run[0];
         let width = first.columns.len() + 1;
         let mut params: Vec<Param> = Vec::with_capacity(ROWS_PER_STATEMENT * width);
@@ -142,7 +144,11 @@ impl<'c> Buffering<'c> {
                     t
                 }
             };
-            self.inner.execute(&sql_text, params)?;
+            if deferred {
+                self.inner.execute_deferred(&sql_text, params)?;
+            } else {
+                self.inner.execute(&sql_text, params)?;
+            }
             params.clear();
             Ok(())
         };
@@ -183,6 +189,17 @@ impl Connection for Buffering<'_> {
     ) -> Result<(), StoreError> {
         self.flush()?;
         self.inner.query(sql, params, each)
+    }
+
+    fn query_two(
+        &self,
+        first: (&str, &[Param]),
+        second: (&str, &[Param]),
+        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.query_two(first, second, each_first, each_second)
     }
 
     fn query_large(

@@ -8,11 +8,16 @@
 //! them in the same order. Where the dialect asks for it (`Dialect::defers_derived_times`:
 //! PostgreSQL, whose writers run side by side), so are the derived time extents.
 //!
-//! The announcements to other nodes are gathered too, and sent right after the commit, before
-//! any job is reported done: only committed changes are announced, and a change made after
-//! another's answer is announced after it. (Not inside the transaction: see
-//! `Dialect::announce_many`.) A node that stops between the commit and the announcement
-//! leaves it unsent, as a listener whose connection is down misses it.
+//! The announcements to other nodes are gathered too, and sent right after the commit (in the
+//! same round trip, where the backend has them), before any job is reported done: only
+//! committed changes are announced, and a change made after another's answer is announced
+//! after it. (Not inside the transaction: see `Dialect::announce_all`.) A node that stops
+//! between the commit and the announcement leaves it unsent, as a listener whose connection
+//! is down misses it.
+//!
+//! On PostgreSQL a group of single Observations then costs few round trips: the first job's
+//! look-ups, and one carrying the held rows, the pending writes, the commit and the
+//! announcements.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,22 +104,22 @@ impl Pending {
                 None => conn.execute_deferred(&sql_text, &values)?,
             }
         }
-        self.statistics.write(conn, dialect, &combined)?;
-        conn.flush_deferred()
+        // Deferred, to go with the commit.
+        self.statistics.write(conn, dialect, &combined)
     }
 
-    /// Sends the announcements of a group that committed, outside any transaction. The jobs
-    /// committed whatever happens here: a failure loses the announcements (logged and counted).
-    fn announce(&self, conn: &dyn Connection, dialect: &dyn Dialect) {
-        let joined = join_announcements(&self.announcements, store::ANNOUNCEMENT_BYTES);
-        for chunk in joined.chunks(64) {
-            let Some(sql_text) = dialect.announce_many(chunk.len()) else { return };
-            let params: Vec<Param> = chunk.iter().map(|m| Param::Text(m.clone())).collect();
-            if let Err(error) = conn.execute(&sql_text, &params) {
-                tracing::warn!(%error, "cannot announce committed changes to the other nodes");
-                metrics::counter!("thingbase_announcements_lost_total").increment(chunk.len() as u64);
-            }
+    /// The statements that send the group's announcements once it committed, with how many
+    /// messages they send; `None` when there are none, or the backend has no other nodes.
+    fn announcing(&self, dialect: &dyn Dialect) -> Option<(String, usize)> {
+        if self.announcements.is_empty() {
+            return None;
         }
+        let joined = join_announcements(&self.announcements, store::ANNOUNCEMENT_BYTES);
+        let mut statements = Vec::new();
+        for chunk in joined.chunks(64) {
+            statements.push(dialect.announce_all(chunk)?);
+        }
+        Some((statements.join("; "), joined.len()))
     }
 }
 
@@ -207,18 +212,21 @@ pub fn commit_group(
         let outcome = run_in_savepoint(conn, &buffering, dialect, &visibility, projects, &mut memo, &mut pending, job);
         outcomes.push((done, outcome));
     }
-    let written = buffering
-        .flush_group()
-        .and_then(|()| if pending.is_empty() { Ok(()) } else { write_pending(conn, dialect, &pending) });
-    let committed = written.and_then(|()| conn.batch("COMMIT"));
+    let announcing = pending.announcing(dialect);
+    let committed = buffering.flush_group().and_then(|()| commit(conn, dialect, &pending, announcing.as_ref()));
     match committed {
-        Ok(()) => {
+        Ok(announced) => {
             let elapsed = started.elapsed();
             tracing::trace!(jobs = size, elapsed_us = elapsed.as_micros() as u64, "committed");
             metrics::counter!("thingbase_commits_total").increment(1);
             metrics::histogram!("thingbase_commit_jobs").record(size as f64);
             metrics::histogram!("thingbase_commit_duration_seconds").record(elapsed.as_secs_f64());
-            pending.announce(conn, dialect);
+            // The jobs committed whatever happened to the announcements: a failure loses them
+            // (logged and counted).
+            if let (Err(error), Some((_, messages))) = (announced, &announcing) {
+                tracing::warn!(%error, "cannot announce committed changes to the other nodes");
+                metrics::counter!("thingbase_announcements_lost_total").increment(*messages as u64);
+            }
             for (done, outcome) in outcomes {
                 done(outcome);
             }
@@ -235,14 +243,29 @@ pub fn commit_group(
     }
 }
 
-/// Writes what the group left pending; a deadlock with another writer (which PostgreSQL
-/// resolves by failing one statement) is waited out and tried again, a few times.
-fn write_pending(conn: &dyn Connection, dialect: &dyn Dialect, pending: &Pending) -> Result<(), StoreError> {
+/// Writes what the group left pending, commits, and then sends the announcements, in one
+/// round trip with the held rows where the backend defers statements (`Connection::commit_then`);
+/// `Ok(Err(_))` when the group committed but its announcements failed. A deadlock with another
+/// writer over the pending writes (which PostgreSQL resolves by failing one statement) is
+/// waited out and they are tried again, a few times.
+fn commit(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    pending: &Pending,
+    announcing: Option<&(String, usize)>,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let after = announcing.map(|(statements, _)| statements.as_str());
+    if pending.is_empty() {
+        return conn.commit_then(&["COMMIT"], after);
+    }
     let mut tries = 0;
     loop {
         conn.batch_deferred("SAVEPOINT pending")?;
-        match pending.write(conn, dialect) {
-            Ok(()) => return conn.batch_deferred("RELEASE SAVEPOINT pending"),
+        let committed = pending
+            .write(conn, dialect)
+            .and_then(|()| conn.commit_then(&["RELEASE SAVEPOINT pending", "COMMIT"], after));
+        match committed {
+            Ok(announced) => return Ok(announced),
             Err(StoreError::Busy(message)) if tries < 3 => {
                 tries += 1;
                 tracing::debug!(%message, tries, "writing the group's derived times again");

@@ -62,6 +62,20 @@ pub trait Connection {
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// Two queries, in one round trip where the backend pipelines them: the rows of `first`
+    /// go to `each_first`, then those of `second` to `each_second` (each until it returns
+    /// `false`); neither may run statements on this connection.
+    fn query_two(
+        &self,
+        first: (&str, &[Param]),
+        second: (&str, &[Param]),
+        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.query(first.0, first.1, each_first)?;
+        self.query(second.0, second.1, each_second)
+    }
+
     /// [`Connection::query`] for a result that may be large: where reading it whole before the
     /// first row would delay the answer (PostgreSQL), it is read in pieces as `each` goes.
     fn query_large(
@@ -108,6 +122,18 @@ pub trait Connection {
     /// Sends whatever waits to go with the next statement, and answers for it.
     fn flush_deferred(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Ends the transaction: runs the statements of `finish` (without parameters, the last of
+    /// them the `COMMIT`) and, once they all succeeded, `after` (statements without parameters)
+    /// in a transaction of its own. A backend with round trips sends what was deferred, both
+    /// and the statements between in one. `Err` when the transaction did not commit;
+    /// `Ok(Err(_))` when it did but `after` failed.
+    fn commit_then(&self, finish: &[&str], after: Option<&str>) -> Result<Result<(), StoreError>, StoreError> {
+        for statement in finish {
+            self.batch(statement)?;
+        }
+        Ok(after.map_or(Ok(()), |after| self.batch(after)))
     }
 
     /// Stops statements that run past `deadline` (inside the current read transaction; `None`
