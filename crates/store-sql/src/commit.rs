@@ -93,7 +93,7 @@ impl Pending {
         // (every group of POSTs) has its row changed once.
         let mut combined = BTreeSet::new();
         for (&(table, id), (entity, phenomenon, result)) in &self.extents {
-            let (sql_text, values) = extent_statement(dialect, *entity, Id(id), *phenomenon, *result);
+            let values = extent_values(Id(id), *phenomenon, *result);
             match self.statistics.simple_addition(*entity, id) {
                 Some(addition) => {
                     let sql_text = sql::statistics::extend_times_and_add_observations(dialect, *entity);
@@ -101,7 +101,7 @@ impl Pending {
                     conn.execute_deferred(&sql_text, &values)?;
                     combined.insert((table, id));
                 }
-                None => conn.execute_deferred(&sql_text, &values)?,
+                None => conn.execute_deferred(&sql::fixed::extend_times(dialect, *entity), &values)?,
             }
         }
         // Deferred, to go with the commit.
@@ -156,26 +156,20 @@ pub(crate) fn write_extent(
     phenomenon: Interval,
     result: Option<Interval>,
 ) -> Result<(), StoreError> {
-    let (sql_text, values) = extent_statement(dialect, entity, id, phenomenon, result);
-    conn.execute(&sql_text, &values)?;
+    conn.execute(&sql::fixed::extend_times(dialect, entity), &extent_values(id, phenomenon, result))?;
     Ok(())
 }
 
-fn extent_statement(
-    dialect: &dyn Dialect,
-    entity: EntityType,
-    id: Id,
-    phenomenon: Interval,
-    result: Option<Interval>,
-) -> (String, [Param; 5]) {
-    let values = [
+/// The parameters of `sql::fixed::extend_times` (and of the first five of
+/// `sql::statistics::extend_times_and_add_observations`).
+fn extent_values(id: Id, phenomenon: Interval, result: Option<Interval>) -> [Param; 5] {
+    [
         Param::Integer(id.0),
         Param::Integer(phenomenon.start().micros()),
         Param::Integer(phenomenon.end().micros()),
         result.map(|r| Param::Integer(r.start().micros())).unwrap_or(Param::Null),
         result.map(|r| Param::Integer(r.end().micros())).unwrap_or(Param::Null),
-    ];
-    (sql::fixed::extend_times(dialect, entity), values)
+    ]
 }
 
 /// A write job waiting for the writer, with the visibility of whoever asked for it.
