@@ -310,6 +310,7 @@ async fn backfill_csv(settings: &Settings) -> anyhow::Result<()> {
             writers: 0,
             large_writers: None,
             tls_ca: None,
+            tls_client: None,
             rollups: true,
         };
         let started = Instant::now();

@@ -166,6 +166,53 @@ impl Cluster {
         Err("the server did not turn TLS on".into())
     }
 
+    /// Makes the role `user` (a superuser) log in over TLS only, with a client certificate that
+    /// `ca_pem` signed and whose common name is `user` (`cert` authentication), without a
+    /// restart; other roles are left as they were. Needs [`Cluster::enable_tls`] first.
+    pub fn require_client_certificates(&self, ca_pem: &str, user: &str) -> Result<(), String> {
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            return Err(format!("{user:?}: a role name of lowercase letters and underscores, please"));
+        }
+        let ca = self.root.join("tls").join("client-ca.crt");
+        std::fs::write(&ca, ca_pem).map_err(|e| format!("cannot write the client CA: {e}"))?;
+        let hba = self.root.join("data").join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).map_err(|e| format!("cannot read {}: {e}", hba.display()))?;
+        let first = format!("hostssl all {user} {HOST}/32 cert\nhost all {user} {HOST}/32 reject\n");
+        if !rules.starts_with(&first) {
+            std::fs::write(&hba, format!("{first}{rules}"))
+                .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        }
+        if running_as_root()? {
+            run(Command::new("chown").arg(format!("{SUPERUSER}:{SUPERUSER}")).arg(&ca).arg(&hba))?;
+        }
+        let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+        self.psql(
+            &self.url("postgres"),
+            &[
+                &format!(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN \
+                     CREATE ROLE {user} LOGIN SUPERUSER; END IF; END $$"
+                ),
+                &format!("ALTER SYSTEM SET ssl_ca_file = '{}'", quote(&ca)),
+                "SELECT pg_reload_conf()",
+            ],
+        )?;
+        // The reload is asynchronous: wait until a plain connection as `user` is refused.
+        let plain = format!("{}?sslmode=disable", self.url_as(user, "postgres"));
+        for _ in 0..100 {
+            if self.psql(&plain, &["SELECT 1"]).is_err() && self.psql(&self.url("postgres"), &["SELECT 1"]).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("the server did not take the client certificate rules".into())
+    }
+
+    /// `postgres://<user>@127.0.0.1:<port>/<database>`, for a role other than the superuser.
+    pub fn url_as(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@{HOST}:{}/{database}", self.port)
+    }
+
     fn url(&self, database: &str) -> String {
         format!("postgres://{SUPERUSER}@{HOST}:{}/{database}", self.port)
     }

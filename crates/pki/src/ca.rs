@@ -117,19 +117,7 @@ impl CertificateAuthority {
         if chain_der.is_empty() {
             return Err(PkiError::Pem("the certificate chain has no \"CERTIFICATE\" block".into()));
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| PkiError::Pem(format!("the private key: {e}")))?;
-        let convert = "convert it with `openssl pkcs8 -topk8 -nocrypt`";
-        match key {
-            PrivateKeyDer::Pkcs8(key) => CertificateAuthority::from_parts(chain_der, key.secret_pkcs8_der()),
-            PrivateKeyDer::Sec1(_) => Err(PkiError::Key(format!(
-                "the key is a SEC1 \"EC PRIVATE KEY\", not PKCS#8 \"PRIVATE KEY\"; {convert}"
-            ))),
-            PrivateKeyDer::Pkcs1(_) => Err(PkiError::Key(format!(
-                "the key is a PKCS#1 \"RSA PRIVATE KEY\", not PKCS#8 \"PRIVATE KEY\"; {convert}"
-            ))),
-            _ => Err(PkiError::Key(format!("the key is not PKCS#8 \"PRIVATE KEY\"; {convert}"))),
-        }
+        CertificateAuthority::from_parts(chain_der, &pem_pkcs8_key(key_pem)?)
     }
 
     /// The CA from its chain ([`CertificateAuthority::chain_der`]) and its PKCS#8 key
@@ -338,6 +326,24 @@ fn probe(issuer: &Issuer<'_, KeyPair>, ca: &X509Certificate<'_>) -> Result<(), P
 }
 
 /// The parameters every end-entity certificate shares.
+/// The PKCS#8 private key (DER) of a PEM "PRIVATE KEY"; other key formats are refused with how
+/// to convert them.
+pub fn pem_pkcs8_key(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| PkiError::Pem(format!("the private key: {e}")))?;
+    let convert = "convert it with `openssl pkcs8 -topk8 -nocrypt`";
+    match key {
+        PrivateKeyDer::Pkcs8(key) => Ok(key.secret_pkcs8_der().to_vec()),
+        PrivateKeyDer::Sec1(_) => {
+            Err(PkiError::Key(format!("the key is a SEC1 \"EC PRIVATE KEY\", not PKCS#8 \"PRIVATE KEY\"; {convert}")))
+        }
+        PrivateKeyDer::Pkcs1(_) => Err(PkiError::Key(format!(
+            "the key is a PKCS#1 \"RSA PRIVATE KEY\", not PKCS#8 \"PRIVATE KEY\"; {convert}"
+        ))),
+        _ => Err(PkiError::Key(format!("the key is not PKCS#8 \"PRIVATE KEY\"; {convert}"))),
+    }
+}
+
 fn end_entity(subject: DistinguishedName, serial: &Serial, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = subject;

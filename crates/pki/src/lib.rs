@@ -33,7 +33,7 @@ mod tests;
 
 use std::fmt;
 
-pub use ca::{CertificateAuthority, IssuedCertificate, ServerIdentity};
+pub use ca::{CertificateAuthority, IssuedCertificate, ServerIdentity, pem_pkcs8_key};
 pub use csr::{CheckedCsr, CsrError, MAX_CSR_BYTES, parse_csr};
 pub use pkcs7::certs_only;
 pub use seal::SealingKey;

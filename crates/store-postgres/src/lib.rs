@@ -61,8 +61,25 @@ pub enum DatabaseTls {
     #[default]
     Off,
     /// TLS always (`sslmode=require` whatever the URL says), the server's certificate verified
-    /// against these trust anchors (DER) and its name against the URL's host.
-    Verified { roots: Vec<Vec<u8>> },
+    /// against these trust anchors (DER) and its name against the URL's host; with `client`,
+    /// this node shows that certificate when the server asks for one (PostgreSQL's `cert`
+    /// authentication, or `clientcert=verify-full`).
+    Verified { roots: Vec<Vec<u8>>, client: Option<ClientIdentity> },
+}
+
+/// A client certificate for the database: the certificate first, then its issuers (DER), and
+/// its PKCS#8 private key (DER).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+}
+
+/// The key stays out of logs.
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("certificates", &self.chain.len()).finish_non_exhaustive()
+    }
 }
 
 impl PostgresOptions {
@@ -95,7 +112,7 @@ impl std::fmt::Debug for PostgresStore {
 
 /// The TLS client configuration `options` ask for, if any.
 fn tls_config(options: &PostgresOptions) -> Result<Option<rustls::ClientConfig>, StoreError> {
-    let DatabaseTls::Verified { roots } = &options.tls else { return Ok(None) };
+    let DatabaseTls::Verified { roots, client } = &options.tls else { return Ok(None) };
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store
@@ -103,11 +120,20 @@ fn tls_config(options: &PostgresOptions) -> Result<Option<rustls::ClientConfig>,
             .map_err(|e| StoreError::Database(format!("a database CA certificate: {e}").into()))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Database(e.to_string().into()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+        .with_root_certificates(store);
+    let tls = match client {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let chain = identity.chain.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8.clone().into());
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| StoreError::Database(format!("the database client certificate: {e}").into()))?
+        }
+    };
     Ok(Some(tls))
 }
 

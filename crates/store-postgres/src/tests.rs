@@ -319,7 +319,7 @@ fn connections_use_verified_tls_when_asked_and_refuse_an_unknown_server() {
     let url = database("tls");
     let mut options = PostgresOptions::new(url.clone());
     options.readers = 1;
-    options.tls = crate::DatabaseTls::Verified { roots: vec![ca] };
+    options.tls = crate::DatabaseTls::Verified { roots: vec![ca.clone()], client: None };
     let store = PostgresStore::open(options).expect("a store over TLS");
     // Every connection of this database is encrypted (the store's, as pg_stat_ssl says).
     let name = url.rsplit('/').next().expect("a database name").to_owned();
@@ -339,9 +339,63 @@ fn connections_use_verified_tls_when_asked_and_refuse_an_unknown_server() {
     // A server whose certificate another CA signed is refused.
     let (other, _, _) = server_certificate("another CA");
     let mut options = PostgresOptions::new(database("tls_refused"));
-    options.tls = crate::DatabaseTls::Verified { roots: vec![other] };
+    options.tls = crate::DatabaseTls::Verified { roots: vec![other], client: None };
     let refused = PostgresStore::open(options);
     assert!(refused.is_err(), "an unverified server is refused");
+
+    // A role that logs in with a client certificate only (the server's `cert` authentication).
+    // In this test, which enabled TLS: the cluster is shared, and one server certificate is
+    // enough.
+    let user = "tb_cert_user";
+    let (client_ca, identity) = client_certificate("database client CA", user);
+    cluster.require_client_certificates(&client_ca, user).expect("the client certificate rules");
+    let url = database("tls_client_certificate");
+    let name = url.rsplit('/').next().expect("a database name").to_owned();
+    let as_user = cluster.url_as(user, &name);
+    let open = |client: Option<crate::ClientIdentity>| {
+        let mut options = PostgresOptions::new(as_user.clone());
+        options.readers = 1;
+        options.tls = crate::DatabaseTls::Verified { roots: vec![ca.clone()], client };
+        PostgresStore::open(options)
+    };
+    let refused = open(None).expect_err("no client certificate, no login");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    let (_, stranger) = client_certificate("another client CA", user);
+    assert!(open(Some(stranger)).is_err(), "a certificate another CA signed is refused");
+    let store = open(Some(identity)).expect("a store logged in with its client certificate");
+    let dns: Vec<String> = {
+        use store_sql::Connection as _;
+        let mut found = Vec::new();
+        conn.query(
+            "SELECT s.client_dn FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1",
+            &[Param::Text(name)],
+            &mut |row| {
+                found.push(row.text(0)?.unwrap_or_default());
+                Ok(true)
+            },
+        )
+        .expect("query");
+        found
+    };
+    assert!(dns.len() >= 2, "the store's writer and reader are connected: {dns:?}");
+    assert!(dns.iter().all(|dn| dn.contains(&format!("CN={user}"))), "each with the certificate: {dns:?}");
+    store.shutdown();
+}
+
+/// A CA (PEM) and a client certificate it signed whose common name is `user`.
+fn client_certificate(ca_name: &str, user: &str) -> (String, crate::ClientIdentity) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, ca_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a key")).expect("a CA");
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("a key");
+    let certificate = params.signed_by(&key, &ca).expect("a client certificate");
+    (ca.pem(), crate::ClientIdentity { chain: vec![certificate.der().to_vec()], key_pkcs8: key.serialize_der() })
 }
 
 #[test]

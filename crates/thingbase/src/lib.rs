@@ -3,7 +3,7 @@
 //! tool start servers in-process through [`start`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -27,6 +27,8 @@ pub struct Config {
     pub database_large_writers: Option<usize>,
     /// Trust anchors for TLS to PostgreSQL (PEM); see [`Database::tls_ca`].
     pub database_ca: Option<PathBuf>,
+    /// A client certificate and its key for TLS to PostgreSQL; see [`Database::tls_client`].
+    pub database_client: Option<(PathBuf, PathBuf)>,
     pub bind: Vec<IpAddr>,
     pub http_port: u16,
     /// The MQTT port of the embedded broker (0 picks a free one).
@@ -77,6 +79,7 @@ impl Default for Config {
             database_writers: 0,
             database_large_writers: None,
             database_ca: None,
+            database_client: None,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             http_port: 8080,
             mqtt_port: 1883,
@@ -166,6 +169,7 @@ pub async fn start(config: Config, metrics: Option<http_api::MetricsRender>) -> 
         writers: config.database_writers,
         large_writers: config.database_large_writers,
         tls_ca: config.database_ca.clone(),
+        tls_client: config.database_client.clone(),
         rollups: config.rollups,
     };
     let (durability, readers) = (config.durability, config.readers);
@@ -420,8 +424,24 @@ pub struct Database {
     /// Trust anchors (a PEM file) for TLS to PostgreSQL: with them every connection uses TLS
     /// and verifies the server's certificate and name.
     pub tls_ca: Option<PathBuf>,
+    /// A client certificate (a PEM file: the certificate, then any issuers) and its PKCS#8
+    /// private key (a PEM file), shown over that TLS when the server asks for one.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     /// Whether rollups are kept as Observations are written (docs/timeseries.md).
     pub rollups: bool,
+}
+
+/// A client certificate chain and key, each from a PEM file.
+fn client_identity(certificate: &Path, key: &Path) -> anyhow::Result<store_postgres::ClientIdentity> {
+    let pem = std::fs::read_to_string(certificate)
+        .with_context(|| format!("cannot read the database client certificate {}", certificate.display()))?;
+    let chain =
+        pki::pem_certificates(&pem).with_context(|| format!("the client certificate {}", certificate.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no PEM certificate", certificate.display());
+    let pem = std::fs::read_to_string(key)
+        .with_context(|| format!("cannot read the database client key {}", key.display()))?;
+    let key_pkcs8 = pki::pem_pkcs8_key(&pem).with_context(|| format!("the client key {}", key.display()))?;
+    Ok(store_postgres::ClientIdentity { chain, key_pkcs8 })
 }
 
 impl Database {
@@ -437,7 +457,15 @@ impl Database {
                     let roots = pki::pem_certificates(&pem)
                         .with_context(|| format!("the database CA file {}", path.display()))?;
                     anyhow::ensure!(!roots.is_empty(), "{} holds no PEM certificate", path.display());
-                    options.tls = store_postgres::DatabaseTls::Verified { roots };
+                    let client = match &self.tls_client {
+                        Some((certificate, key)) => Some(client_identity(certificate, key)?),
+                        None => None,
+                    };
+                    options.tls = store_postgres::DatabaseTls::Verified { roots, client };
+                } else if self.tls_client.is_some() {
+                    anyhow::bail!(
+                        "a database client certificate needs --database-ca, the trust anchors of the server's"
+                    );
                 }
                 if self.writers > 0 {
                     options.writers = self.writers;
@@ -675,14 +703,30 @@ async fn wait_for_signal() {
 
 /// Loads a CSV file of Observations into a Datastream or MultiDatastream (`thingbase
 /// backfill`, see `backfill`), as the server would for a hub administrator.
-pub async fn backfill(
-    database: &Database,
-    series: backfill::Series,
-    file: &std::path::Path,
-) -> anyhow::Result<backfill::Loaded> {
+pub async fn backfill(database: &Database, series: backfill::Series, file: &Path) -> anyhow::Result<backfill::Loaded> {
     let store = database.open(Durability::Process, 1).await?;
     let app = app::App::new(store, store::Paging { default_top: 1, max_top: 1 });
     let loaded = backfill::load(&app, series, file).await;
     app.shutdown();
     loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_client_certificate_needs_the_servers_trust_anchors() {
+        let database = Database {
+            data_dir: PathBuf::from("unused"),
+            url: Some("postgres://thingbase@127.0.0.1:1/thingbase".into()),
+            writers: 0,
+            large_writers: None,
+            tls_ca: None,
+            tls_client: Some((PathBuf::from("node.crt"), PathBuf::from("node.key"))),
+            rollups: true,
+        };
+        let refused = database.open(Durability::Process, 1).await.err().expect("refused before connecting");
+        assert!(refused.to_string().contains("--database-ca"), "{refused}");
+    }
 }

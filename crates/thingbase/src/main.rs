@@ -147,6 +147,14 @@ struct DataDir {
     /// the server's certificate and host name.
     #[arg(long, env = "THINGBASE_DATABASE_CA")]
     database_ca: Option<PathBuf>,
+    /// A client certificate (PEM: the certificate, then any issuers) that the connections to
+    /// PostgreSQL show when it asks for one (its `cert` authentication); needs --database-ca
+    /// and --database-key.
+    #[arg(long, env = "THINGBASE_DATABASE_CERT", requires = "database_key")]
+    database_cert: Option<PathBuf>,
+    /// The PKCS#8 private key (PEM) of --database-cert.
+    #[arg(long, env = "THINGBASE_DATABASE_KEY", requires = "database_cert")]
+    database_key: Option<PathBuf>,
 }
 
 impl DataDir {
@@ -157,6 +165,7 @@ impl DataDir {
             writers: 0,
             large_writers: None,
             tls_ca: self.database_ca,
+            tls_client: self.database_cert.zip(self.database_key),
             rollups: true,
         }
     }
@@ -317,6 +326,14 @@ struct Serve {
     /// the server's certificate and host name (as libpq's sslmode=verify-full).
     #[arg(long, env = "THINGBASE_DATABASE_CA")]
     database_ca: Option<PathBuf>,
+    /// A client certificate (PEM: the certificate, then any issuers) that the connections to
+    /// PostgreSQL show when it asks for one (its `cert` authentication); needs --database-ca
+    /// and --database-key.
+    #[arg(long, env = "THINGBASE_DATABASE_CERT", requires = "database_key")]
+    database_cert: Option<PathBuf>,
+    /// The PKCS#8 private key (PEM) of --database-cert.
+    #[arg(long, env = "THINGBASE_DATABASE_KEY", requires = "database_cert")]
+    database_key: Option<PathBuf>,
     /// Addresses to listen on (repeat or comma-separate; IPv4 and IPv6). By default every IPv4
     /// interface (0.0.0.0) with access control on, and loopback only (127.0.0.1) with
     /// `--auth off`.
@@ -594,6 +611,7 @@ fn main() -> anyhow::Result<()> {
                 database_writers: serve.database_writers,
                 database_large_writers: Some(serve.database_large_writers),
                 database_ca: serve.database_ca,
+                database_client: serve.database_cert.zip(serve.database_key),
                 bind: match (serve.bind.is_empty(), serve.auth) {
                     (false, _) => serve.bind,
                     (true, AuthFlag::Required) => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],

@@ -1096,15 +1096,25 @@ fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     let files = TempDir::new("two-nodes-db-ca");
     let database_ca = files.0.join("database-ca.pem");
     std::fs::write(&database_ca, pki::pem_encode("CERTIFICATE", ca.certificate_der())).expect("CA file");
-    let node = |i: usize| {
-        let (url, database_ca) = (url.clone(), database_ca.clone());
+    // Node B logs in with a client certificate only (PostgreSQL's `cert` authentication).
+    let user = "it_node_b";
+    let (client_ca, client_cert, client_key) = database_client_certificate(user);
+    cluster.require_client_certificates(&client_ca, user).expect("client certificate rules");
+    let (cert_file, key_file) = (files.0.join("node-b.crt"), files.0.join("node-b.key"));
+    std::fs::write(&cert_file, client_cert).expect("client certificate file");
+    std::fs::write(&key_file, client_key).expect("client key file");
+    let name = url.rsplit('/').next().expect("name").to_owned();
+    let node = |i: usize, client: Option<(PathBuf, PathBuf)>| {
+        let url = if client.is_some() { cluster.url_as(user, &name) } else { url.clone() };
+        let database_ca = database_ca.clone();
         TestServer::start_with(&format!("devices-node-{i}"), move |c| {
             c.auth = thingbase::Auth::Required { admin_token: Some(ADMIN.into()) };
             c.database_url = Some(url);
             c.database_ca = Some(database_ca);
+            c.database_client = client;
         })
     };
-    let (a, b) = (node(0), node(1));
+    let (a, b) = (node(0, None), node(1, Some((cert_file, key_file))));
     let ca_of = |server: &TestServer| request_with("GET", &format!("{}/pki/ca.pem", root(server)), None, &[]).text;
     assert_eq!(ca_of(&a), ca_of(&b), "one CA for both nodes");
     let hub_a = Hub { ca: files.0.join("hub-ca.pem"), server: a, files: TempDir::new("two-nodes-a") };
@@ -1120,19 +1130,53 @@ fn two_nodes_over_tls_to_postgres_share_the_ca_and_its_devices() {
     let (status, body) = hub_b.post_as(&cert, &key, datastreams[0], 7.0);
     assert_eq!(status, 201, "{body}");
     assert_eq!(hub_a.observation_count(), 1);
-    // Both nodes' connections to the database are encrypted.
-    let name = url.rsplit('/').next().expect("name").to_owned();
+    // Both nodes' connections to the database are encrypted, node B's with its certificate.
     let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &cluster.port().to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
         .arg(format!(
-            "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{name}'"
+            "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) || ' ' || \
+             count(*) FILTER (WHERE a.usename = '{user}' AND s.client_dn = '/CN={user}') || ' ' || \
+             count(*) FILTER (WHERE a.usename = '{user}') \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{name}'"
         ))
         .output()
         .expect("psql");
     let counts = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let (plain, all) = counts.split_once(' ').expect("two counts");
-    assert_eq!(plain, "0", "no connection without TLS: {counts}");
-    assert!(all.parse::<u32>().expect("a count") >= 4, "both nodes are connected: {counts}");
+    let counts: Vec<u32> = counts.split(' ').map(|n| n.parse().expect("a count")).collect();
+    assert_eq!(counts[0], 0, "no connection without TLS: {counts:?}");
+    assert!(counts[1] >= 4, "both nodes are connected: {counts:?}");
+    assert!(counts[3] >= 2, "node B logged in as {user}: {counts:?}");
+    assert_eq!(counts[2], counts[3], "each of them with its certificate: {counts:?}");
+}
+
+/// A CA (PEM) and a client certificate (PEM) with its PKCS#8 key (PEM) for the database role
+/// `user` (the certificate's common name).
+fn database_client_certificate(user: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "database client CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a key")).expect("a CA");
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("a key");
+    let certificate = params.signed_by(&key, &ca).expect("a client certificate");
+    (ca.pem(), certificate.pem(), key.serialize_pem())
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn database(data_dir: &std::path::Path, url: Option<String>) -> thingbase::Datab
         writers: 0,
         large_writers: None,
         tls_ca: None,
+        tls_client: None,
         rollups: true,
     }
 }
