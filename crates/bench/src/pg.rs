@@ -160,10 +160,10 @@ pub async fn ingest_workload(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The POST rate of `per_node` clients on each of the nodes at `addrs` (each posting to its
-/// Datastream), and the CPU a request cost meanwhile.
+/// The POST rate of `per_node` clients on each of the nodes at `addrs` (client `w` of a node
+/// posting to the `w`-th of its Datastreams, round robin), and the CPU a request cost meanwhile.
 async fn post_load(
-    addrs: &[(SocketAddr, i64)],
+    addrs: &[(SocketAddr, &[i64])],
     per_node: usize,
     settings: &Settings,
 ) -> anyhow::Result<(f64, PerRequest)> {
@@ -175,14 +175,15 @@ async fn post_load(
     let started = Spent::now(postmaster);
     let commits = crate::commits::so_far();
     let mut tasks = Vec::new();
-    for &(addr, datastream) in addrs {
+    for &(addr, datastreams) in addrs {
+        ensure!(!datastreams.is_empty(), "no Datastream to post to");
         let seconds = settings.seconds;
+        let paths: Vec<String> = datastreams.iter().map(|d| format!("/v1.1/Datastreams({d})/Observations")).collect();
         tasks.push(tokio::spawn(async move {
-            let path = format!("/v1.1/Datastreams({datastream})/Observations");
             load(addr, per_node, seconds, 201, move |w, n| {
                 let body =
                     format!("{{\"result\":{},\"phenomenonTime\":\"{}\"}}", n, instant(T0 + n as i64 * 64 + w as i64));
-                ("POST", path.clone(), Bytes::from(body), true)
+                ("POST", paths[w % paths.len()].clone(), Bytes::from(body), true)
             })
             .await
         }));
@@ -243,7 +244,8 @@ async fn statements(commits: Option<u64>) -> anyhow::Result<()> {
 
 /// Single-Observation POSTs to one Datastream (the busiest case: every job widens the same
 /// row's derived times), on one node with one writer connection, one node with four, and two
-/// nodes with as many each on one database.
+/// nodes with as many each on one database; then with a Thing and Datastream per client (a
+/// sensor each), on one node and on two.
 ///
 /// The machine is shared and its speed drifts within seconds, so each round runs the one node
 /// before and after the two (A B A) and compares the two nodes with the mean of the runs around
@@ -255,6 +257,9 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
     let (mut doubled, mut doubled_ratios) = (Vec::new(), Vec::new());
     let c = settings.concurrency.max(2);
     let mut cpu_ratios: [Vec<f64>; 2] = Default::default();
+    // A Datastream per client: one node's rates, two nodes' rates, per-round ratios.
+    let mut devices: [Vec<f64>; 3] = Default::default();
+    let mut devices_cpu = Vec::new();
     for round in 0..settings.rounds {
         for (slot, writers) in [(0, 1), (1, 4)] {
             let url = database(&format!("bench_post_{round}_{writers}"))?;
@@ -267,9 +272,9 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 );
                 (rate, cpu)
             };
-            let (before, cpu_before) = one(post_load(&[(addr, datastream)], c, settings).await?, "before");
+            let (before, cpu_before) = one(post_load(&[(addr, &[datastream])], c, settings).await?, "before");
             let (second, second_addr, _second_dir) = node_with(&url, 100, writers).await?;
-            let both = [(addr, datastream), (second_addr, datastream)];
+            let both: [(SocketAddr, &[i64]); 2] = [(addr, &[datastream]), (second_addr, &[datastream])];
             let (two, cpu_two) = post_load(&both, c / 2, settings).await?;
             println!(
                 "round {round}: POST on PostgreSQL, two nodes, {writers} writer(s) each, c={} in all: {two:.0}/s, {cpu_two}",
@@ -279,7 +284,7 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
             if writers == 1 {
                 // Not the worst case: each node's clients post to a Datastream of their own.
                 let other = create_datastreams(addr, 1).await?[0];
-                let (rate, cpu) = post_load(&[(addr, datastream), (second_addr, other)], c / 2, settings).await?;
+                let (rate, cpu) = post_load(&[(addr, &[datastream]), (second_addr, &[other])], c / 2, settings).await?;
                 println!(
                     "round {round}: POST on PostgreSQL, two nodes, 1 writer each, a Datastream per node, c={} in all: {rate:.0}/s, {cpu}",
                     settings.concurrency
@@ -294,7 +299,7 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 doubled_rate = Some(rate);
             }
             second.stop().await;
-            let (after, cpu_after) = one(post_load(&[(addr, datastream)], c, settings).await?, "after");
+            let (after, cpu_after) = one(post_load(&[(addr, &[datastream])], c, settings).await?, "after");
             node.stop().await;
             let around = (before + after) / 2.0;
             let cpu_one = (cpu_before.total() + cpu_after.total()) / 2.0;
@@ -316,7 +321,39 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 doubled_ratios.push(rate / around);
             }
         }
+        // Devices: each client a Thing of its own with its Datastream (a sensor each), one node
+        // before and after two nodes that take half the clients each.
+        let url = database(&format!("bench_post_{round}_devices"))?;
+        let (first, addr, _dir) = node(&url, 100).await?;
+        let mut own = Vec::with_capacity(c);
+        for _ in 0..c {
+            own.push(create_datastreams(addr, 1).await?[0]);
+        }
+        let one = |(rate, cpu): (f64, PerRequest), when: &str| {
+            println!("round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}");
+            (rate, cpu)
+        };
+        let (before, cpu_before) = one(post_load(&[(addr, &own)], c, settings).await?, "before");
+        let (second, second_addr, _second_dir) = node(&url, 100).await?;
+        let (first_half, second_half) = own.split_at(c / 2);
+        let (two, cpu_two) = post_load(&[(addr, first_half), (second_addr, second_half)], c / 2, settings).await?;
+        println!("round {round}: POST on PostgreSQL, two nodes, a Datastream per client, c={c} in all: {two:.0}/s, {cpu_two}");
+        second.stop().await;
+        let (after, cpu_after) = one(post_load(&[(addr, &own)], c, settings).await?, "after");
+        first.stop().await;
+        let around = (before + after) / 2.0;
+        let cpu_ratio = cpu_two.total() / ((cpu_before.total() + cpu_after.total()) / 2.0);
+        println!(
+            "round {round}: a Datastream per client: two nodes / one node {:.2} in POSTs a second, {cpu_ratio:.2} in CPU a POST",
+            two / around
+        );
+        devices[0].extend([before, after]);
+        devices[1].push(two);
+        devices[2].push(two / around);
+        devices_cpu.push(cpu_ratio);
     }
+    let [devices_one, devices_two, devices_ratio] = devices.each_mut().map(|v| median(v));
+    let devices_cpu = median(&mut devices_cpu);
     let [[one, two, ratio], [one_four, two_four, ratio_four]] =
         rates.each_mut().map(|r| r.each_mut().map(|v| median(v)));
     let (spread, spread_ratio) = (median(&mut spread), median(&mut spread_ratios));
@@ -329,6 +366,10 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
          4 writers per node: one node {one_four:.0}/s, two nodes {two_four:.0}/s (ratio {ratio_four:.2}) \
          [ratios: median over rounds of two nodes / mean of one node before and after]; \
          CPU a POST, two nodes / one node: {cpu_ratio:.2} with 1 writer per node, {cpu_ratio_four:.2} with 4"
+    );
+    println!(
+        "PostgreSQL POST median, a Datastream per client, 1 writer per node: one node {devices_one:.0}/s, \
+         two nodes {devices_two:.0}/s (ratio {devices_ratio:.2}, CPU a POST {devices_cpu:.2})"
     );
     Ok(())
 }

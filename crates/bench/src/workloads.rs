@@ -97,10 +97,13 @@ pub(crate) async fn create_datastreams_as(
                        "location": {"type": "Point", "coordinates": [8.4, 49.0]}}],
         "Datastreams": [first],
     });
-    let (status, _) = connection.send("POST", "/v1.1/Things", Bytes::from(thing.to_string()), true).await?;
+    let (status, body) = connection.send("POST", "/v1.1/Things", Bytes::from(thing.to_string()), false).await?;
     ensure!(status == 201, "creating the Thing: {status}");
-    let (_, body) =
-        connection.send("GET", "/v1.1/Datastreams?$expand=Thing,Sensor,ObservedProperty", Bytes::new(), false).await?;
+    // This Thing's Datastream: the database may hold others already.
+    let created: Value = serde_json::from_slice(&body)?;
+    let thing = created["@iot.id"].as_i64().context("thing id")?;
+    let path = format!("/v1.1/Things({thing})/Datastreams?$expand=Thing,Sensor,ObservedProperty");
+    let (_, body) = connection.send("GET", &path, Bytes::new(), false).await?;
     let listed: Value = serde_json::from_slice(&body)?;
     let first = &listed["value"][0];
     let mut ids = vec![first["@iot.id"].as_i64().context("datastream id")?];
