@@ -305,16 +305,18 @@ impl App {
         path: Option<&ResourcePath>,
         f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
-        self.write_sized(caller, path, false, f).await
+        self.write_sized(caller, path, false, Vec::new(), f).await
     }
 
     /// [`App::write_job`], for a job that writes many rows when `large`
-    /// (`store::Store::write_large`).
+    /// (`store::Store::write_large`), or else that will look up `touches`
+    /// (`store::Store::write_touching`).
     async fn write_sized<T: Send + 'static>(
         &self,
         caller: &Caller,
         path: Option<&ResourcePath>,
         large: bool,
+        touches: store::Touches,
         f: impl FnOnce(&mut dyn Writer) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
         if caller.principal.identity == access::Identity::Anonymous {
@@ -387,7 +389,7 @@ impl App {
         if large {
             self.store.write_large(visibility, job, done);
         } else {
-            self.store.write(visibility, job, done);
+            self.store.write_touching(visibility, touches, job, done);
         }
         let reply = rx.await.unwrap_or_else(|_| Err(AppError::Internal("a write job was dropped".into())));
         let undeclared = undeclared.lock().ok().and_then(|mut slot| slot.take());
@@ -495,7 +497,9 @@ impl App {
     /// Runs one change and returns what it did, once committed.
     pub async fn write(&self, caller: &Caller, op: WriteOp) -> Result<WriteOutcome, AppError> {
         let path = op.path().clone();
-        let result = self.write_job(caller, Some(&path), move |writer| write::apply(writer, op)).await;
+        let touches = write::touches(&op);
+        let result =
+            self.write_sized(caller, Some(&path), false, touches, move |writer| write::apply(writer, op)).await;
         if let Err(AppError::Forbidden(message)) = &result {
             self.audit_later(audit::actor_of(caller), "write_denied", serde_json::json!({"reason": message}));
         }
@@ -539,8 +543,10 @@ impl App {
         items: Vec<DataArrayItem>,
     ) -> Result<Vec<Result<Id, AppError>>, AppError> {
         let rows: usize = items.iter().map(|item| item.rows.len()).sum();
-        self.write_sized(caller, None, rows >= LARGE_WRITE, move |writer| write::create_data_arrays(writer, items))
-            .await
+        self.write_sized(caller, None, rows >= LARGE_WRITE, Vec::new(), move |writer| {
+            write::create_data_arrays(writer, items)
+        })
+        .await
     }
 
     /// Finishes queued writes and stops the store.

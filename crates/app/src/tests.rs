@@ -328,3 +328,28 @@ mod gate {
         assert!(level.is_err());
     }
 }
+
+#[test]
+fn creates_of_observations_say_which_datastream_they_will_look_up() {
+    use model::Id;
+    let touches = |path: &str, body: serde_json::Value| crate::write::touches(&create(path, body));
+    let result = || json!({"result": 1});
+    assert_eq!(touches("Datastreams(7)/Observations", result()), [(EntityType::Datastream, Id(7))]);
+    assert_eq!(touches("MultiDatastreams(8)/Observations", result()), [(EntityType::MultiDatastream, Id(8))]);
+    assert_eq!(
+        touches("Observations", json!({"result": 1, "Datastream": {"@iot.id": 9}})),
+        [(EntityType::Datastream, Id(9))]
+    );
+    assert_eq!(
+        touches("Observations", json!({"result": [1], "MultiDatastream": {"@iot.id": 10}})),
+        [(EntityType::MultiDatastream, Id(10))]
+    );
+    // Nothing to look up ahead: no id, another entity, or a deeper path.
+    assert!(touches("Observations", json!({"result": 1, "Datastream": {"@iot.id": "9"}})).is_empty());
+    assert!(touches("Observations", json!({"result": 1, "Datastream": {"name": "new"}})).is_empty());
+    assert!(touches("Things", json!({"name": "t"})).is_empty());
+    assert!(touches("Things(1)/Datastreams", json!({"name": "d"})).is_empty());
+    assert!(touches("Things(1)/Datastreams(2)/Observations", result()).is_empty());
+    let update = WriteOp::Delete { path: odata::parse_path("Datastreams(7)/Observations").unwrap() };
+    assert!(crate::write::touches(&update).is_empty());
+}

@@ -330,14 +330,18 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
             own.push(create_datastreams(addr, 1).await?[0]);
         }
         let one = |(rate, cpu): (f64, PerRequest), when: &str| {
-            println!("round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}");
+            println!(
+                "round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}"
+            );
             (rate, cpu)
         };
         let (before, cpu_before) = one(post_load(&[(addr, &own)], c, settings).await?, "before");
         let (second, second_addr, _second_dir) = node(&url, 100).await?;
         let (first_half, second_half) = own.split_at(c / 2);
         let (two, cpu_two) = post_load(&[(addr, first_half), (second_addr, second_half)], c / 2, settings).await?;
-        println!("round {round}: POST on PostgreSQL, two nodes, a Datastream per client, c={c} in all: {two:.0}/s, {cpu_two}");
+        println!(
+            "round {round}: POST on PostgreSQL, two nodes, a Datastream per client, c={c} in all: {two:.0}/s, {cpu_two}"
+        );
         second.stop().await;
         let (after, cpu_after) = one(post_load(&[(addr, &own)], c, settings).await?, "after");
         first.stop().await;

@@ -50,11 +50,14 @@ pub fn recompute_times(dialect: &dyn Dialect, entity: EntityType) -> String {
     )
 }
 
-/// Rows `(location id, generated feature id or NULL, encoding type, location, name, description)`
-/// for the Locations of the Thing of the (Multi)Datastream `?1`.
+/// Rows `(location id, generated feature id or NULL, encoding type, location, name,
+/// description, whether the (Multi)Datastream has Observations of that feature already)` for
+/// the Locations of the Thing of the (Multi)Datastream `?1`.
 pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let (features, column) = observed_features(entity);
     format!(
-        "SELECT l.id, g.feature_id, l.encoding_type, l.location, l.name, l.description \
+        "SELECT l.id, g.feature_id, l.encoding_type, l.location, l.name, l.description, \
+         EXISTS (SELECT 1 FROM {features} n WHERE n.{column} = d.id AND n.feature_id = g.feature_id) \
          FROM {table} d JOIN thing_locations tl ON tl.thing_id = d.thing_id \
          JOIN locations l ON l.id = tl.location_id \
          LEFT JOIN location_features g ON g.location_id = l.id \
@@ -189,11 +192,18 @@ pub fn delete_dependents(dialect: &dyn Dialect, entity: EntityType) -> Vec<Strin
     }
 }
 
-pub fn note_feature(dialect: &dyn Dialect, entity: EntityType) -> String {
-    let (table, column) = match entity {
+/// The table of the features a Datastream (or MultiDatastream) has Observations of, and its
+/// column naming the (Multi)Datastream.
+fn observed_features(entity: EntityType) -> (&'static str, &'static str) {
+    match entity {
         EntityType::MultiDatastream => ("multi_datastream_features", "multi_datastream_id"),
         _ => ("datastream_features", "datastream_id"),
-    };
+    }
+}
+
+/// Records that the (Multi)Datastream `?1` has Observations of the feature `?2`.
+pub fn note_feature(dialect: &dyn Dialect, entity: EntityType) -> String {
+    let (table, column) = observed_features(entity);
     format!(
         "INSERT INTO {table} ({column}, feature_id) VALUES ({}, {}) ON CONFLICT DO NOTHING",
         dialect.placeholder(1),

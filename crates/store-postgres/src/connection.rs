@@ -79,8 +79,9 @@ enum Later {
     /// fails the transaction for good.
     Simple(String),
     /// A prepared statement whose row count nobody needs (`execute_deferred`): its failure is
-    /// the next statement's, as if it had run then.
-    Execute(Statement, Vec<Param>),
+    /// the next statement's, as if it had run then; with `for_transaction`
+    /// (`execute_deferred_for_transaction`) it fails the transaction for good as well.
+    Execute { statement: Statement, params: Vec<Param>, for_transaction: bool },
 }
 
 /// Keys drawn from a sequence at a time by `reserve_key`, at first and at most.
@@ -514,7 +515,7 @@ impl PgConnection {
         let sent = deferred.iter().map(|later| {
             let request: std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + '_>> = match later {
                 Later::Simple(text) => Box::pin(self.client.batch_execute(text)),
-                Later::Execute(statement, params) => {
+                Later::Execute { statement, params, .. } => {
                     Box::pin(async { self.client.execute_raw(statement, params.iter().map(Bound)).await.map(drop) })
                 }
             };
@@ -527,12 +528,20 @@ impl PgConnection {
             if let Err(e) = outcome {
                 let e = db_error(e);
                 return Err(match later {
-                    Later::Simple(_) => self.failing(e),
-                    Later::Execute(..) => e,
+                    Later::Simple(_) | Later::Execute { for_transaction: true, .. } => self.failing(e),
+                    Later::Execute { for_transaction: false, .. } => e,
                 });
             }
         }
         result.map_err(db_error)
+    }
+
+    /// Prepares `sql` (when new) to go with the next statement.
+    fn defer(&self, sql: &str, params: &[Param], for_transaction: bool) -> Result<(), StoreError> {
+        self.check_failed()?;
+        let statement = self.prepared(sql, params)?;
+        self.deferred.borrow_mut().push(Later::Execute { statement, params: params.to_vec(), for_transaction });
+        Ok(())
     }
 
     /// Whether the connection is gone (the server closed it).
@@ -647,6 +656,33 @@ impl store_sql::Connection for PgConnection {
         Ok(())
     }
 
+    /// All sent before any is read.
+    fn query_many(
+        &self,
+        queries: &[(&str, &[Param])],
+        each: &mut dyn FnMut(usize, &dyn SqlRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.within_deadline()?;
+        let mut statements = Vec::with_capacity(queries.len());
+        for (sql, params) in queries {
+            statements.push(self.prepared(sql, params)?);
+        }
+        let requests = statements.iter().zip(queries).map(|(statement, (_, params))| async move {
+            let rows: Vec<tokio_postgres::Row> =
+                self.client.query_raw(statement, params.iter().map(Bound)).await?.try_collect().await?;
+            Ok::<_, tokio_postgres::Error>(rows)
+        });
+        // `try_join_all` polls in order, so every request is sent before any answer is awaited.
+        let answers = self.pipelined(futures_util::future::try_join_all(requests))?;
+        for (i, rows) in answers.iter().enumerate() {
+            for row in rows {
+                each(i, &Row(row))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Through a cursor of the job's transaction, `FETCH_ROWS` at a time.
     fn query_large(
         &self,
@@ -751,10 +787,13 @@ impl store_sql::Connection for PgConnection {
 
     /// Prepared now (when new), sent with the next statement.
     fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
-        self.check_failed()?;
-        let statement = self.prepared(sql, params)?;
-        self.deferred.borrow_mut().push(Later::Execute(statement, params.to_vec()));
-        Ok(())
+        self.defer(sql, params, false)
+    }
+
+    /// Prepared now (when new), sent with the next statement; its failure fails the
+    /// transaction.
+    fn execute_deferred_for_transaction(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.defer(sql, params, true)
     }
 
     fn flush_deferred(&self) -> Result<(), StoreError> {

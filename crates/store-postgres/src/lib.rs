@@ -220,6 +220,10 @@ impl Store for PostgresStore {
         self.queues.write_large(visibility, job, done);
     }
 
+    fn write_touching(&self, visibility: Visibility, touches: store::Touches, job: WriteJob, done: WriteDone) {
+        self.queues.write_touching(visibility, touches, job, done);
+    }
+
     fn listen(&self, listener: store::Listener) -> bool {
         let (options, stopping) = (self.options.clone(), self.stopping.clone());
         let spawned =

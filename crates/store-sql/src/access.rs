@@ -27,7 +27,9 @@ pub type ProjectCache = HashMap<(EntityType, i64), i64>;
 /// - entities found by id under a visibility (`Reader::exists`), found ones only;
 /// - the Locations of (Multi)Datastreams' Things (`Writer::thing_locations`), which finding
 ///   a (Multi)Datastream by id looks up too, in the same round trip;
-/// - the (Multi)Datastream and FeatureOfInterest pairs noted (`Writer::note_feature`).
+/// - the (Multi)Datastream and FeatureOfInterest pairs noted (`Writer::note_feature`), and
+///   those the Locations' lookup found noted already (for the Locations' generated
+///   features): a pair goes only with its feature or (Multi)Datastream, both locked.
 #[derive(Debug, Default)]
 pub struct GroupMemo {
     found: Vec<(EntityType, i64, Visibility)>,
@@ -98,6 +100,73 @@ fn decode_row(
     Ok((keys, Row { id: Id(id), values, expanded: Vec::new() }))
 }
 
+/// Looks up the (Multi)Datastreams `wanted` by id, each under its visibility, with their
+/// Things' Locations, all in one round trip where the backend pipelines: into `memo`, as the
+/// write jobs' own [`Reader::exists`] would (the same statements, the same locks).
+pub fn look_ahead(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    projects: &mut ProjectCache,
+    memo: &mut GroupMemo,
+    wanted: &[(EntityType, i64, &Visibility)],
+) -> Result<(), StoreError> {
+    let mut statements: Vec<(String, Vec<Param>)> = Vec::with_capacity(2 * wanted.len());
+    for &(entity, id, visibility) in wanted {
+        if !matches!(entity, EntityType::Datastream | EntityType::MultiDatastream) {
+            return Err(StoreError::Rejected(format!("cannot look {} up ahead", entity.set_name())));
+        }
+        let access = Access {
+            conn,
+            dialect,
+            visibility,
+            projects: Some(&mut *projects),
+            memo: None,
+            pending: None,
+            deadline: None,
+            count_time: None,
+        };
+        let (exists, _) = access.exists_statement(entity, &store::id_eq(Id(id)));
+        statements.push((exists.sql, exists.params));
+        statements.push((sql::fixed::thing_locations_of(dialect, entity), vec![Param::Integer(id)]));
+    }
+    let queries: Vec<(&str, &[Param])> =
+        statements.iter().map(|(sql, params)| (sql.as_str(), params.as_slice())).collect();
+    let mut found = vec![false; wanted.len()];
+    let mut locations: Vec<Vec<store::ThingLocation>> = vec![Vec::new(); wanted.len()];
+    let mut noted: Vec<(usize, i64)> = Vec::new();
+    conn.query_many(&queries, &mut |i, row| {
+        let at = i / 2;
+        if i % 2 == 0 {
+            found[at] = true;
+        } else {
+            locations[at].push(thing_location(row)?);
+            noted.extend(noted_feature(row)?.map(|feature| (at, feature)));
+        }
+        Ok(())
+    })?;
+    for (at, &(entity, id, visibility)) in wanted.iter().enumerate() {
+        if found[at] {
+            memo.found.push((entity, id, visibility.clone()));
+            memo.locations.insert((entity, id), std::mem::take(&mut locations[at]));
+        }
+    }
+    for (at, feature) in noted {
+        if found[at] {
+            memo.noted.insert((wanted[at].0, wanted[at].1, feature));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a row of `sql::fixed::thing_locations_of` says its (Multi)Datastream has
+/// Observations of the Location's generated feature already: the feature, if so.
+fn noted_feature(r: &dyn SqlRow) -> Result<Option<i64>, StoreError> {
+    Ok(match (r.integer(1)?, r.integer(6)?) {
+        (Some(feature), Some(1)) => Some(feature),
+        _ => None,
+    })
+}
+
 /// A row of `sql::fixed::thing_locations_of`.
 fn thing_location(r: &dyn SqlRow) -> Result<store::ThingLocation, StoreError> {
     Ok(store::ThingLocation {
@@ -141,6 +210,16 @@ impl Access<'_> {
             statement.sql.push_str(lock);
         }
         statement
+    }
+
+    /// What [`Reader::exists`] asks: the first id that `constraint` and the visibility allow,
+    /// locked where a write job needs it.
+    fn exists_statement(&self, entity: EntityType, constraint: &Expr) -> (Statement, sql::Selection) {
+        let query = Query { select: Some(Vec::new()), ..Query::default() };
+        let page = Page { limit: Some(1), offset: 0 };
+        let (statement, selection) =
+            sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
+        (self.locking(entity, statement), selection)
     }
 
     fn run_select(
@@ -432,11 +511,7 @@ impl Reader for Access<'_> {
         {
             return Ok(true);
         }
-        let query = Query { select: Some(Vec::new()), ..Query::default() };
-        let page = Page { limit: Some(1), offset: 0 };
-        let (statement, selection) =
-            sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
-        let statement = self.locking(entity, statement);
+        let (statement, selection) = self.exists_statement(entity, constraint);
         let found = match (asked, self.memo.as_ref()) {
             // A write job that finds a (Multi)Datastream mostly creates Observations of it,
             // which need its Thing's Locations when they name no FeatureOfInterest: looked up
@@ -447,8 +522,10 @@ impl Reader for Access<'_> {
             {
                 let locations_sql = sql::fixed::thing_locations_of(self.dialect, entity);
                 let key = [Param::Integer(id)];
-                let (mut found, mut locations) = (false, Vec::new());
-                self.conn.query_two(
+                let (mut found, mut locations, mut noted) = (false, Vec::new(), Vec::new());
+                // Neither reads Observations (the visibility of a (Multi)Datastream is its
+                // project's), so those held for the group stay held.
+                self.conn.query_two_reading_no_observations(
                     (&statement.sql, &statement.params),
                     (&locations_sql, &key),
                     &mut |_| {
@@ -457,11 +534,13 @@ impl Reader for Access<'_> {
                     },
                     &mut |row| {
                         locations.push(thing_location(row)?);
+                        noted.extend(noted_feature(row)?);
                         Ok(true)
                     },
                 )?;
                 if found && let Some(memo) = self.memo.as_mut() {
                     memo.locations.insert((entity, id), locations);
+                    memo.noted.extend(noted.into_iter().map(|feature| (entity, id, feature)));
                 }
                 found
             }
@@ -916,9 +995,18 @@ impl Writer for Access<'_> {
             return Ok(known.clone());
         }
         let sql_text = sql::fixed::thing_locations_of(self.dialect, entity);
-        let locations = query_all(self.conn, &sql_text, &[Param::Integer(id.0)], thing_location)?;
+        let rows = query_all(self.conn, &sql_text, &[Param::Integer(id.0)], |row| {
+            Ok((thing_location(row)?, noted_feature(row)?))
+        })?;
+        let mut locations = Vec::with_capacity(rows.len());
+        let mut noted = Vec::new();
+        for (location, feature) in rows {
+            locations.push(location);
+            noted.extend(feature);
+        }
         if let Some(memo) = self.memo.as_mut() {
             memo.locations.insert((entity, id.0), locations.clone());
+            memo.noted.extend(noted.into_iter().map(|feature| (entity, id.0, feature)));
         }
         Ok(locations)
     }

@@ -4,12 +4,15 @@
 //!
 //! A held row has its key already: drawn from the table's generator through
 //! [`Connection::reserve_key`] (backends that cannot, SQLite, insert at once, where a
-//! statement costs no round trip). Held rows are sent before any other statement of the
-//! write job, so every statement sees them, and at the latest before the group's pending
-//! writes and its commit ([`Buffering::flush_group`]). Rows follow their job's savepoint: a
-//! job that fails loses its own rows, and rows of earlier jobs that went out inside its
-//! savepoint are held again. A send that fails fails the whole group, which is then rolled
-//! back and reported as failed, every job of it.
+//! statement costs no round trip). Held rows go ahead of any other statement of the write
+//! job, in its round trip, so every statement sees them (but for the lookups that say they
+//! read no Observations, `Connection::query_two_reading_no_observations`, which a stream of
+//! Observations to many Datastreams makes per job), and at the latest ahead of the
+//! group's pending writes and its commit ([`Buffering::flush_group`]). Rows follow their job's
+//! savepoint: a job that fails loses its own rows, and rows of earlier jobs that went out
+//! inside its savepoint are held again. A send that fails fails the whole transaction
+//! (`Connection::execute_deferred_for_transaction`: no rollback to a savepoint hides it), which
+//! is then rolled back and reported as failed, every job of it.
 
 use std::cell::RefCell;
 
@@ -89,10 +92,16 @@ impl<'c> Buffering<'c> {
             held.append(&mut state.job);
             held
         };
-        self.send(&held, true)
+        self.send(&held)
     }
 
-    /// Sends what is held, before a statement of the running job.
+    /// Whether every row held (if any) is of `table`.
+    fn holds_only(&self, table: &str) -> bool {
+        let state = self.state.borrow();
+        state.group.iter().chain(&state.job).all(|held| held.table == table)
+    }
+
+    /// Sends what is held with a statement of the running job, ahead of it.
     fn flush(&self) -> Result<(), StoreError> {
         let (group, job) = {
             let mut state = self.state.borrow_mut();
@@ -104,14 +113,15 @@ impl<'c> Buffering<'c> {
             }
             (std::mem::take(&mut state.group), std::mem::take(&mut state.job))
         };
-        let sent = self.send(&group, false).and_then(|()| self.send(&job, false));
+        let sent = self.send(&group).and_then(|()| self.send(&job));
         // The job's own rows go with it should it roll back; the group's are held again then.
         self.state.borrow_mut().sent_in_job.extend(group);
         sent
     }
 
-    /// Sends `held`, or defers it to go with the next statement.
-    fn send(&self, held: &[Held], deferred: bool) -> Result<(), StoreError> {
+    /// Defers `held` to go with the next statement, ahead of it in the same round trip; a
+    /// failure fails the transaction (`Connection::execute_deferred_for_transaction`).
+    fn send(&self, held: &[Held]) -> Result<(), StoreError> {
         let mut at = 0;
         while at < held.len() {
             // Consecutive runs of one table and column list, in one statement each.
@@ -120,7 +130,7 @@ impl<'c> Buffering<'c> {
             while end < held.len() && held[end].table == first.table && held[end].columns == first.columns {
                 end += 1;
             }
-            if let Err(e) = self.send_run(&held[at..end], deferred) {
+            if let Err(e) = self.send_run(&held[at..end]) {
                 self.state.borrow_mut().failed = Some(e.to_string());
                 return Err(e);
             }
@@ -129,7 +139,7 @@ impl<'c> Buffering<'c> {
         Ok(())
     }
 
-    fn send_run(&self, run: &[Held], deferred: bool) -> Result<(), StoreError> {
+    fn send_run(&self, run: &[Held]) -> Result<(), StoreError> {
         let first = &run[0];
         let width = first.columns.len() + 1;
         let mut params: Vec<Param> = Vec::with_capacity(ROWS_PER_STATEMENT * width);
@@ -144,11 +154,7 @@ impl<'c> Buffering<'c> {
                     t
                 }
             };
-            if deferred {
-                self.inner.execute_deferred(&sql_text, params)?;
-            } else {
-                self.inner.execute(&sql_text, params)?;
-            }
+            self.inner.execute_deferred_for_transaction(&sql_text, params)?;
             params.clear();
             Ok(())
         };
@@ -202,6 +208,28 @@ impl Connection for Buffering<'_> {
         self.inner.query_two(first, second, each_first, each_second)
     }
 
+    fn query_many(
+        &self,
+        queries: &[(&str, &[Param])],
+        each: &mut dyn FnMut(usize, &dyn SqlRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.query_many(queries, each)
+    }
+
+    fn query_two_reading_no_observations(
+        &self,
+        first: (&str, &[Param]),
+        second: (&str, &[Param]),
+        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if !self.holds_only(model::EntityType::Observation.table()) {
+            self.flush()?;
+        }
+        self.inner.query_two(first, second, each_first, each_second)
+    }
+
     fn query_large(
         &self,
         sql: &str,
@@ -240,6 +268,11 @@ impl Connection for Buffering<'_> {
     fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
         self.flush()?;
         self.inner.execute_deferred(sql, params)
+    }
+
+    fn execute_deferred_for_transaction(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.flush()?;
+        self.inner.execute_deferred_for_transaction(sql, params)
     }
 
     fn flush_deferred(&self) -> Result<(), StoreError> {

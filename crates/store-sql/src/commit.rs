@@ -175,6 +175,8 @@ fn extent_values(id: Id, phenomenon: Interval, result: Option<Interval>) -> [Par
 /// A write job waiting for the writer, with the visibility of whoever asked for it.
 pub struct Queued {
     pub visibility: Visibility,
+    /// What the job said it will look up (`store::Store::write_touching`).
+    pub touches: store::Touches,
     pub job: WriteJob,
     pub done: WriteDone,
 }
@@ -202,7 +204,8 @@ pub fn commit_group(
     let mut pending = Pending::new(dialect.defers_derived_times(), rollups);
     let mut memo = GroupMemo::default();
     let buffering = Buffering::new(conn, dialect, "id");
-    for Queued { visibility, job, done } in group.drain(..) {
+    look_ahead(&buffering, dialect, group, projects, &mut memo);
+    for Queued { visibility, job, done, .. } in group.drain(..) {
         let outcome = run_in_savepoint(conn, &buffering, dialect, &visibility, projects, &mut memo, &mut pending, job);
         outcomes.push((done, outcome));
     }
@@ -268,6 +271,47 @@ fn commit(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Looks up what the group's jobs said they will (`Queued::touches`), each under its job's
+/// visibility and all in one round trip, into `memo`; on failure they look it up themselves.
+fn look_ahead(
+    conn: &dyn Connection,
+    dialect: &dyn Dialect,
+    group: &[Queued],
+    projects: &mut ProjectCache,
+    memo: &mut GroupMemo,
+) {
+    let mut wanted: Vec<(EntityType, i64, &Visibility)> = Vec::new();
+    for queued in group {
+        // Only (Multi)Datastreams are looked up ahead; a hint of anything else is no help.
+        for (entity, id) in
+            queued.touches.iter().filter(|(e, _)| matches!(e, EntityType::Datastream | EntityType::MultiDatastream))
+        {
+            let item = (*entity, id.0, &queued.visibility);
+            if !wanted.contains(&item) {
+                wanted.push(item);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let looked = conn.batch_deferred("SAVEPOINT ahead").and_then(|()| {
+        let found = crate::access::look_ahead(conn, dialect, projects, memo, &wanted);
+        match found {
+            Ok(()) => conn.batch_deferred("RELEASE SAVEPOINT ahead"),
+            Err(e) => {
+                memo.clear();
+                conn.batch("ROLLBACK TO SAVEPOINT ahead")?;
+                conn.batch_deferred("RELEASE SAVEPOINT ahead")?;
+                Err(e)
+            }
+        }
+    });
+    if let Err(error) = looked {
+        tracing::warn!(%error, "the write group's look-ahead failed; its jobs look up for themselves");
     }
 }
 

@@ -76,6 +76,31 @@ pub trait Connection {
         self.query(second.0, second.1, each_second)
     }
 
+    /// Several queries, in one round trip where the backend pipelines them: the rows of the
+    /// `i`-th go to `each(i, row)`; `each` may not run statements on this connection.
+    fn query_many(
+        &self,
+        queries: &[(&str, &[Param])],
+        each: &mut dyn FnMut(usize, &dyn SqlRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for (i, (sql, params)) in queries.iter().enumerate() {
+            self.query(sql, params, &mut |row| each(i, row).map(|()| true))?;
+        }
+        Ok(())
+    }
+
+    /// [`Connection::query_two`] of queries that read no Observations: rows a writer holds
+    /// back for its group (`buffer`) may then stay held, to go with later ones in one insert.
+    fn query_two_reading_no_observations(
+        &self,
+        first: (&str, &[Param]),
+        second: (&str, &[Param]),
+        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.query_two(first, second, each_first, each_second)
+    }
+
     /// [`Connection::query`] for a result that may be large: where reading it whole before the
     /// first row would delay the answer (PostgreSQL), it is read in pieces as `each` goes.
     fn query_large(
@@ -116,6 +141,14 @@ pub trait Connection {
     /// to go with the next statement. Its failure is then that statement's (or
     /// [`Connection::flush_deferred`]'s), as if it had run then.
     fn execute_deferred(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
+        self.execute(sql, params).map(drop)
+    }
+
+    /// [`Connection::execute_deferred`] of a statement that belongs to the whole transaction
+    /// rather than to the statement it goes with (rows held for the write group): its failure
+    /// fails every later statement until a `ROLLBACK`, as [`Connection::batch_deferred`]'s
+    /// does, so that rolling back to a savepoint cannot hide it.
+    fn execute_deferred_for_transaction(&self, sql: &str, params: &[Param]) -> Result<(), StoreError> {
         self.execute(sql, params).map(drop)
     }
 

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use odata::Visibility;
-use store::{ReadJob, StoreError, WriteDone, WriteJob};
+use store::{ReadJob, StoreError, Touches, WriteDone, WriteJob};
 
 use crate::commit::Queued;
 use crate::{Access, Connection, Dialect};
@@ -77,22 +77,27 @@ impl Queues {
     }
 
     pub fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
+        self.write_touching(visibility, Vec::new(), job, done);
+    }
+
+    /// [`Queues::write`] of a job that said what it will look up (`store::Store::write_touching`).
+    pub fn write_touching(&self, visibility: Visibility, touches: Touches, job: WriteJob, done: WriteDone) {
         let sender = self.writes.lock().ok().and_then(|s| s.clone());
-        Queues::send(sender, visibility, job, done);
+        Queues::send(sender, Queued { visibility, touches, job, done });
     }
 
     /// A job writing many rows: to the large lane if there is one.
     pub fn write_large(&self, visibility: Visibility, job: WriteJob, done: WriteDone) {
         let lane = self.large.lock().ok().and_then(|s| s.clone());
         match lane {
-            Some(sender) => Queues::send(Some(sender), visibility, job, done),
+            Some(sender) => Queues::send(Some(sender), Queued { visibility, touches: Vec::new(), job, done }),
             None => self.write(visibility, job, done),
         }
     }
 
-    fn send(sender: Option<SyncSender<Queued>>, visibility: Visibility, job: WriteJob, done: WriteDone) {
+    fn send(sender: Option<SyncSender<Queued>>, queued: Queued) {
         match sender {
-            Some(sender) => match sender.try_send(Queued { visibility, job, done }) {
+            Some(sender) => match sender.try_send(queued) {
                 Ok(()) => {}
                 Err(TrySendError::Full(item)) => {
                     if let Err(mpsc::SendError(item)) = sender.send(item) {
@@ -101,7 +106,7 @@ impl Queues {
                 }
                 Err(TrySendError::Disconnected(item)) => (item.done)(Err(StoreError::ShuttingDown)),
             },
-            None => done(Err(StoreError::ShuttingDown)),
+            None => (queued.done)(Err(StoreError::ShuttingDown)),
         }
     }
 

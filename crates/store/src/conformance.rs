@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             thing_locations_lists_locations_with_their_generated_feature,
             note_feature_is_true_only_the_first_time,
             jobs_of_one_group_see_what_earlier_jobs_changed,
+            what_a_group_looks_up_ahead_each_job_sees_as_it_could,
             observations_of_one_group_are_seen_at_once_and_follow_their_jobs,
             large_writes_commit_and_report_like_the_others,
             announcements_are_heard_once_committed_in_order,
@@ -1284,6 +1285,11 @@ type GroupJob = (Visibility, SeeingJob);
 /// Runs `jobs` behind a job that holds the writer until all are queued, so that a grouping
 /// backend commits them in one transaction; returns what each saw, or its error, in order.
 fn in_one_group(store: &dyn Store, jobs: Vec<GroupJob>) -> Vec<String> {
+    in_one_group_touching(store, jobs.into_iter().map(|(visibility, job)| (visibility, Vec::new(), job)).collect())
+}
+
+/// [`in_one_group`] of jobs that say what they will look up (`Store::write_touching`).
+fn in_one_group_touching(store: &dyn Store, jobs: Vec<(Visibility, crate::Touches, SeeingJob)>) -> Vec<String> {
     let (gate_tx, gate_rx) = mpsc::channel::<()>();
     let (started_tx, started_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, String)>();
@@ -1301,11 +1307,12 @@ fn in_one_group(store: &dyn Store, jobs: Vec<GroupJob>) -> Vec<String> {
     );
     started_rx.recv_timeout(WAIT).expect("the holding job never started");
     let count = jobs.len();
-    for (n, (visibility, job)) in jobs.into_iter().enumerate() {
+    for (n, (visibility, touches, job)) in jobs.into_iter().enumerate() {
         let (seen_tx, seen_rx) = mpsc::channel();
         let done_tx = done_tx.clone();
-        store.write(
+        store.write_touching(
             visibility,
+            touches,
             Box::new(move |w| {
                 let seen = job(w)?;
                 let _ = seen_tx.send(seen);
@@ -1405,6 +1412,66 @@ pub fn jobs_of_one_group_see_what_earlier_jobs_changed(store: &dyn Store) {
             "true",
             "false",
         ]
+    );
+}
+
+/// A backend may look up, for a whole write group, the (Multi)Datastreams its jobs said they
+/// will (`Store::write_touching`), with their Things' Locations; each job must still see only
+/// what it could have found itself: nothing its visibility hides or that does not exist, the
+/// Locations as they are, a Datastream and feature noted before as not new and others as new,
+/// and a hint that names what cannot be looked up ahead changes nothing.
+pub fn what_a_group_looks_up_ahead_each_job_sees_as_it_could(store: &dyn Store) {
+    let (mine, _, crossing, their_ds, _) = two_projects(store);
+    let (ds, md, f1) = both_datastreams(store);
+    let thing_of = |entity: EntityType, id: Id| {
+        let nav = navigation_of(entity, "Thing");
+        read(store, move |r| r.related(entity, id, nav)).expect("the Thing")[0]
+    };
+    let (thing_of_ds, thing_of_md) = (thing_of(EntityType::Datastream, ds), thing_of(EntityType::MultiDatastream, md));
+    assert_eq!(thing_of_ds, thing_of_md);
+    let (home, f2) = write(store, move |w| {
+        let home = location(w, "home")?;
+        w.link(navigation_of(EntityType::Thing, "Locations"), thing_of_ds, home)?;
+        w.remember_generated_feature(home, f1)?;
+        w.note_feature(EntityType::Datastream, ds, f1)?;
+        Ok((home, feature(w, "f2")?))
+    });
+    let missing = Id(987_654_321);
+    let exists = |entity: EntityType, id: Id| -> SeeingJob {
+        Box::new(move |w: &mut dyn Writer| Ok(w.exists(entity, &id_eq(id))?.to_string()))
+    };
+    let locations = |entity: EntityType, id: Id| -> SeeingJob {
+        Box::new(move |w: &mut dyn Writer| {
+            let found = w.thing_locations(entity, id)?;
+            Ok(found.iter().map(|l| format!("{}:{:?}", l.location.0, l.generated_feature.map(|f| f.0))).collect())
+        })
+    };
+    let note = |entity: EntityType, id: Id, feature: Id| -> SeeingJob {
+        Box::new(move |w: &mut dyn Writer| Ok(w.note_feature(entity, id, feature)?.to_string()))
+    };
+    let all = || Visibility::All;
+    let only = |project: i64| Visibility::Projects(vec![project]);
+    let ds_hint = || vec![(EntityType::Datastream, ds)];
+    let jobs: Vec<(Visibility, crate::Touches, SeeingJob)> = vec![
+        (all(), ds_hint(), exists(EntityType::Datastream, ds)),
+        (only(3), vec![(EntityType::Datastream, crossing)], exists(EntityType::Datastream, crossing)),
+        (only(2), vec![(EntityType::Datastream, crossing)], exists(EntityType::Datastream, crossing)),
+        (all(), vec![(EntityType::Datastream, missing)], exists(EntityType::Datastream, missing)),
+        (only(2), vec![(EntityType::Datastream, their_ds)], exists(EntityType::Datastream, their_ds)),
+        (all(), ds_hint(), locations(EntityType::Datastream, ds)),
+        (all(), ds_hint(), note(EntityType::Datastream, ds, f1)),
+        (all(), ds_hint(), note(EntityType::Datastream, ds, f2)),
+        (all(), vec![(EntityType::MultiDatastream, md)], exists(EntityType::MultiDatastream, md)),
+        (all(), vec![(EntityType::MultiDatastream, md)], note(EntityType::MultiDatastream, md, f1)),
+        (all(), vec![(EntityType::Thing, mine), (EntityType::Datastream, ds)], exists(EntityType::Thing, mine)),
+        (all(), vec![(EntityType::Datastream, ds)], exists(EntityType::Datastream, ds)),
+    ];
+    let seen = in_one_group_touching(store, jobs);
+    let listed = format!("{}:Some({})", home.0, f1.0);
+    assert_eq!(
+        seen,
+        ["true", "false", "true", "false", "false", &listed, "false", "true", "true", "true", "true", "true"],
+        "what each job saw"
     );
 }
 

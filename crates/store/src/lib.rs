@@ -387,12 +387,24 @@ pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// for it (reads, existence checks, links resolved inside writes) sees only what that
 /// visibility allows. The backend's own maintenance (derived times, generated features,
 /// cascades) sees everything.
+/// The (Multi)Datastreams a write job will look up by id ([`Store::write_touching`]).
+pub type Touches = Vec<(EntityType, Id)>;
+
 pub trait Store: Send + Sync + 'static {
     /// Runs `job` on a reader; returns at once.
     fn read(&self, visibility: Visibility, job: ReadJob);
 
     /// Queues `job` for the writer; `done` runs after its transaction committed or failed.
     fn write(&self, visibility: Visibility, job: WriteJob, done: WriteDone);
+
+    /// [`Store::write`] of a job that will look up the (Multi)Datastreams of `touches` by id
+    /// (those of the Observations it creates): a backend whose statements cost a round trip
+    /// may look them up, under the job's visibility, for its whole write group at once. Only
+    /// a hint: the job looks them up all the same, and what it was told it may not touch.
+    fn write_touching(&self, visibility: Visibility, touches: Touches, job: WriteJob, done: WriteDone) {
+        let _ = touches;
+        self.write(visibility, job, done);
+    }
 
     /// [`Store::write`] for a job that writes many rows (a Data Array, a backfill): a backend
     /// with writers to spare may run it beside the groups of small jobs, in another order.
