@@ -70,6 +70,24 @@ pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {
     )
 }
 
+/// [`thing_locations_of`] for the (Multi)Datastreams `?1` to `?count` at once: the same
+/// columns, then the (Multi)Datastream's id; by (Multi)Datastream, then Location.
+pub fn thing_locations_of_each(dialect: &dyn Dialect, entity: EntityType, count: usize) -> String {
+    let (features, column) = observed_features(entity);
+    let ids: Vec<String> = (1..=count.max(1)).map(|n| dialect.placeholder(n)).collect();
+    format!(
+        "SELECT l.id, g.feature_id, l.encoding_type, l.location, l.name, l.description, \
+         EXISTS (SELECT 1 FROM {features} n WHERE n.{column} = d.id AND n.feature_id = g.feature_id), d.id \
+         FROM {table} d JOIN thing_locations tl ON tl.thing_id = d.thing_id \
+         JOIN locations l ON l.id = tl.location_id \
+         LEFT JOIN location_features g ON g.location_id = l.id \
+         WHERE d.id IN ({ids}) ORDER BY d.id, l.id{lock}",
+        table = entity.table(),
+        ids = ids.join(", "),
+        lock = dialect.key_share_lock().map(|lock| format!("{lock} OF l")).unwrap_or_default(),
+    )
+}
+
 /// Remembers that the feature `?2` was generated from the location `?1`.
 pub fn remember_generated_feature(dialect: &dyn Dialect) -> String {
     format!(

@@ -127,32 +127,46 @@ pub fn look_ahead(
         };
         let (exists, _) = access.exists_statement(entity, &store::id_eq(Id(id)));
         statements.push((exists.sql, exists.params));
-        statements.push((sql::fixed::thing_locations_of(dialect, entity), vec![Param::Integer(id)]));
+    }
+    // The Locations of every (Multi)Datastream wanted, whatever the visibility (they count only
+    // for those found): one statement per entity type.
+    let mut kinds: Vec<(EntityType, Vec<i64>)> = Vec::new();
+    for &(entity, id, _) in wanted {
+        match kinds.iter_mut().find(|(e, _)| *e == entity) {
+            Some((_, ids)) if !ids.contains(&id) => ids.push(id),
+            Some(_) => {}
+            None => kinds.push((entity, vec![id])),
+        }
+    }
+    for (entity, ids) in &kinds {
+        let sql_text = sql::fixed::thing_locations_of_each(dialect, *entity, ids.len());
+        statements.push((sql_text, ids.iter().map(|id| Param::Integer(*id)).collect()));
     }
     let queries: Vec<(&str, &[Param])> =
         statements.iter().map(|(sql, params)| (sql.as_str(), params.as_slice())).collect();
     let mut found = vec![false; wanted.len()];
-    let mut locations: Vec<Vec<store::ThingLocation>> = vec![Vec::new(); wanted.len()];
-    let mut noted: Vec<(usize, i64)> = Vec::new();
+    let mut locations: HashMap<(EntityType, i64), Vec<store::ThingLocation>> = HashMap::new();
+    let mut noted: Vec<(EntityType, i64, i64)> = Vec::new();
     conn.query_many(&queries, &mut |i, row| {
-        let at = i / 2;
-        if i % 2 == 0 {
-            found[at] = true;
-        } else {
-            locations[at].push(thing_location(row)?);
-            noted.extend(noted_feature(row)?.map(|feature| (at, feature)));
+        if i < wanted.len() {
+            found[i] = true;
+            return Ok(());
         }
+        let entity = kinds[i - wanted.len()].0;
+        let id = row.required_integer(7)?;
+        locations.entry((entity, id)).or_default().push(thing_location(row)?);
+        noted.extend(noted_feature(row)?.map(|feature| (entity, id, feature)));
         Ok(())
     })?;
     for (at, &(entity, id, visibility)) in wanted.iter().enumerate() {
         if found[at] {
             memo.found.push((entity, id, visibility.clone()));
-            memo.locations.insert((entity, id), std::mem::take(&mut locations[at]));
+            memo.locations.insert((entity, id), locations.get(&(entity, id)).cloned().unwrap_or_default());
         }
     }
-    for (at, feature) in noted {
-        if found[at] {
-            memo.noted.insert((wanted[at].0, wanted[at].1, feature));
+    for (entity, id, feature) in noted {
+        if memo.locations.contains_key(&(entity, id)) {
+            memo.noted.insert((entity, id, feature));
         }
     }
     Ok(())
