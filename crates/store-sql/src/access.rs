@@ -100,9 +100,13 @@ fn decode_row(
     Ok((keys, Row { id: Id(id), values, expanded: Vec::new() }))
 }
 
+/// The most ids one existence check of `look_ahead` asks for.
+const CHECKED_AT_ONCE: usize = 64;
+
 /// Looks up the (Multi)Datastreams `wanted` by id, each under its visibility, with their
 /// Things' Locations, all in one round trip where the backend pipelines: into `memo`, as the
-/// write jobs' own [`Reader::exists`] would (the same statements, the same locks).
+/// write jobs' own [`Reader::exists`] would (the statement it compiles, asked for several ids
+/// at once; the same locks).
 pub fn look_ahead(
     conn: &dyn Connection,
     dialect: &dyn Dialect,
@@ -110,11 +114,40 @@ pub fn look_ahead(
     memo: &mut GroupMemo,
     wanted: &[(EntityType, i64, &Visibility)],
 ) -> Result<(), StoreError> {
-    let mut statements: Vec<(String, Vec<Param>)> = Vec::with_capacity(2 * wanted.len());
+    // One existence check per entity type and visibility (of up to `CHECKED_AT_ONCE` ids):
+    // what each job's own `exists` asks, for all of them at once (`id = a OR id = b ...`),
+    // locked alike.
+    let mut checks: Vec<(EntityType, &Visibility, Vec<i64>)> = Vec::new();
+    // The check of each wanted.
+    let mut check_of: Vec<usize> = Vec::with_capacity(wanted.len());
     for &(entity, id, visibility) in wanted {
         if !matches!(entity, EntityType::Datastream | EntityType::MultiDatastream) {
             return Err(StoreError::Rejected(format!("cannot look {} up ahead", entity.set_name())));
         }
+        let open =
+            checks.iter().position(|(e, v, ids)| *e == entity && *v == visibility && ids.len() < CHECKED_AT_ONCE);
+        match open {
+            Some(at) => {
+                checks[at].2.push(id);
+                check_of.push(at);
+            }
+            None => {
+                checks.push((entity, visibility, vec![id]));
+                check_of.push(checks.len() - 1);
+            }
+        }
+    }
+    let mut statements: Vec<(String, Vec<Param>)> = Vec::with_capacity(checks.len() + 2);
+    for (entity, visibility, ids) in &checks {
+        let constraint = ids
+            .iter()
+            .map(|id| store::id_eq(Id(*id)))
+            .reduce(|left, right| Expr::Binary {
+                op: odata::BinaryOp::Or,
+                left: Box::new(left),
+                right: Box::new(right),
+            })
+            .ok_or_else(|| StoreError::Rejected("nothing to look up ahead".into()))?;
         let access = Access {
             conn,
             dialect,
@@ -125,7 +158,7 @@ pub fn look_ahead(
             deadline: None,
             count_time: None,
         };
-        let (exists, _) = access.exists_statement(entity, &store::id_eq(Id(id)));
+        let (exists, _) = access.exists_statement(*entity, &constraint, None);
         statements.push((exists.sql, exists.params));
     }
     // The Locations of every (Multi)Datastream wanted, whatever the visibility (they count only
@@ -144,22 +177,23 @@ pub fn look_ahead(
     }
     let queries: Vec<(&str, &[Param])> =
         statements.iter().map(|(sql, params)| (sql.as_str(), params.as_slice())).collect();
-    let mut found = vec![false; wanted.len()];
+    // (check, id) of each id a check found.
+    let mut found: HashSet<(usize, i64)> = HashSet::new();
     let mut locations: HashMap<(EntityType, i64), Vec<store::ThingLocation>> = HashMap::new();
     let mut noted: Vec<(EntityType, i64, i64)> = Vec::new();
     conn.query_many(&queries, &mut |i, row| {
-        if i < wanted.len() {
-            found[i] = true;
+        if i < checks.len() {
+            found.insert((i, row.required_integer(0)?));
             return Ok(());
         }
-        let entity = kinds[i - wanted.len()].0;
+        let entity = kinds[i - checks.len()].0;
         let id = row.required_integer(7)?;
         locations.entry((entity, id)).or_default().push(thing_location(row)?);
         noted.extend(noted_feature(row)?.map(|feature| (entity, id, feature)));
         Ok(())
     })?;
     for (at, &(entity, id, visibility)) in wanted.iter().enumerate() {
-        if found[at] {
+        if found.contains(&(check_of[at], id)) {
             memo.found.push((entity, id, visibility.clone()));
             memo.locations.insert((entity, id), locations.get(&(entity, id)).cloned().unwrap_or_default());
         }
@@ -226,11 +260,16 @@ impl Access<'_> {
         statement
     }
 
-    /// What [`Reader::exists`] asks: the first id that `constraint` and the visibility allow,
-    /// locked where a write job needs it.
-    fn exists_statement(&self, entity: EntityType, constraint: &Expr) -> (Statement, sql::Selection) {
+    /// What [`Reader::exists`] asks: the ids (up to `limit`) that `constraint` and the
+    /// visibility allow, locked where a write job needs it.
+    fn exists_statement(
+        &self,
+        entity: EntityType,
+        constraint: &Expr,
+        limit: Option<u64>,
+    ) -> (Statement, sql::Selection) {
         let query = Query { select: Some(Vec::new()), ..Query::default() };
-        let page = Page { limit: Some(1), offset: 0 };
+        let page = Page { limit, offset: 0 };
         let (statement, selection) =
             sql::select(self.dialect, self.visibility, entity, &query, Some(constraint), page, Instant::now());
         (self.locking(entity, statement), selection)
@@ -525,7 +564,7 @@ impl Reader for Access<'_> {
         {
             return Ok(true);
         }
-        let (statement, selection) = self.exists_statement(entity, constraint);
+        let (statement, selection) = self.exists_statement(entity, constraint, Some(1));
         let found = match (asked, self.memo.as_ref()) {
             // A write job that finds a (Multi)Datastream mostly creates Observations of it,
             // which need its Thing's Locations when they name no FeatureOfInterest: looked up
