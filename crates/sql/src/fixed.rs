@@ -51,27 +51,14 @@ pub fn recompute_times(dialect: &dyn Dialect, entity: EntityType) -> String {
 }
 
 /// Rows `(location id, generated feature id or NULL, encoding type, location, name,
-/// description, whether the (Multi)Datastream has Observations of that feature already)` for
-/// the Locations of the Thing of the (Multi)Datastream `?1`.
+/// description, whether the (Multi)Datastream has Observations of that feature already, the
+/// (Multi)Datastream's id)` for the Locations of the Thing of the (Multi)Datastream `?1`.
 pub fn thing_locations_of(dialect: &dyn Dialect, entity: EntityType) -> String {
-    let (features, column) = observed_features(entity);
-    format!(
-        "SELECT l.id, g.feature_id, l.encoding_type, l.location, l.name, l.description, \
-         EXISTS (SELECT 1 FROM {features} n WHERE n.{column} = d.id AND n.feature_id = g.feature_id) \
-         FROM {table} d JOIN thing_locations tl ON tl.thing_id = d.thing_id \
-         JOIN locations l ON l.id = tl.location_id \
-         LEFT JOIN location_features g ON g.location_id = l.id \
-         WHERE d.id = {p1} ORDER BY l.id{lock}",
-        table = entity.table(),
-        p1 = dialect.placeholder(1),
-        // The Locations whose generated feature new Observations will refer to stay until the
-        // job commits; deleting that feature locks them first (see `lock_owners`).
-        lock = dialect.key_share_lock().map(|lock| format!("{lock} OF l")).unwrap_or_default(),
-    )
+    thing_locations_of_each(dialect, entity, 1)
 }
 
-/// [`thing_locations_of`] for the (Multi)Datastreams `?1` to `?count` at once: the same
-/// columns, then the (Multi)Datastream's id; by (Multi)Datastream, then Location.
+/// [`thing_locations_of`] for the (Multi)Datastreams `?1` to `?count` at once; by
+/// (Multi)Datastream, then Location.
 pub fn thing_locations_of_each(dialect: &dyn Dialect, entity: EntityType, count: usize) -> String {
     let (features, column) = observed_features(entity);
     let ids: Vec<String> = (1..=count.max(1)).map(|n| dialect.placeholder(n)).collect();
