@@ -620,42 +620,6 @@ impl store_sql::Connection for PgConnection {
         Ok(())
     }
 
-    /// Both sent before either is read.
-    fn query_two(
-        &self,
-        first: (&str, &[Param]),
-        second: (&str, &[Param]),
-        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
-        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.check_failed()?;
-        self.within_deadline()?;
-        let (statement_one, statement_two) = (self.prepared(first.0, first.1)?, self.prepared(second.0, second.1)?);
-        let rows = |statement: &Statement, params: &[Param]| {
-            let params: Vec<Param> = params.to_vec();
-            let statement = statement.clone();
-            async move {
-                let rows: Vec<tokio_postgres::Row> =
-                    self.client.query_raw(&statement, params.iter().map(Bound)).await?.try_collect().await?;
-                Ok::<_, tokio_postgres::Error>(rows)
-            }
-        };
-        // `try_join` polls in order, so each request is sent before either answer is awaited.
-        let (one, two) = self
-            .pipelined(futures_util::future::try_join(rows(&statement_one, first.1), rows(&statement_two, second.1)))?;
-        for row in &one {
-            if !each_first(&Row(row))? {
-                break;
-            }
-        }
-        for row in &two {
-            if !each_second(&Row(row))? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// All sent before any is read.
     fn query_many(
         &self,

@@ -72,8 +72,14 @@ pub trait Connection {
         each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
         each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.query(first.0, first.1, each_first)?;
-        self.query(second.0, second.1, each_second)
+        // Through `query_many`, which a backend pipelines; each callback stops only its own.
+        let mut open = [true, true];
+        self.query_many(&[first, second], &mut |i, row| {
+            if open[i] {
+                open[i] = if i == 0 { each_first(row)? } else { each_second(row)? };
+            }
+            Ok(())
+        })
     }
 
     /// Several queries, in one round trip where the backend pipelines them: the rows of the
