@@ -22,6 +22,8 @@
 //!   for issue 7) Observations in 10,000 Datastreams, a CSV backfill, ingest with rollups on
 //!   and off, and POST latency while retention deletes `--retention-rows` (see
 //!   `timeseries.rs`); `pg-timeseries`: its store and queries on PostgreSQL.
+//! - `pg-post`: single-Observation POSTs on PostgreSQL, one node against two; `pg-post-devices`:
+//!   only its part with a Datastream per client.
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
@@ -95,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         "enroll" => runtime.block_on(devices::enroll(&settings)),
         "pg-ingest" => runtime.block_on(pg::ingest_workload(&settings)),
         "pg-post" => runtime.block_on(pg::post_workload(&settings)),
+        "pg-post-devices" => runtime.block_on(pg::post_devices_workload(&settings)),
         "pg-query" => runtime.block_on(pg::query_workload(&settings)),
         "mqtt-ingest" => runtime.block_on(mqtt::ingest(&settings)),
         "mqtt-pubsub" => runtime.block_on(mqtt::pubsub(&settings)),
@@ -113,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-timeseries|pg-ingest|pg-post|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-timeseries|pg-ingest|pg-post|pg-post-devices|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
             );
             Ok(())
         }

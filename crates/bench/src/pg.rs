@@ -321,43 +321,8 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
                 doubled_ratios.push(rate / around);
             }
         }
-        // Devices: each client a Thing of its own with its Datastream (a sensor each), one node
-        // before and after two nodes that take half the clients each.
-        let url = database(&format!("bench_post_{round}_devices"))?;
-        let (first, addr, _dir) = node(&url, 100).await?;
-        let mut own = Vec::with_capacity(c);
-        for _ in 0..c {
-            own.push(create_datastreams(addr, 1).await?[0]);
-        }
-        let one = |(rate, cpu): (f64, PerRequest), when: &str| {
-            println!(
-                "round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}"
-            );
-            (rate, cpu)
-        };
-        let (before, cpu_before) = one(post_load(&[(addr, &own)], c, settings).await?, "before");
-        let (second, second_addr, _second_dir) = node(&url, 100).await?;
-        let (first_half, second_half) = own.split_at(c / 2);
-        let (two, cpu_two) = post_load(&[(addr, first_half), (second_addr, second_half)], c / 2, settings).await?;
-        println!(
-            "round {round}: POST on PostgreSQL, two nodes, a Datastream per client, c={c} in all: {two:.0}/s, {cpu_two}"
-        );
-        second.stop().await;
-        let (after, cpu_after) = one(post_load(&[(addr, &own)], c, settings).await?, "after");
-        first.stop().await;
-        let around = (before + after) / 2.0;
-        let cpu_ratio = cpu_two.total() / ((cpu_before.total() + cpu_after.total()) / 2.0);
-        println!(
-            "round {round}: a Datastream per client: two nodes / one node {:.2} in POSTs a second, {cpu_ratio:.2} in CPU a POST",
-            two / around
-        );
-        devices[0].extend([before, after]);
-        devices[1].push(two);
-        devices[2].push(two / around);
-        devices_cpu.push(cpu_ratio);
+        devices_round(round, settings, &mut devices, &mut devices_cpu).await?;
     }
-    let [devices_one, devices_two, devices_ratio] = devices.each_mut().map(|v| median(v));
-    let devices_cpu = median(&mut devices_cpu);
     let [[one, two, ratio], [one_four, two_four, ratio_four]] =
         rates.each_mut().map(|r| r.each_mut().map(|v| median(v)));
     let (spread, spread_ratio) = (median(&mut spread), median(&mut spread_ratios));
@@ -371,10 +336,73 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
          [ratios: median over rounds of two nodes / mean of one node before and after]; \
          CPU a POST, two nodes / one node: {cpu_ratio:.2} with 1 writer per node, {cpu_ratio_four:.2} with 4"
     );
+    devices_summary(&mut devices, &mut devices_cpu);
+    Ok(())
+}
+
+/// `pg-post-devices`: only the Datastream-per-client part of `pg-post`.
+pub async fn post_devices_workload(settings: &Settings) -> anyhow::Result<()> {
+    let (mut devices, mut devices_cpu) = (Default::default(), Vec::new());
+    for round in 0..settings.rounds {
+        devices_round(round, settings, &mut devices, &mut devices_cpu).await?;
+    }
+    devices_summary(&mut devices, &mut devices_cpu);
+    Ok(())
+}
+
+fn devices_summary(devices: &mut [Vec<f64>; 3], devices_cpu: &mut [f64]) {
+    let [devices_one, devices_two, devices_ratio] = devices.each_mut().map(|v| median(v));
+    let devices_cpu = median(devices_cpu);
     println!(
         "PostgreSQL POST median, a Datastream per client, 1 writer per node: one node {devices_one:.0}/s, \
          two nodes {devices_two:.0}/s (ratio {devices_ratio:.2}, CPU a POST {devices_cpu:.2})"
     );
+}
+
+/// Each client a Thing of its own with its Datastream (a sensor each): one node before and
+/// after two nodes that take half the clients each; into `devices` (one node's rates, two
+/// nodes' rates, ratios) and `devices_cpu` (ratios of CPU a POST).
+async fn devices_round(
+    round: usize,
+    settings: &Settings,
+    devices: &mut [Vec<f64>; 3],
+    devices_cpu: &mut Vec<f64>,
+) -> anyhow::Result<()> {
+    let c = settings.concurrency.max(2);
+    // Devices: each client a Thing of its own with its Datastream (a sensor each), one node
+    // before and after two nodes that take half the clients each.
+    let url = database(&format!("bench_post_{round}_devices"))?;
+    let (first, addr, _dir) = node(&url, 100).await?;
+    let mut own = Vec::with_capacity(c);
+    for _ in 0..c {
+        own.push(create_datastreams(addr, 1).await?[0]);
+    }
+    let one = |(rate, cpu): (f64, PerRequest), when: &str| {
+        println!(
+            "round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}"
+        );
+        (rate, cpu)
+    };
+    let (before, cpu_before) = one(post_load(&[(addr, &own)], c, settings).await?, "before");
+    let (second, second_addr, _second_dir) = node(&url, 100).await?;
+    let (first_half, second_half) = own.split_at(c / 2);
+    let (two, cpu_two) = post_load(&[(addr, first_half), (second_addr, second_half)], c / 2, settings).await?;
+    println!(
+        "round {round}: POST on PostgreSQL, two nodes, a Datastream per client, c={c} in all: {two:.0}/s, {cpu_two}"
+    );
+    second.stop().await;
+    let (after, cpu_after) = one(post_load(&[(addr, &own)], c, settings).await?, "after");
+    first.stop().await;
+    let around = (before + after) / 2.0;
+    let cpu_ratio = cpu_two.total() / ((cpu_before.total() + cpu_after.total()) / 2.0);
+    println!(
+        "round {round}: a Datastream per client: two nodes / one node {:.2} in POSTs a second, {cpu_ratio:.2} in CPU a POST",
+        two / around
+    );
+    devices[0].extend([before, after]);
+    devices[1].push(two);
+    devices[2].push(two / around);
+    devices_cpu.push(cpu_ratio);
     Ok(())
 }
 

@@ -88,7 +88,7 @@ pub struct OrderBy {
 /// The SQL compiler applies it to every entity a statement touches (the entities read, those
 /// reached through paths in `$filter` and the resource path, and every `$expand` level), so a
 /// hidden entity is never returned, counted, matched or revealed through a navigation.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Visibility {
     /// Everything: the server's own work and principals allowed to see all projects.
     #[default]

@@ -95,6 +95,14 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// The clause that locks the rows a statement reads as an update of them would (but for
+    /// their keys), where writers run side by side: a statement that updates many rows reads
+    /// them in key order with it first, so that two writers never wait for each other in
+    /// turn. SQLite's single writer needs none.
+    fn update_lock(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The statement that moves the key generator of `table` past its largest `key` after rows
     /// were loaded with their keys, if the database needs one (SQLite's do not).
     fn after_load(&self, table: &str, key: &str) -> Option<String> {
@@ -237,6 +245,10 @@ impl Dialect for PostgresDialect {
 
     fn key_share_lock(&self) -> Option<&'static str> {
         Some(" FOR KEY SHARE")
+    }
+
+    fn update_lock(&self) -> Option<&'static str> {
+        Some(" FOR NO KEY UPDATE")
     }
 
     fn explain(&self, sql: &str) -> Option<String> {

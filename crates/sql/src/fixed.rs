@@ -14,16 +14,18 @@ pub fn extend_times(dialect: &dyn Dialect, entity: EntityType) -> String {
 /// The assignments of [`extend_times`], its `?2` to `?5` numbered from `first`.
 pub fn extend_times_set(dialect: &dyn Dialect, first: usize) -> String {
     let p = |n: usize| dialect.placeholder(first + n - 2);
+    extend_times_to(dialect, [&p(2), &p(3), &p(4), &p(5)])
+}
+
+/// The assignments that widen the phenomenonTime extent by `[ps, pe]` and the resultTime
+/// extent by `[rs, re]` (BIGINT expressions; `rs` and `re` may be NULL: no resultTime).
+pub fn extend_times_to(dialect: &dyn Dialect, [ps, pe, rs, re]: [&str; 4]) -> String {
     let (least, greatest) = (dialect.least(), dialect.greatest());
     format!(
-        "phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {p2}), {p2}), \
-         phenomenon_time_end = {greatest}(COALESCE(phenomenon_time_end, {p3}), {p3}), \
-         result_time_start = CASE WHEN CAST({p4} AS BIGINT) IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {p4}), {p4}) END, \
-         result_time_end = CASE WHEN CAST({p5} AS BIGINT) IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {p5}), {p5}) END",
-        p2 = p(2),
-        p3 = p(3),
-        p4 = p(4),
-        p5 = p(5),
+        "phenomenon_time_start = {least}(COALESCE(phenomenon_time_start, {ps}), {ps}), \
+         phenomenon_time_end = {greatest}(COALESCE(phenomenon_time_end, {pe}), {pe}), \
+         result_time_start = CASE WHEN CAST({rs} AS BIGINT) IS NULL THEN result_time_start ELSE {least}(COALESCE(result_time_start, {rs}), {rs}) END, \
+         result_time_end = CASE WHEN CAST({re} AS BIGINT) IS NULL THEN result_time_end ELSE {greatest}(COALESCE(result_time_end, {re}), {re}) END"
     )
 }
 

@@ -30,22 +30,22 @@ pub fn add_observations(dialect: &dyn Dialect, entity: EntityType) -> String {
 /// The assignments of [`add_observations`], its `?2` to `?5` numbered from `first`.
 fn add_observations_set(dialect: &dyn Dialect, first: usize) -> String {
     let p = |n: usize| dialect.placeholder(first + n - 2);
+    add_observations_of([&p(2), &p(3), &p(4), &p(5)])
+}
+
+/// The assignments that add `n` to the count and make the Observation `id` (phenomenonTime
+/// start `start`, end or start `end`) the latest if it comes first in `phenomenonTime desc, id`
+/// order.
+fn add_observations_of([n, id, start, end]: [&str; 4]) -> String {
     let later = format!(
-        "(latest_observation_id IS NULL OR {p4} > latest_start OR ({p4} = latest_start AND ({p5} > latest_end \
-         OR ({p5} = latest_end AND {p3} < latest_observation_id))))",
-        p3 = p(3),
-        p4 = p(4),
-        p5 = p(5)
+        "(latest_observation_id IS NULL OR {start} > latest_start OR ({start} = latest_start AND ({end} > latest_end \
+         OR ({end} = latest_end AND {id} < latest_observation_id))))"
     );
     format!(
-        "observation_count = observation_count + {p2}, \
-         latest_observation_id = CASE WHEN {later} THEN {p3} ELSE latest_observation_id END, \
-         latest_start = CASE WHEN {later} THEN {p4} ELSE latest_start END, \
-         latest_end = CASE WHEN {later} THEN {p5} ELSE latest_end END",
-        p2 = p(2),
-        p3 = p(3),
-        p4 = p(4),
-        p5 = p(5),
+        "observation_count = observation_count + {n}, \
+         latest_observation_id = CASE WHEN {later} THEN {id} ELSE latest_observation_id END, \
+         latest_start = CASE WHEN {later} THEN {start} ELSE latest_start END, \
+         latest_end = CASE WHEN {later} THEN {end} ELSE latest_end END"
     )
 }
 
@@ -59,6 +59,43 @@ pub fn extend_times_and_add_observations(dialect: &dyn Dialect, entity: EntityTy
         crate::fixed::extend_times_set(dialect, 2),
         add_observations_set(dialect, 6),
         dialect.placeholder(1)
+    )
+}
+
+/// How many values a row of [`extend_times_and_add_observations_each`] binds.
+pub const EXTEND_AND_ADD_WIDTH: usize = 9;
+
+/// [`extend_times_and_add_observations`] of `rows` (Multi)Datastreams in one statement, its
+/// nine values a row in the same order (`?1` to `?9` of the first, `?10` to `?18` of the
+/// second...): a group of new Observations of many Datastreams changes each row once, in one
+/// statement. Where the dialect locks for update (`Dialect::update_lock`) the rows are locked
+/// in key order before any is changed: every row the update changes comes out of the locking
+/// sub-select, which locks as it emits, in key order, whatever the plan of the join.
+pub fn extend_times_and_add_observations_each(dialect: &dyn Dialect, entity: EntityType, rows: usize) -> String {
+    let table = entity.table();
+    const NAMES: [&str; EXTEND_AND_ADD_WIDTH] = ["id", "ps", "pe", "rs", "re", "n", "latest", "ls", "le"];
+    let mut values = String::new();
+    for row in 0..rows {
+        values.push_str(if row == 0 { "SELECT " } else { " UNION ALL SELECT " });
+        for (i, name) in NAMES.iter().enumerate() {
+            if i > 0 {
+                values.push_str(", ");
+            }
+            let n = row * EXTEND_AND_ADD_WIDTH + i + 1;
+            values.push_str(&format!("CAST({} AS BIGINT)", dialect.placeholder(n)));
+            if row == 0 {
+                values.push_str(&format!(" AS {name}"));
+            }
+        }
+    }
+    let lock = dialect.update_lock().map(|l| format!("{l} OF d")).unwrap_or_default();
+    let v = |name: &str| format!("v.{name}");
+    format!(
+        "UPDATE {table} SET {}, {} \
+         FROM (SELECT r.* FROM {table} d JOIN ({values}) r ON d.id = r.id ORDER BY d.id{lock}) v \
+         WHERE {table}.id = v.id",
+        crate::fixed::extend_times_to(dialect, [&v("ps"), &v("pe"), &v("rs"), &v("re")]),
+        add_observations_of([&v("n"), &v("latest"), &v("ls"), &v("le")]),
     )
 }
 

@@ -8,7 +8,8 @@
 //! Parameters are declared with the type of their value (bigint, double precision, text,
 //! boolean, json, bigint[]) when a statement is prepared, so that PostgreSQL's strict typing
 //! never has to guess from context what a literal of a `$filter` is; NULLs are left for it
-//! to infer. Prepared statements are cached per text and declared types. Cells are read in
+//! to infer. Prepared statements are cached per text and parameter types; a NULL binds to a
+//! statement prepared with any type for it. Cells are read in
 //! the binary format whatever their type, `numeric` included (integers come back as
 //! integers).
 
@@ -45,7 +46,8 @@ pub fn db_error(error: tokio_postgres::Error) -> StoreError {
 }
 
 /// Prepared statements by text, one per list of declared parameter types (OIDs).
-type Prepared = HashMap<String, Vec<(Vec<u32>, Statement)>>;
+/// By text, the statements prepared of it (with other parameter types).
+type Prepared = HashMap<String, Vec<Statement>>;
 
 /// One PostgreSQL connection with its prepared statements.
 pub struct PgConnection {
@@ -549,12 +551,22 @@ impl PgConnection {
         self.client.is_closed()
     }
 
+    /// The statement `sql` prepared for `params`: one prepared before whose parameter types
+    /// are those declared for every value that is not NULL (a NULL binds as any type), else
+    /// one prepared now. So rows whose NULLs fall in other columns (an Observation without a
+    /// resultTime beside one with) share a statement, rather than each pattern of NULLs
+    /// costing a round trip to prepare and a plan of its own.
     fn prepared(&self, sql: &str, params: &[Param]) -> Result<Statement, StoreError> {
         let types: Vec<Type> = params.iter().map(declared).collect();
-        let oids: Vec<u32> = types.iter().map(Type::oid).collect();
-        if let Some(found) =
-            self.statements.borrow().get(sql).and_then(|v| v.iter().find(|(o, _)| *o == oids).map(|(_, s)| s.clone()))
-        {
+        let fits = |statement: &Statement| {
+            statement.params().len() == types.len()
+                && params
+                    .iter()
+                    .zip(&types)
+                    .zip(statement.params())
+                    .all(|((param, want), has)| matches!(param, Param::Null) || want == has)
+        };
+        if let Some(found) = self.statements.borrow().get(sql).and_then(|v| v.iter().find(|s| fits(s)).cloned()) {
             return Ok(found);
         }
         let statement = self.runtime.block_on(self.client.prepare_typed(sql, &types)).map_err(db_error)?;
@@ -562,12 +574,18 @@ impl PgConnection {
         if statements.len() >= MAX_STATEMENTS {
             statements.clear();
         }
-        statements.entry(sql.to_owned()).or_default().push((oids, statement.clone()));
+        statements.entry(sql.to_owned()).or_default().push(statement.clone());
         Ok(statement)
     }
 }
 
 impl PgConnection {
+    /// How many statements of the text `sql` are prepared.
+    #[cfg(test)]
+    pub(crate) fn prepared_of(&self, sql: &str) -> usize {
+        self.statements.borrow().get(sql).map_or(0, Vec::len)
+    }
+
     /// Before a statement: fails once the deadline passed, and shortens the statement_timeout
     /// when less than half of the last one is left, so no statement runs far past it.
     fn within_deadline(&self) -> Result<(), StoreError> {

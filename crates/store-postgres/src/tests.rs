@@ -101,6 +101,25 @@ fn parameters_keep_their_types_in_comparisons() {
 }
 
 #[test]
+fn nulls_share_the_statement_prepared_for_their_values_types() {
+    let conn = connection("null_patterns");
+    let sql = "SELECT COALESCE(CAST($1 AS BIGINT), 0) + COALESCE(CAST($2 AS BIGINT), 0)";
+    let sum = |a: Param, b: Param| query_one(&conn, sql, &[a, b], |row| row.integer(0)).unwrap().flatten();
+    assert_eq!(sum(Param::Integer(2), Param::Null), Some(2));
+    assert_eq!(sum(Param::Null, Param::Integer(3)), Some(3));
+    assert_eq!(sum(Param::Null, Param::Null), Some(0));
+    assert_eq!(sum(Param::Integer(4), Param::Integer(5)), Some(9));
+    assert_eq!(conn.prepared_of(sql), 1, "one statement for every pattern of NULLs");
+    // A value of another type than the statement's is prepared anew, and keeps its type.
+    let text = "SELECT CAST($1 AS TEXT) || 'x'";
+    let cat = |a: Param| query_one(&conn, text, &[a], |row| row.text(0)).unwrap().flatten();
+    assert_eq!(cat(Param::Integer(7)), Some("7x".to_owned()));
+    assert_eq!(cat(Param::Text("a".into())), Some("ax".to_owned()));
+    assert_eq!(cat(Param::Null), None);
+    assert_eq!(conn.prepared_of(text), 2, "an integer and a text parameter");
+}
+
+#[test]
 fn text_becomes_an_instant_or_null() {
     let conn = connection("micros");
     conn_open_schema(&conn);

@@ -43,6 +43,10 @@ pub struct Pending {
     pub announcements: Vec<String>,
 }
 
+/// The most (Multi)Datastreams one statement of [`Pending::write`] changes (nine values each;
+/// PostgreSQL binds at most 65,535).
+const COMBINED_ROWS: usize = 256;
+
 fn widen(a: Interval, b: Interval) -> Interval {
     Interval::new(a.start().min(b.start()), a.end().max(b.end())).unwrap_or(a)
 }
@@ -90,18 +94,44 @@ impl Pending {
     /// Writes what is pending before the commit, in key order.
     fn write(&self, conn: &dyn Connection, dialect: &dyn Dialect) -> Result<(), StoreError> {
         // A Datastream whose new Observations both widen its times and add to its statistics
-        // (every group of POSTs) has its row changed once.
+        // (every group of POSTs) has its row changed once; when every Datastream of a table
+        // is such, all of them in one statement (`extend_times_and_add_observations_each`,
+        // which takes their locks in key order too).
         let mut combined = BTreeSet::new();
-        for (&(table, id), (entity, phenomenon, result)) in &self.extents {
-            let values = extent_values(Id(id), *phenomenon, *result);
-            match self.statistics.simple_addition(*entity, id) {
-                Some(addition) => {
-                    let sql_text = sql::statistics::extend_times_and_add_observations(dialect, *entity);
-                    let values: Vec<Param> = values.into_iter().chain(addition).collect();
+        let mut tables: Vec<&'static str> = self.extents.keys().map(|(table, _)| *table).collect();
+        tables.dedup();
+        for table in tables {
+            let extents: Vec<_> = self.extents.range((table, i64::MIN)..=(table, i64::MAX)).collect();
+            let additions: Option<Vec<[Param; 4]>> = extents
+                .iter()
+                .map(|&(&(_, id), &(entity, _, _))| self.statistics.simple_addition(entity, id))
+                .collect();
+            if let Some(additions) = additions.filter(|a| a.len() > 1) {
+                let entity = extents[0].1.0;
+                for (chunk, added) in extents.chunks(COMBINED_ROWS).zip(additions.chunks(COMBINED_ROWS)) {
+                    let mut values = Vec::with_capacity(chunk.len() * sql::statistics::EXTEND_AND_ADD_WIDTH);
+                    for (&(&(_, id), &(_, phenomenon, result)), addition) in chunk.iter().zip(added) {
+                        values.extend(extent_values(Id(id), phenomenon, result));
+                        values.extend(addition.iter().cloned());
+                        combined.insert((table, id));
+                    }
+                    let sql_text =
+                        sql::statistics::extend_times_and_add_observations_each(dialect, entity, chunk.len());
                     conn.execute_deferred(&sql_text, &values)?;
-                    combined.insert((table, id));
                 }
-                None => conn.execute_deferred(&sql::fixed::extend_times(dialect, *entity), &values)?,
+                continue;
+            }
+            for (&(_, id), (entity, phenomenon, result)) in extents {
+                let values = extent_values(Id(id), *phenomenon, *result);
+                match self.statistics.simple_addition(*entity, id) {
+                    Some(addition) => {
+                        let sql_text = sql::statistics::extend_times_and_add_observations(dialect, *entity);
+                        let values: Vec<Param> = values.into_iter().chain(addition).collect();
+                        conn.execute_deferred(&sql_text, &values)?;
+                        combined.insert((table, id));
+                    }
+                    None => conn.execute_deferred(&sql::fixed::extend_times(dialect, *entity), &values)?,
+                }
             }
         }
         // Deferred, to go with the commit.
@@ -284,13 +314,14 @@ fn look_ahead(
     memo: &mut GroupMemo,
 ) {
     let mut wanted: Vec<(EntityType, i64, &Visibility)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for queued in group {
         // Only (Multi)Datastreams are looked up ahead; a hint of anything else is no help.
         for (entity, id) in
             queued.touches.iter().filter(|(e, _)| matches!(e, EntityType::Datastream | EntityType::MultiDatastream))
         {
             let item = (*entity, id.0, &queued.visibility);
-            if !wanted.contains(&item) {
+            if seen.insert(item) {
                 wanted.push(item);
             }
         }

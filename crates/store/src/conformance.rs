@@ -75,6 +75,7 @@ macro_rules! store_conformance_tests {
             feeds_name_the_thing_and_what_it_observes,
             statistics_follow_random_inserts_updates_and_deletes,
             statistics_follow_cascades,
+            a_group_of_many_datastreams_keeps_each_ones_times_and_statistics,
             latest_observations_expand_from_what_is_kept,
             expired_observations_leave_their_rollups,
         );
@@ -1182,7 +1183,7 @@ pub fn recompute_times_follows_the_observations(store: &dyn Store) {
             let links = [(entity.name(), Some(id)), ("FeatureOfInterest", Some(foi))];
             let first = w.insert(EntityType::Observation, &record(EntityType::Observation, &values, &links))?;
             let values = [
-                ("phenomenonTime", Value::Instant(at(20))),
+                ("phenomenonTime", Value::Interval(span(20, 20))),
                 ("resultTime", Value::Instant(at(45))),
                 ("result", json("[2]")),
             ];
@@ -2386,6 +2387,68 @@ pub fn statistics_follow_random_inserts_updates_and_deletes(store: &dyn Store) {
         check_statistics(store, EntityType::Datastream, a);
         check_statistics(store, EntityType::Datastream, b);
         check_statistics(store, EntityType::MultiDatastream, md);
+    }
+}
+
+/// One write group of new Observations of several Datastreams and a MultiDatastream, each
+/// job widening its parent's times as the application does (a backend may change all of
+/// their rows in one statement): each parent's times, count and latest Observation follow its
+/// own Observations, those it had before the group included, and none of a job that failed.
+pub fn a_group_of_many_datastreams_keeps_each_ones_times_and_statistics(store: &dyn Store) {
+    let (a, b, md, foi) = statistics_setup(store);
+    let (c, d) = write(store, |w| {
+        let thing = thing(w, "u")?;
+        Ok((datastream(w, thing, "c")?, datastream(w, thing, "d")?))
+    });
+    let (ds, multi) = (EntityType::Datastream, EntityType::MultiDatastream);
+    // Before the group: d has an Observation later than any of the group's.
+    write(store, move |w| {
+        observation(w, ds, d, foi, Value::Instant(at(500)), Value::Integer(1))?;
+        w.extend_times(ds, d, span(500, 500), Some(span(501, 501)))
+    });
+    // (parent, id, phenomenonTime, resultTime, fails): a's second Observation is its
+    // latest, b's only success is earlier than its failed one, c's are an interval and an
+    // instant inside it.
+    let plan: Vec<(EntityType, Id, Interval, Option<Interval>, bool)> = vec![
+        (ds, a, span(10, 10), Some(span(11, 11)), false),
+        (ds, b, span(20, 20), None, false),
+        (ds, c, span(30, 35), Some(span(36, 36)), false),
+        (ds, a, span(40, 40), Some(span(41, 41)), false),
+        (ds, b, span(50, 50), Some(span(51, 51)), true),
+        (ds, d, span(400, 400), Some(span(401, 401)), false),
+        (multi, md, span(60, 60), Some(span(61, 61)), false),
+        (ds, c, span(32, 32), None, false),
+    ];
+    let jobs: Vec<GroupJob> = plan
+        .iter()
+        .map(|&(parent, of, phenomenon, result, fails)| {
+            let job: SeeingJob = Box::new(move |w: &mut dyn Writer| {
+                let time = if phenomenon.start() == phenomenon.end() {
+                    Value::Instant(phenomenon.start())
+                } else {
+                    Value::Interval(phenomenon)
+                };
+                let value = if parent == multi { Value::Json("[1,2]".into()) } else { Value::Integer(7) };
+                observation(w, parent, of, foi, time, value)?;
+                w.extend_times(parent, of, phenomenon, result)?;
+                if fails { Err(StoreError::Rejected("on purpose".into())) } else { Ok(String::new()) }
+            });
+            (Visibility::All, job)
+        })
+        .collect();
+    let outcomes = in_one_group(store, jobs);
+    let failed: Vec<bool> = outcomes.iter().map(|o| o.starts_with("error")).collect();
+    assert_eq!(failed, plan.iter().map(|p| p.4).collect::<Vec<_>>(), "only the failing job fails: {outcomes:?}");
+    let expected = [
+        (ds, a, Value::Interval(span(10, 40)), Value::Interval(span(11, 41))),
+        (ds, b, Value::Interval(span(20, 20)), Value::Null),
+        (ds, c, Value::Interval(span(30, 35)), Value::Interval(span(36, 36))),
+        (ds, d, Value::Interval(span(400, 500)), Value::Interval(span(401, 501))),
+        (multi, md, Value::Interval(span(60, 60)), Value::Interval(span(61, 61))),
+    ];
+    for (entity, id, phenomenon, result) in expected {
+        assert_eq!(times(store, entity, id), (phenomenon, result), "{entity}({id}): its times");
+        check_statistics(store, entity, id);
     }
 }
 
