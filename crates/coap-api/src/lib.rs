@@ -16,6 +16,7 @@
 mod dtls;
 mod exchanges;
 mod message;
+mod pause;
 mod server;
 
 #[cfg(test)]
@@ -64,6 +65,12 @@ pub struct CoapSettings {
     /// How long a session's principal is used before it is looked up again (with the key, so
     /// a new secret or a retired device ends the session).
     pub recheck: Duration,
+    /// Failed handshakes in a row from one address (an IPv4 address, an IPv6 /64) after which
+    /// its handshakes are ignored for `first_pause`, twice as long after each further
+    /// failure, up to `longest_pause` (`pause.rs`).
+    pub failures_before_pause: u32,
+    pub first_pause: Duration,
+    pub longest_pause: Duration,
 }
 
 impl Default for CoapSettings {
@@ -73,6 +80,9 @@ impl Default for CoapSettings {
             max_sessions: 10_000,
             max_in_flight: 8,
             recheck: Duration::from_secs(10),
+            failures_before_pause: 5,
+            first_pause: Duration::from_secs(30),
+            longest_pause: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! first with a HelloVerifyRequest cookie, so a spoofed address gets no further than that.
 //! Sessions are dropped after `idle_timeout` without a datagram and, beyond `max_sessions`, the
 //! one idle the longest makes room. A ClientHello to an established session starts it anew (a
-//! device that rebooted keeps its address but not its keys).
+//! device that rebooted keeps its address but not its keys). An address whose handshakes kept
+//! failing has its ClientHellos ignored for a while (`pause.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::dtls::{self, KeySlot};
 use crate::exchanges::{Exchanges, Seen};
 use crate::message::{self, Exchange, Incoming, Reply};
+use crate::pause::{Pauses, Source};
 use crate::{CoapSettings, Keys};
 
 /// Datagrams are read into a buffer of this size; a longer one is cut and then fails its
@@ -112,6 +114,8 @@ struct Listener<K> {
     /// `(last_active, peer)` of every session, idle the longest first.
     idle: BTreeSet<(Instant, SocketAddr)>,
     generations: u64,
+    /// Failed handshakes by source, and the pauses they earned.
+    pauses: Pauses,
     events: mpsc::UnboundedSender<Event>,
     tasks: tokio::task::JoinSet<()>,
     out: Vec<u8>,
@@ -135,6 +139,7 @@ pub async fn serve<K: Keys>(
         }
     };
     let (events, mut reports) = mpsc::unbounded_channel();
+    let pauses = Pauses::new(settings.failures_before_pause, settings.first_pause, settings.longest_pause);
     let mut listener = Listener {
         socket,
         app,
@@ -146,6 +151,7 @@ pub async fn serve<K: Keys>(
         timers: BTreeSet::new(),
         idle: BTreeSet::new(),
         generations: 0,
+        pauses,
         events,
         tasks: tokio::task::JoinSet::new(),
         out: vec![0; 2048],
@@ -196,6 +202,15 @@ impl<K: Keys> Listener<K> {
     fn datagram(&mut self, peer: SocketAddr, datagram: &[u8]) {
         let now = Instant::now();
         let hello = dtls::is_client_hello(datagram);
+        let starts = match self.sessions.get(&peer) {
+            None => hello,
+            Some(session) => hello && session.connected,
+        };
+        if starts && self.pauses.paused(Source::of(peer.ip()), now).is_some() {
+            metrics::counter!("thingbase_coap_handshakes_paused_total").increment(1);
+            tracing::debug!(%peer, "coap: ignoring a handshake from an address paused after failed ones");
+            return;
+        }
         match self.sessions.get(&peer) {
             None if !hello => return,
             None => self.open(peer, now),
@@ -297,6 +312,14 @@ impl<K: Keys> Listener<K> {
                 metrics::counter!("thingbase_coap_handshakes_failed_total").increment(1);
                 let identity = session.identity.as_deref().unwrap_or("");
                 tracing::info!(%peer, identity, %error, "coap: DTLS handshake failed");
+                if let Some(pause) = self.pauses.failed(Source::of(peer.ip()), Instant::now()) {
+                    tracing::warn!(
+                        address = %peer.ip(),
+                        pause_s = pause.as_secs(),
+                        "coap: handshakes from this address are ignored for a while after repeated failures"
+                    );
+                }
+                metrics::gauge!("thingbase_coap_failing_sources").set(self.pauses.sources() as f64);
             }
         }
     }
@@ -328,6 +351,7 @@ impl<K: Keys> Listener<K> {
             let drained = drain(session, &mut self.out, &self.socket, peer);
             if session.connected && !was_connected {
                 metrics::counter!("thingbase_coap_handshakes_total").increment(1);
+                self.pauses.succeeded(Source::of(peer.ip()));
                 let identity = session.identity.as_deref().unwrap_or("");
                 tracing::debug!(%peer, identity, "coap: DTLS session established");
             }

@@ -92,14 +92,14 @@ impl Hub {
         self.admin("GET", "/v1.1/Observations?$count=true", None).json
     }
 
-    /// `coap-client -m post` of `body` as `identity` with `key` (`extra` arguments first):
+    /// `coap-client -m post` of `body` as `identity` with `key` (`extra` arguments after ours):
     /// what it printed, the answer's header among it (`v:1 t:ACK c:2.01 ...` at verbosity 6)
     /// and, for errors, the code and the diagnostic payload.
     fn post(&self, identity: &str, key: &str, path: &str, body: &str, extra: &[&str]) -> String {
         let uri = format!("coaps://127.0.0.1:{}{path}", self.coaps_port);
         let output = Command::new(coap_client())
-            .args(extra)
             .args(["-m", "post", "-u", identity, "-k", key, "-t", "application/json", "-B", "3", "-v", "6"])
+            .args(extra)
             .args(["-e", body, &uri])
             .output()
             .expect("coap-client runs");
@@ -173,6 +173,34 @@ fn a_wrong_key_or_an_unknown_identity_fails_the_handshake_and_writes_nothing() {
     // The right key still works afterwards.
     let printed = hub.post(urn, &psk, &path, &body, &[]);
     assert!(printed.contains("c:2.01"), "{printed}");
+}
+
+#[test]
+fn an_address_whose_handshakes_keep_failing_is_ignored_for_a_while_and_others_are_not() {
+    let hub = hub("coap-pause");
+    let class = hub.class("WS-COAP", "2035-01-01T00:00:00Z");
+    let (thing, datastream) = hub.thing();
+    let urn = "urn:dev:mac:0024befffe80c0a4";
+    let (_, psk) = hub.register(urn, class, thing);
+    let path = format!("/v1.1/Datastreams({datastream})/Observations");
+    let body = json!({"result": 1.0}).to_string();
+    let wrong = format!("tbp_{}", "B".repeat(28));
+    // Four failures and a success: the success forgets them.
+    for _ in 0..4 {
+        assert!(!hub.post(urn, &wrong, &path, &body, &["-B", "1"]).contains("c:2.01"));
+    }
+    let printed = hub.post(urn, &psk, &path, &body, &[]);
+    assert!(printed.contains("c:2.01"), "four failures pause nothing: {printed}");
+    // Five in a row: the address is ignored, even with the right key, for 30 s.
+    for _ in 0..5 {
+        assert!(!hub.post(urn, &wrong, &path, &body, &["-B", "1"]).contains("c:2.01"));
+    }
+    let printed = hub.post(urn, &psk, &path, &body, &[]);
+    assert!(!printed.contains("c:2.01"), "the address is paused: {printed}");
+    // Another address is not.
+    let printed = hub.post(urn, &psk, &path, &body, &["-a", "127.0.0.2"]);
+    assert!(printed.contains("c:2.01"), "another address shakes hands: {printed}");
+    assert_eq!(hub.observations()["@iot.count"], 2, "only the two successes wrote");
 }
 
 #[test]
