@@ -27,6 +27,22 @@ struct Tally {
     relook: bool,
 }
 
+impl Tally {
+    /// The count change and latest candidate (`add_observations`' `?2` to `?5`) when they are
+    /// all this tally asks to write: it has a candidate and needs no look-up of the latest.
+    fn addition(&self) -> Option<[Param; 4]> {
+        match self.latest {
+            Some(latest) if !self.relook => Some([
+                Param::Integer(self.delta),
+                Param::Integer(latest.id),
+                Param::Integer(latest.start),
+                Param::Integer(latest.end),
+            ]),
+            _ => None,
+        }
+    }
+}
+
 /// What a job (or a group) leaves to write.
 #[derive(Debug)]
 pub struct Statistics {
@@ -179,16 +195,10 @@ impl Statistics {
     /// times; such tallies are then left to that statement (`write`'s `combined`).
     pub fn simple_addition(&self, entity: EntityType, id: i64) -> Option<[Param; 4]> {
         let key = (Parent::of(entity)?, id);
-        let tally = self.tallies.get(&key)?;
-        match tally.latest {
-            Some(latest) if !tally.relook && !self.rebuild.contains(&key) => Some([
-                Param::Integer(tally.delta),
-                Param::Integer(latest.id),
-                Param::Integer(latest.start),
-                Param::Integer(latest.end),
-            ]),
-            _ => None,
+        if self.rebuild.contains(&key) {
+            return None;
         }
+        self.tallies.get(&key)?.addition()
     }
 
     /// Writes it all, in key order, but the tallies of the `combined` (table, id) pairs, which
@@ -204,18 +214,12 @@ impl Statistics {
                 continue;
             }
             let entity = parent.entity();
-            match tally.latest {
-                Some(latest) if !tally.relook => {
-                    let params = [
-                        Param::Integer(id),
-                        Param::Integer(tally.delta),
-                        Param::Integer(latest.id),
-                        Param::Integer(latest.start),
-                        Param::Integer(latest.end),
-                    ];
+            match tally.addition() {
+                Some(addition) => {
+                    let params: Vec<Param> = std::iter::once(Param::Integer(id)).chain(addition).collect();
                     conn.execute_deferred(&sql::statistics::add_observations(dialect, entity), &params)?;
                 }
-                _ => {
+                None => {
                     if tally.delta != 0 {
                         let params = [Param::Integer(id), Param::Integer(tally.delta)];
                         conn.execute_deferred(&sql::statistics::add_to_count(dialect, entity), &params)?;
