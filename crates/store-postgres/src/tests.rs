@@ -521,3 +521,54 @@ fn a_commit_sends_what_follows_it_only_once_committed_and_tells_which_failed() {
     conn.batch("ROLLBACK").expect("a rollback ends it");
     assert_eq!((count("t"), count("after_commit")), (3, 1));
 }
+
+/// The TimescaleDB script of docs/postgres.md ("TimescaleDB or Citus instead") without its
+/// two lines of the extension itself: what it leaves is an `observations` table that is not
+/// natively partitioned, holding the rows it had.
+fn plain_observations_script() -> String {
+    let doc = include_str!("../../../docs/postgres.md");
+    let after = doc.split("A TimescaleDB hypertable").nth(1).expect("the TimescaleDB section");
+    let block = after.split("```sql").nth(1).and_then(|b| b.split("```").next()).expect("its SQL");
+    let kept: Vec<&str> =
+        block.lines().filter(|l| !l.contains("timescaledb") && !l.contains("create_hypertable")).collect();
+    assert!(kept.iter().any(|l| l.contains("RENAME TO observations")), "the script swaps the tables: {block}");
+    kept.join("\n")
+}
+
+/// Opens a store on a fresh database, turns `observations` into a table of its own the way the
+/// documented TimescaleDB script does (but for the extension), and opens the store again:
+/// it must see that the table is not natively partitioned and keep working.
+fn store_after_the_table_is_swapped(name: &str) -> Box<dyn Store> {
+    use store_sql::Connection as _;
+    let url = database(name);
+    drop(PostgresStore::open(PostgresOptions::new(url.clone())).expect("open"));
+    let conn = connect_to(&url);
+    conn.batch(&plain_observations_script()).expect("the documented script runs");
+    let kind = query_one(
+        &conn,
+        "SELECT CAST(relkind AS text) FROM pg_class WHERE oid = to_regclass('observations')",
+        &[],
+        |r| r.text(0),
+    );
+    assert_eq!(kind.unwrap().flatten().as_deref(), Some("r"), "a plain table now");
+    assert!(!crate::partitions::native(&conn).unwrap(), "the store sees it is not partitioned");
+    let mut options = PostgresOptions::new(url);
+    options.readers = 2;
+    Box::new(PostgresStore::open(options).expect("the store opens on the swapped table"))
+}
+
+#[test]
+fn observations_in_a_table_that_is_not_natively_partitioned_behave_the_same() {
+    type Case = fn(&dyn Store);
+    let cases: [(&str, Case); 5] = [
+        ("many", store::conformance::many_observations_at_once_keep_their_values),
+        ("deleting", store::conformance::deleting_a_sensor_or_a_datastream_deletes_their_observations),
+        ("group", store::conformance::a_group_of_many_datastreams_keeps_each_ones_times_and_statistics),
+        ("statistics", store::conformance::statistics_follow_random_inserts_updates_and_deletes),
+        ("expired", store::conformance::expired_observations_leave_their_rollups),
+    ];
+    for (name, case) in cases {
+        let store = store_after_the_table_is_swapped(&format!("swapped_{name}"));
+        case(&*store);
+    }
+}
