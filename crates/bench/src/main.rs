@@ -23,7 +23,8 @@
 //!   and off, and POST latency while retention deletes `--retention-rows` (see
 //!   `timeseries.rs`); `pg-timeseries`: its store and queries on PostgreSQL.
 //! - `pg-post`: single-Observation POSTs on PostgreSQL, one node against two; `pg-post-devices`:
-//!   only its part with a Datastream per client.
+//!   only its part with a Datastream per client, with `--writers` writers a node (default 2, the
+//!   server's).
 //!
 //! Usage: `cargo run --release -p bench -- <workload> [--observations N] [--seconds S]
 //! [--rounds R] [--concurrency C] [--clients N] [--connections N]`. Results are medians over
@@ -54,6 +55,9 @@ pub struct Settings {
     pub connections: usize,
     /// Old Observations the timeseries workload's retention deletes.
     pub retention_rows: u64,
+    /// Writer connections of each node with a Datastream per client (`pg-post`,
+    /// `pg-post-devices`); the server's default, two, unless given.
+    pub writers: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         clients: 100,
         connections: 10_000,
         retention_rows: 10_000_000,
+        writers: 2,
     };
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             "--clients" => settings.clients = value.parse()?,
             "--connections" => settings.connections = value.parse()?,
             "--retention-rows" => settings.retention_rows = value.parse()?,
+            "--writers" => settings.writers = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -116,7 +122,7 @@ fn main() -> anyhow::Result<()> {
         }),
         _ => {
             println!(
-                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-timeseries|pg-ingest|pg-post|pg-post-devices|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N]"
+                "usage: bench <post|data-array|query|all|mqtt-ingest|mqtt-pubsub|mqtt-latency|mqtt-idle|mqtt|access|tls-handshake|enroll|timeseries|pg-timeseries|pg-ingest|pg-post|pg-post-devices|pg-query> [--observations N] [--seconds S] [--rounds R] [--concurrency C] [--clients N] [--connections N] [--writers N]"
             );
             Ok(())
         }

@@ -336,7 +336,7 @@ pub async fn post_workload(settings: &Settings) -> anyhow::Result<()> {
          [ratios: median over rounds of two nodes / mean of one node before and after]; \
          CPU a POST, two nodes / one node: {cpu_ratio:.2} with 1 writer per node, {cpu_ratio_four:.2} with 4"
     );
-    devices_summary(&mut devices, &mut devices_cpu);
+    devices_summary(settings.writers, &mut devices, &mut devices_cpu);
     Ok(())
 }
 
@@ -346,15 +346,15 @@ pub async fn post_devices_workload(settings: &Settings) -> anyhow::Result<()> {
     for round in 0..settings.rounds {
         devices_round(round, settings, &mut devices, &mut devices_cpu).await?;
     }
-    devices_summary(&mut devices, &mut devices_cpu);
+    devices_summary(settings.writers, &mut devices, &mut devices_cpu);
     Ok(())
 }
 
-fn devices_summary(devices: &mut [Vec<f64>; 3], devices_cpu: &mut [f64]) {
+fn devices_summary(writers: usize, devices: &mut [Vec<f64>; 3], devices_cpu: &mut [f64]) {
     let [devices_one, devices_two, devices_ratio] = devices.each_mut().map(|v| median(v));
     let devices_cpu = median(devices_cpu);
     println!(
-        "PostgreSQL POST median, a Datastream per client, 1 writer per node: one node {devices_one:.0}/s, \
+        "PostgreSQL POST median, a Datastream per client, {writers} writer(s) per node: one node {devices_one:.0}/s, \
          two nodes {devices_two:.0}/s (ratio {devices_ratio:.2}, CPU a POST {devices_cpu:.2})"
     );
 }
@@ -372,19 +372,20 @@ async fn devices_round(
     // Devices: each client a Thing of its own with its Datastream (a sensor each), one node
     // before and after two nodes that take half the clients each.
     let url = database(&format!("bench_post_{round}_devices"))?;
-    let (first, addr, _dir) = node(&url, 100).await?;
+    let (first, addr, _dir) = node_with(&url, 100, settings.writers).await?;
     let mut own = Vec::with_capacity(c);
     for _ in 0..c {
         own.push(create_datastreams(addr, 1).await?[0]);
     }
     let one = |(rate, cpu): (f64, PerRequest), when: &str| {
         println!(
-            "round {round}: POST on PostgreSQL, one node, a Datastream per client, c={c}, {when}: {rate:.0}/s, {cpu}"
+            "round {round}: POST on PostgreSQL, one node, a Datastream per client, {} writer(s), c={c}, {when}: {rate:.0}/s, {cpu}",
+            settings.writers
         );
         (rate, cpu)
     };
     let (before, cpu_before) = one(post_load(&[(addr, &own)], c, settings).await?, "before");
-    let (second, second_addr, _second_dir) = node(&url, 100).await?;
+    let (second, second_addr, _second_dir) = node_with(&url, 100, settings.writers).await?;
     let (first_half, second_half) = own.split_at(c / 2);
     let (two, cpu_two) = post_load(&[(addr, first_half), (second_addr, second_half)], c / 2, settings).await?;
     println!(

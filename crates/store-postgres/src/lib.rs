@@ -37,11 +37,12 @@ pub struct PostgresOptions {
     /// `postgres://user@host:port/database` (or key=value connection settings).
     pub url: String,
     pub readers: usize,
-    /// Writer connections, each committing groups of jobs (PostgreSQL takes writes from many
-    /// sessions at once; derived times are written once per group, so writers hold a busy
-    /// Datastream's row lock only while they commit). One by default: with several, the
-    /// publishes one MQTT connection has in flight together may be committed, and so stored
-    /// and notified, in another order than sent.
+    /// Writer connections, each committing groups of the jobs of its lane (`store_sql::queues`:
+    /// the writes of one (Multi)Datastream go to one lane, in order, and those that name none
+    /// to the first). Two by default, so that the Observations of many Datastreams are
+    /// committed side by side; the publishes one MQTT connection has in flight together to
+    /// different Datastreams may then be committed, and so stored and notified, in another
+    /// order than sent.
     pub writers: usize,
     /// Writer connections of their own for large jobs (`Store::write_large`: Data Arrays of
     /// many rows, backfills), each committing one job at a time beside the groups of small
@@ -87,7 +88,7 @@ impl PostgresOptions {
         PostgresOptions {
             url: url.into(),
             readers: 4,
-            writers: 1,
+            writers: 2,
             large_writers: 2,
             max_group: 1024,
             rollups: true,
@@ -168,15 +169,15 @@ impl PostgresStore {
         if partitioned {
             partitions::maintain(&writer);
         }
-        let (queues, writes, reads) = Queues::new(options.max_group);
+        // A lane a writer (`store_sql::queues`).
+        let (queues, lanes, reads) = Queues::new(options.max_group, options.writers.max(1));
         let max_group = options.max_group.max(1);
         let mut first = Some(writer);
-        for i in 0..options.writers.max(1) {
+        for (i, writes) in lanes.into_iter().enumerate() {
             let conn = match first.take() {
                 Some(conn) => conn,
                 None => connect(&options)?,
             };
-            let writes = writes.clone();
             // One writer keeps the partitions; any would do.
             let maintains = partitioned && i == 0;
             let rollups = options.rollups;

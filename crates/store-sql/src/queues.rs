@@ -1,12 +1,19 @@
 //! The job queues every backend puts in front of its connections: read jobs shared by the
 //! reader threads, write jobs taken in groups by the writer threads, and the threads to join on
 //! shutdown. Bounded: a full queue makes the caller wait (back-pressure, not unbounded memory).
+//!
+//! Write jobs wait in lanes, one a writer. A job goes to the lane of the first (Multi)Datastream
+//! it says it touches (`store::Store::write_touching`), a job that names none to the first
+//! lane: the writes of one Datastream are committed by one writer, in the order they came,
+//! so several writers never queue for a busy Datastream's row, and the Observations of
+//! many Datastreams are committed side by side.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use model::EntityType;
 use odata::Visibility;
 use store::{ReadJob, StoreError, Touches, WriteDone, WriteJob};
 
@@ -21,7 +28,8 @@ pub type WriteQueue = Arc<Mutex<Receiver<Queued>>>;
 
 /// The sending ends and the threads of a backend.
 pub struct Queues {
-    writes: Mutex<Option<SyncSender<Queued>>>,
+    /// A lane a writer; empty once shut down.
+    lanes: Mutex<Vec<SyncSender<Queued>>>,
     /// Where large write jobs go when the backend has writers of their own for them.
     large: Mutex<Option<SyncSender<Queued>>>,
     reads: Mutex<Option<SyncSender<(Visibility, ReadJob)>>>,
@@ -35,18 +43,23 @@ impl std::fmt::Debug for Queues {
 }
 
 impl Queues {
-    /// The queues (write jobs bounded at `max_group * 4`), and their receiving ends for the
-    /// threads to start.
-    pub fn new(max_group: usize) -> (Queues, WriteQueue, ReadQueue) {
-        let (write_tx, write_rx) = mpsc::sync_channel::<Queued>(max_group.max(1) * 4);
+    /// The queues (`lanes` lanes of write jobs, each bounded at `max_group * 4`), and their
+    /// receiving ends for the threads to start: a writer a lane.
+    pub fn new(max_group: usize, lanes: usize) -> (Queues, Vec<WriteQueue>, ReadQueue) {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::sync_channel::<Queued>(max_group.max(1) * 4);
+                (tx, Arc::new(Mutex::new(rx)))
+            })
+            .unzip();
         let (read_tx, read_rx) = mpsc::sync_channel::<(Visibility, ReadJob)>(1024);
         let queues = Queues {
-            writes: Mutex::new(Some(write_tx)),
+            lanes: Mutex::new(senders),
             large: Mutex::default(),
             reads: Mutex::new(Some(read_tx)),
             threads: Mutex::default(),
         };
-        (queues, Arc::new(Mutex::new(write_rx)), Arc::new(Mutex::new(read_rx)))
+        (queues, receivers, Arc::new(Mutex::new(read_rx)))
     }
 
     /// A queue of its own for large write jobs ([`Queues::write_large`]), bounded at `bound`,
@@ -80,9 +93,13 @@ impl Queues {
         self.write_touching(visibility, Vec::new(), job, done);
     }
 
-    /// [`Queues::write`] of a job that said what it will look up (`store::Store::write_touching`).
+    /// [`Queues::write`] of a job that said what it will look up (`store::Store::write_touching`):
+    /// to the lane of the first (Multi)Datastream among them.
     pub fn write_touching(&self, visibility: Visibility, touches: Touches, job: WriteJob, done: WriteDone) {
-        let sender = self.writes.lock().ok().and_then(|s| s.clone());
+        let sender = self.lanes.lock().ok().and_then(|lanes| {
+            let lane = lane_of(&touches, lanes.len());
+            lanes.get(lane).cloned()
+        });
         Queues::send(sender, Queued { visibility, touches, job, done });
     }
 
@@ -112,8 +129,8 @@ impl Queues {
 
     /// Stops taking jobs; the threads finish what is queued (writers commit it) and are joined.
     pub fn shutdown(&self) {
-        if let Ok(mut w) = self.writes.lock() {
-            w.take();
+        if let Ok(mut lanes) = self.lanes.lock() {
+            lanes.clear();
         }
         if let Ok(mut l) = self.large.lock() {
             l.take();
@@ -126,6 +143,20 @@ impl Queues {
             let _ = thread.join();
         }
     }
+}
+
+/// The lane of a job that touches `touches`, of `lanes`: by the first (Multi)Datastream's id
+/// (a Datastream and a MultiDatastream of one id one lane apart), the first lane when none.
+fn lane_of(touches: &Touches, lanes: usize) -> usize {
+    if lanes < 2 {
+        return 0;
+    }
+    let key = touches.iter().find_map(|(entity, id)| match entity {
+        EntityType::Datastream => Some(id.0.unsigned_abs()),
+        EntityType::MultiDatastream => Some(id.0.unsigned_abs().wrapping_add(1)),
+        _ => None,
+    });
+    key.map_or(0, |key| (key % lanes as u64) as usize)
 }
 
 /// Runs read jobs from `jobs` until the queue closes, each in one read transaction (`begin`,
@@ -185,4 +216,27 @@ pub fn take_group(jobs: &WriteQueue, group: &mut Vec<Queued>, max_group: usize, 
         }
     }
     Next::Group
+}
+
+#[cfg(test)]
+mod tests {
+    use model::{EntityType, Id};
+
+    use super::lane_of;
+
+    #[test]
+    fn a_job_goes_to_the_lane_of_its_first_datastream_or_to_the_first() {
+        let touching = |touches: &[(EntityType, i64)]| -> Vec<(EntityType, Id)> {
+            touches.iter().map(|(e, i)| (*e, Id(*i))).collect()
+        };
+        let ds = EntityType::Datastream;
+        let md = EntityType::MultiDatastream;
+        let lanes: Vec<usize> = (1..=6).map(|id| lane_of(&touching(&[(ds, id)]), 3)).collect();
+        assert_eq!(lanes, [1, 2, 0, 1, 2, 0], "consecutive Datastreams spread over the lanes");
+        assert_eq!(lane_of(&touching(&[(md, 1)]), 3), 2, "a MultiDatastream one lane from the Datastream of its id");
+        assert_eq!(lane_of(&touching(&[(EntityType::Thing, 4), (ds, 5), (ds, 1)]), 3), 2, "the first Datastream");
+        assert_eq!(lane_of(&touching(&[(EntityType::Thing, 4)]), 3), 0, "none: the first lane");
+        assert_eq!(lane_of(&Vec::new(), 3), 0);
+        assert_eq!(lane_of(&touching(&[(ds, 5)]), 1), 0, "one lane");
+    }
 }

@@ -103,7 +103,8 @@ impl SqliteStore {
     pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let writer = open_connection(&options.path, &options, true)?;
         migrate::run(&writer)?;
-        let (queues, writes, reads) = Queues::new(options.max_group);
+        let (queues, mut lanes, reads) = Queues::new(options.max_group, 1);
+        let writes = lanes.remove(0);
         let (max_group, rollups) = (options.max_group.max(1), options.rollups);
         queues.spawn("sqlite-writer".into(), move || write_loop(writer, writes, max_group, rollups))?;
         for i in 0..options.readers.max(1) {

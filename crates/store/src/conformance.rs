@@ -1663,6 +1663,56 @@ pub fn heard_from_one_group(store: &dyn Store) -> Option<Vec<Vec<String>>> {
     Some(messages)
 }
 
+/// Writes that say they touch a Datastream (`Store::write_touching`), queued at once to three
+/// Datastreams and a MultiDatastream, then with none: every write commits, and those of one
+/// (Multi)Datastream in the order they were queued (their Observations' ids, drawn as they
+/// run, follow it), whatever writer of a store with several commits them. For backends with
+/// several writers; one writer keeps every order anyway.
+pub fn writes_of_one_datastream_commit_in_the_order_queued(store: &dyn Store) {
+    let (a, b, md, foi) = statistics_setup(store);
+    let c = write(store, |w| {
+        let thing = thing(w, "u")?;
+        datastream(w, thing, "c")
+    });
+    let (ds, multi) = (EntityType::Datastream, EntityType::MultiDatastream);
+    let parents = [(ds, a), (ds, b), (ds, c), (multi, md)];
+    let (done_tx, done_rx) = mpsc::channel::<(usize, EntityType, Id, Result<Id, StoreError>)>();
+    let total = 400;
+    for n in 0..total {
+        let (parent, of) = parents[n % parents.len()];
+        let done_tx = done_tx.clone();
+        let (id_tx, id_rx) = mpsc::channel();
+        let value = if parent == multi { Value::Json(format!("[{n},{n}]")) } else { Value::Integer(n as i64) };
+        store.write_touching(
+            Visibility::All,
+            vec![(parent, of)],
+            Box::new(move |w: &mut dyn Writer| {
+                let id = observation(w, parent, of, foi, Value::Instant(at(n as i64)), value)?;
+                let _ = id_tx.send(id);
+                Ok(())
+            }),
+            Box::new(move |outcome| {
+                let result = outcome
+                    .and_then(|()| id_rx.try_recv().map_err(|_| StoreError::Database("the job left no id".into())));
+                let _ = done_tx.send((n, parent, of, result));
+            }),
+        );
+    }
+    let mut by_parent: std::collections::BTreeMap<(EntityType, Id), Vec<(usize, Id)>> = Default::default();
+    for _ in 0..total {
+        let (n, parent, of, result) = done_rx.recv_timeout(WAIT).expect("every write reports");
+        by_parent.entry((parent, of)).or_default().push((n, result.expect("every write commits")));
+    }
+    for ((parent, of), mut written) in by_parent {
+        written.sort_unstable();
+        let ids: Vec<Id> = written.iter().map(|(_, id)| *id).collect();
+        let mut ordered = ids.clone();
+        ordered.sort_unstable();
+        assert_eq!(ids, ordered, "{parent}({of}): its writes ran in the order they were queued");
+        check_statistics(store, parent, of);
+    }
+}
+
 /// Announcements are heard once their group commits, never those of a failed job, each
 /// within the limit, and the lines after each first line in the order they were announced.
 pub fn announcements_are_heard_once_committed_in_order(store: &dyn Store) {

@@ -21,7 +21,7 @@ pub struct Config {
     /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the SQLite file under
     /// `data_dir`.
     pub database_url: Option<String>,
-    /// Writer connections to PostgreSQL (0: the backend's default, one).
+    /// Writer connections to PostgreSQL (0: the backend's default, two).
     pub database_writers: usize,
     /// Writer connections to PostgreSQL for large writes (`None`: the backend's default, two).
     pub database_large_writers: Option<usize>,

@@ -313,9 +313,11 @@ struct Serve {
     /// SQLite file under --data-dir; its schema is created or migrated on start.
     #[arg(long = "database", env = "THINGBASE_DATABASE_URL")]
     database_url: Option<String>,
-    /// Writer connections to PostgreSQL: more write faster, but the publishes one MQTT
-    /// connection has in flight together may then be stored in another order than sent.
-    #[arg(long, env = "THINGBASE_DATABASE_WRITERS", default_value_t = 1)]
+    /// Writer connections to PostgreSQL, each committing the writes of its share of the
+    /// Datastreams (those of one Datastream in order): more commit the Observations of many
+    /// Datastreams side by side, but the publishes one MQTT connection has in flight together
+    /// to different Datastreams may then be stored in another order than sent.
+    #[arg(long, env = "THINGBASE_DATABASE_WRITERS", default_value_t = 2)]
     database_writers: usize,
     /// Writer connections to PostgreSQL for large writes (Data Array requests of 1,000 rows
     /// or more, backfills), each committing one at a time beside the --database-writers, so
