@@ -543,7 +543,8 @@ impl App {
         items: Vec<DataArrayItem>,
     ) -> Result<Vec<Result<Id, AppError>>, AppError> {
         let rows: usize = items.iter().map(|item| item.rows.len()).sum();
-        self.write_sized(caller, None, rows >= LARGE_WRITE, Vec::new(), move |writer| {
+        let touches = write::data_array_touches(&items);
+        self.write_sized(caller, None, rows >= LARGE_WRITE, touches, move |writer| {
             write::create_data_arrays(writer, items)
         })
         .await

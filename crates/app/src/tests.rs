@@ -353,3 +353,21 @@ fn creates_of_observations_say_which_datastream_they_will_look_up() {
     let update = WriteOp::Delete { path: odata::parse_path("Datastreams(7)/Observations").unwrap() };
     assert!(crate::write::touches(&update).is_empty());
 }
+
+#[test]
+fn data_arrays_say_which_datastreams_they_will_look_up() {
+    use model::Id;
+    let item = |datastream: Option<i64>, multi: Option<i64>| crate::write::DataArrayItem {
+        datastream: datastream.map(Id),
+        multi_datastream: multi.map(Id),
+        components: vec!["result".into()],
+        rows: vec![vec![json!(1)]],
+    };
+    let items = [item(Some(3), None), item(None, Some(3)), item(Some(1), None), item(Some(3), None)];
+    assert_eq!(
+        crate::write::data_array_touches(&items),
+        [(EntityType::Datastream, Id(3)), (EntityType::MultiDatastream, Id(3)), (EntityType::Datastream, Id(1))],
+        "each once, in order"
+    );
+    assert!(crate::write::data_array_touches(&[item(None, None)]).is_empty());
+}

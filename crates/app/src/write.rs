@@ -245,6 +245,23 @@ pub fn touches(op: &WriteOp) -> store::Touches {
     }
 }
 
+/// What Data Array items will look up (`store::Store::write_touching`): their
+/// (Multi)Datastreams, each once, in order.
+pub fn data_array_touches(items: &[DataArrayItem]) -> store::Touches {
+    let mut touches: store::Touches = Vec::new();
+    for item in items {
+        let named = [(EntityType::Datastream, item.datastream), (EntityType::MultiDatastream, item.multi_datastream)];
+        for (entity, id) in named {
+            if let Some(id) = id
+                && !touches.contains(&(entity, id))
+            {
+                touches.push((entity, id));
+            }
+        }
+    }
+    touches
+}
+
 pub fn placing_segment(path: &ResourcePath) -> Option<usize> {
     let last = path.segments.len().checked_sub(1)?;
     if addresses_collection(path) { last.checked_sub(1) } else { Some(last) }
