@@ -88,6 +88,16 @@ impl Hub {
         (response.json, psk)
     }
 
+    /// A device registered with a secret on a new Thing, admitted (its class is supported
+    /// until 2035): its `dtlsPsk`, and the path of its Datastream's Observations.
+    fn admitted_device(&self, urn: &str) -> (String, String) {
+        let class = self.class("WS-COAP", "2035-01-01T00:00:00Z");
+        let (thing, datastream) = self.thing();
+        let (device, psk) = self.register(urn, class, thing);
+        assert_eq!(device["state"], "admitted", "{device}");
+        (psk, format!("/v1.1/Datastreams({datastream})/Observations"))
+    }
+
     fn observations(&self) -> Value {
         self.admin("GET", "/v1.1/Observations?$count=true", None).json
     }
@@ -157,11 +167,8 @@ fn an_admitted_device_posts_an_observation_with_coap_client_over_dtls_psk() {
 #[test]
 fn a_wrong_key_or_an_unknown_identity_fails_the_handshake_and_writes_nothing() {
     let hub = hub("coap-wrong-key");
-    let class = hub.class("WS-COAP", "2035-01-01T00:00:00Z");
-    let (thing, datastream) = hub.thing();
     let urn = "urn:dev:mac:0024befffe80c0a2";
-    let (_, psk) = hub.register(urn, class, thing);
-    let path = format!("/v1.1/Datastreams({datastream})/Observations");
+    let (psk, path) = hub.admitted_device(urn);
     let body = json!({"result": 1.0}).to_string();
     let wrong = format!("tbp_{}", "A".repeat(28));
     assert_ne!(wrong, psk);
@@ -178,11 +185,8 @@ fn a_wrong_key_or_an_unknown_identity_fails_the_handshake_and_writes_nothing() {
 #[test]
 fn an_address_whose_handshakes_keep_failing_is_ignored_for_a_while_and_others_are_not() {
     let hub = hub("coap-pause");
-    let class = hub.class("WS-COAP", "2035-01-01T00:00:00Z");
-    let (thing, datastream) = hub.thing();
     let urn = "urn:dev:mac:0024befffe80c0a4";
-    let (_, psk) = hub.register(urn, class, thing);
-    let path = format!("/v1.1/Datastreams({datastream})/Observations");
+    let (psk, path) = hub.admitted_device(urn);
     let body = json!({"result": 1.0}).to_string();
     let wrong = format!("tbp_{}", "B".repeat(28));
     // Four failures and a success: the success forgets them.
