@@ -399,8 +399,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::write`] of a job that will look up the (Multi)Datastreams of `touches` by id
     /// (those of the Observations it creates): a backend whose statements cost a round trip
-    /// may look them up, under the job's visibility, for its whole write group at once. Only
-    /// a hint: the job looks them up all the same, and what it was told it may not touch.
+    /// may look them up, under the job's visibility, for its whole write group at once, and a
+    /// backend of several writers gives the writes of one (Multi)Datastream to one of them, in
+    /// the order they came (writes of none keep their order too). Only a hint: the job looks
+    /// them up all the same, and what it was told it may not touch.
     fn write_touching(&self, visibility: Visibility, touches: Touches, job: WriteJob, done: WriteDone) {
         let _ = touches;
         self.write(visibility, job, done);
