@@ -24,7 +24,14 @@ pub enum JsonAs {
 
 pub trait Dialect: Send + Sync {
     /// The placeholder for parameter `n` (1-based).
-    fn placeholder(&self, n: usize) -> String;
+    fn placeholder(&self, n: usize) -> String {
+        let mut out = String::with_capacity(6);
+        self.push_placeholder(&mut out, n);
+        out
+    }
+
+    /// Appends [`Dialect::placeholder`] `n` to `out` (statements of many rows bind thousands).
+    fn push_placeholder(&self, out: &mut String, n: usize);
 
     /// A FROM item with one column `value` listing the ids of a [`crate::Param::IdList`].
     fn id_list(&self, placeholder: &str, alias: &str) -> String;
@@ -147,6 +154,23 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// PostgreSQL 15+ with PostGIS. Instants stay integer microseconds; JSON columns are `json`
 /// (stored text is returned as it was); spatial predicates are the `tb_*` functions of the
 /// backend's schema, which wrap PostGIS and accept GeoJSON or WKT like SQLite's.
+/// Appends `n` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PostgresDialect;
 
@@ -157,8 +181,9 @@ impl PostgresDialect {
 }
 
 impl Dialect for PostgresDialect {
-    fn placeholder(&self, n: usize) -> String {
-        format!("${n}")
+    fn push_placeholder(&self, out: &mut String, n: usize) {
+        out.push('$');
+        push_decimal(out, n);
     }
 
     fn id_list(&self, placeholder: &str, alias: &str) -> String {
@@ -288,8 +313,9 @@ impl Dialect for PostgresDialect {
 pub struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
-    fn placeholder(&self, n: usize) -> String {
-        format!("?{n}")
+    fn push_placeholder(&self, out: &mut String, n: usize) {
+        out.push('?');
+        push_decimal(out, n);
     }
 
     fn id_list(&self, placeholder: &str, alias: &str) -> String {

@@ -81,10 +81,12 @@ pub fn extend_times_and_add_observations_each(dialect: &dyn Dialect, entity: Ent
             if i > 0 {
                 values.push_str(", ");
             }
-            let n = row * EXTEND_AND_ADD_WIDTH + i + 1;
-            values.push_str(&format!("CAST({} AS BIGINT)", dialect.placeholder(n)));
+            values.push_str("CAST(");
+            dialect.push_placeholder(&mut values, row * EXTEND_AND_ADD_WIDTH + i + 1);
+            values.push_str(" AS BIGINT)");
             if row == 0 {
-                values.push_str(&format!(" AS {name}"));
+                values.push_str(" AS ");
+                values.push_str(name);
             }
         }
     }
@@ -174,10 +176,16 @@ pub fn rollups_pending(dialect: &dyn Dialect, entity: EntityType) -> String {
 /// minimum and maximum widen, and the first and last Observations are the earlier and later
 /// of the two.
 pub fn merge_rollups(dialect: &dyn Dialect, rows: usize) -> String {
-    let mut values = Vec::with_capacity(rows);
+    let mut values = String::with_capacity(rows * ROLLUP_WIDTH * 7);
     for row in 0..rows {
-        let cells: Vec<String> = (1..=ROLLUP_WIDTH).map(|i| dialect.placeholder(row * ROLLUP_WIDTH + i)).collect();
-        values.push(format!("({})", cells.join(", ")));
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for i in 1..=ROLLUP_WIDTH {
+            if i > 1 {
+                values.push_str(", ");
+            }
+            dialect.push_placeholder(&mut values, row * ROLLUP_WIDTH + i);
+        }
+        values.push(')');
     }
     let r = "observation_rollups";
     let earlier = format!(
@@ -206,7 +214,6 @@ pub fn merge_rollups(dialect: &dyn Dialect, rows: usize) -> String {
         pick(&later, "last_time"),
         pick(&later, "last_id"),
         pick(&later, "last_result"),
-        values = values.join(", "),
     )
 }
 

@@ -147,3 +147,19 @@ fn expanded_entities_and_their_counts_are_restricted_too() {
     let counted = count_expanded(&SqliteDialect, &projects(), thing, datastreams, None, &[1], now);
     expect!["SELECT t0.value, (SELECT COUNT(*) FROM datastreams t1 WHERE t1.thing_id = t0.value AND t1.project_id IN (?2, ?3)) FROM json_each(?1) t0"].assert_eq(&counted.sql);
 }
+
+#[test]
+fn placeholders_are_numbered_in_each_dialect() {
+    use crate::{Dialect, PostgresDialect, SqliteDialect};
+    for (n, text) in [(1, "1"), (9, "9"), (10, "10"), (1088, "1088"), (65_535, "65535"), (0, "0")] {
+        assert_eq!(PostgresDialect.placeholder(n), format!("${text}"));
+        assert_eq!(SqliteDialect.placeholder(n), format!("?{text}"));
+    }
+    let mut out = String::from("VALUES (");
+    PostgresDialect.push_placeholder(&mut out, 12);
+    assert_eq!(out, "VALUES ($12");
+    assert_eq!(
+        crate::insert_rows(&PostgresDialect, "t", &["a", "b"], 2),
+        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+    );
+}

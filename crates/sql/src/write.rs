@@ -40,7 +40,7 @@ pub fn insert_rows(dialect: &dyn Dialect, table: &str, columns: &[impl AsRef<str
                 sql.push_str(", ");
             }
             n += 1;
-            sql.push_str(&dialect.placeholder(n));
+            dialect.push_placeholder(&mut sql, n);
         }
         sql.push(')');
     }
