@@ -102,6 +102,14 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// A statement that claims a series (`?1`, `?2`: [`crate::statistics::claim_key`]) for
+    /// the rest of the transaction and says whether it got it, without waiting, where nodes
+    /// may share the database: retention then leaves a series another node is expiring to it,
+    /// instead of deleting the same rows and waiting for its locks. SQLite needs none.
+    fn claim_series(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The clause that locks the rows a statement reads as an update of them would (but for
     /// their keys), where writers run side by side: a statement that updates many rows reads
     /// them in key order with it first, so that two writers never wait for each other in
@@ -274,6 +282,10 @@ impl Dialect for PostgresDialect {
 
     fn update_lock(&self) -> Option<&'static str> {
         Some(" FOR NO KEY UPDATE")
+    }
+
+    fn claim_series(&self) -> Option<&'static str> {
+        Some("SELECT pg_try_advisory_xact_lock(CAST($1 AS integer), CAST($2 AS integer))")
     }
 
     fn explain(&self, sql: &str) -> Option<String> {

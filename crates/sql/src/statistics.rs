@@ -355,6 +355,17 @@ pub fn expire_observations(dialect: &dyn Dialect, entity: EntityType) -> String 
     )
 }
 
+/// The two 32-bit keys of `Dialect::claim_series` for the Observations of `entity` `id`: a
+/// class of its own per parent kind ("tbr" and the kind), and the id (wrapping past 2^31, where
+/// two series share a claim: one waits a pass for the other).
+pub fn claim_key(entity: EntityType, id: i64) -> [i64; 2] {
+    let kind = match entity {
+        EntityType::MultiDatastream => 2,
+        _ => 1,
+    };
+    [0x7462_7200 | kind, id & 0x7fff_ffff]
+}
+
 /// Deletes the rollups of kind `?1` and parent `?2` that end at or before `?3`.
 pub fn expire_rollups(dialect: &dyn Dialect) -> String {
     let p = |n| dialect.placeholder(n);

@@ -583,3 +583,26 @@ fn with_several_writers_the_writes_of_one_datastream_keep_their_order() {
     let store = PostgresStore::open(options).expect("open");
     store::conformance::writes_of_one_datastream_commit_in_the_order_queued(&store);
 }
+
+#[test]
+fn retention_leaves_a_series_another_node_is_expiring_to_it() {
+    use store_sql::Connection as _;
+    let url = database("retention_claims");
+    let store = PostgresStore::open(PostgresOptions::new(url.clone())).expect("open");
+    let other = std::sync::Arc::new(std::sync::Mutex::new(connect_to(&url)));
+    let claim = |entity: model::EntityType, id: model::Id| -> Box<dyn FnOnce()> {
+        let conn = other.lock().unwrap();
+        conn.batch("BEGIN").unwrap();
+        let [class, key] = sql::statistics::claim_key(entity, id.0);
+        let claimed = query_one(
+            &*conn,
+            "SELECT pg_try_advisory_xact_lock(CAST($1 AS integer), CAST($2 AS integer))",
+            &[Param::Integer(class), Param::Integer(key)],
+            |row| row.boolean(0),
+        );
+        assert_eq!(claimed.unwrap().flatten(), Some(true), "the other node claims the series");
+        let other = std::sync::Arc::clone(&other);
+        Box::new(move || other.lock().unwrap().batch("COMMIT").unwrap())
+    };
+    store::conformance::expiring_a_series_another_node_expires_leaves_it(&store, &claim);
+}

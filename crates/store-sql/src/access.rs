@@ -1132,6 +1132,14 @@ impl Writer for Access<'_> {
         limit: usize,
     ) -> Result<u64, StoreError> {
         self.changing();
+        // Another node expiring this series keeps it; this one leaves it for this pass.
+        if let Some(claim) = self.dialect.claim_series() {
+            let key = sql::statistics::claim_key(entity, id.0).map(Param::Integer);
+            let claimed = query_one(self.conn, claim, &key, |row| row.boolean(0))?.flatten();
+            if claimed != Some(true) {
+                return Ok(0);
+            }
+        }
         let params = [Param::Integer(id.0), Param::Integer(before.micros()), Param::Integer(limit as i64)];
         let gone = self.conn.execute(&sql::statistics::expire_observations(self.dialect, entity), &params)?;
         if gone > 0 {

@@ -1713,6 +1713,38 @@ pub fn writes_of_one_datastream_commit_in_the_order_queued(store: &dyn Store) {
     }
 }
 
+/// For backends whose nodes share a database: while `claim(entity, id)` holds another
+/// session's claim on a series (`sql::statistics::claim_key`), expiring it deletes nothing,
+/// and never waits; once the claim is released (the function it returned), it deletes.
+pub fn expiring_a_series_another_node_expires_leaves_it(
+    store: &dyn Store,
+    claim: &dyn Fn(EntityType, Id) -> Box<dyn FnOnce()>,
+) {
+    let (a, b, _, foi) = statistics_setup(store);
+    write(store, move |w| {
+        for i in 0..10 {
+            observation(w, EntityType::Datastream, a, foi, Value::Instant(at(i)), Value::Integer(i))?;
+            observation(w, EntityType::Datastream, b, foi, Value::Instant(at(i)), Value::Integer(i))?;
+        }
+        Ok(())
+    });
+    let horizon = at(5);
+    let release = claim(EntityType::Datastream, a);
+    let gone = write(store, move |w| w.expire_observations(EntityType::Datastream, a, horizon, 100));
+    assert_eq!(gone, 0, "a series another node is expiring is left to it");
+    assert_eq!(stored_observations(store, EntityType::Datastream, a).len(), 10);
+    let other = write(store, move |w| w.expire_observations(EntityType::Datastream, b, horizon, 100));
+    assert_eq!(other, 5, "another series is not claimed");
+    release();
+    let gone = write(store, move |w| w.expire_observations(EntityType::Datastream, a, horizon, 100));
+    assert_eq!(gone, 5, "once released, the series expires");
+    for id in [a, b] {
+        let kept = stored_observations(store, EntityType::Datastream, id).len() as u64;
+        let summary = read(store, move |r| r.summary(EntityType::Datastream, id)).expect("summary").expect("exists");
+        assert_eq!((kept, summary.observations), (5, 5), "Datastream({id}): what is left, and its count");
+    }
+}
+
 /// Announcements are heard once their group commits, never those of a failed job, each
 /// within the limit, and the lines after each first line in the order they were announced.
 pub fn announcements_are_heard_once_committed_in_order(store: &dyn Store) {

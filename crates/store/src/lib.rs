@@ -287,6 +287,8 @@ pub trait Writer: Reader {
     /// Deletes up to `limit` of the oldest Observations of the Datastream or MultiDatastream
     /// `id` whose phenomenonTime starts before `before`, keeping its rollups as they are (its
     /// count and latest Observation follow); returns how many went. No change notifications.
+    /// Where nodes share the database, a series another node is expiring in a transaction
+    /// still open is left to it: none go.
     fn expire_observations(
         &mut self,
         entity: EntityType,
