@@ -197,17 +197,6 @@ impl Connection for Buffering<'_> {
         self.inner.query(sql, params, each)
     }
 
-    fn query_two(
-        &self,
-        first: (&str, &[Param]),
-        second: (&str, &[Param]),
-        each_first: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
-        each_second: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.flush()?;
-        self.inner.query_two(first, second, each_first, each_second)
-    }
-
     fn query_many(
         &self,
         queries: &[(&str, &[Param])],
