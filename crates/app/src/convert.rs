@@ -83,7 +83,7 @@ pub fn check_geometry(entity: model::EntityType, object: &Map<String, Json>, pro
     let encoding = object.get("encodingType").and_then(Json::as_str);
     let Some(value) = object.get(property) else { return Ok(()) };
     if encoding.is_some_and(|e| GEOJSON_ENCODINGS.contains(&e)) {
-        Geometry::from_geojson(value)
+        Geometry::from_geojson_checked(value)
             .map_err(|e| AppError::bad("invalid_geometry", format!("{}/{property}: {e}", entity.name())))?;
     }
     Ok(())

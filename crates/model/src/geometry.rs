@@ -21,15 +21,106 @@ pub enum GeometryError {
     Pattern(String),
 }
 
+/// RFC 7946 §3.1 beyond what the `geojson` crate checks: every position has two or more
+/// numbers (the crate's conversion panics on a short one inside a line or polygon); and when
+/// `strict`, a LineString two or more positions, and a linear ring four or more, the last equal
+/// to the first.
+fn check_geojson(value: &geojson::GeometryValue, strict: bool) -> Result<(), String> {
+    use geojson::GeometryValue as V;
+    fn position(p: &geojson::Position) -> Result<(), String> {
+        match p.len() {
+            0 | 1 => Err(format!("a position must hold two or more numbers, not {}", p.len())),
+            _ => Ok(()),
+        }
+    }
+    let line = |positions: &[geojson::Position]| -> Result<(), String> {
+        positions.iter().try_for_each(position)?;
+        match positions.len() {
+            1 if strict => Err("a LineString must hold two or more positions, not 1".into()),
+            _ => Ok(()),
+        }
+    };
+    let polygon = |rings: &[Vec<geojson::Position>]| -> Result<(), String> {
+        for ring in rings {
+            ring.iter().try_for_each(position)?;
+            if !strict {
+                continue;
+            }
+            if ring.len() < 4 {
+                return Err(format!("a linear ring must hold four or more positions, not {}", ring.len()));
+            }
+            if ring.first().map(geojson::Position::as_slice) != ring.last().map(geojson::Position::as_slice) {
+                return Err("a linear ring must end with the position it starts with".into());
+            }
+        }
+        Ok(())
+    };
+    match value {
+        V::Point { coordinates } => position(coordinates),
+        V::MultiPoint { coordinates } => coordinates.iter().try_for_each(position),
+        V::LineString { coordinates } => line(coordinates),
+        V::MultiLineString { coordinates } => coordinates.iter().try_for_each(|l| line(l)),
+        V::Polygon { coordinates } => polygon(coordinates),
+        V::MultiPolygon { coordinates } => coordinates.iter().try_for_each(|p| polygon(p)),
+        V::GeometryCollection { geometries } => geometries.iter().try_for_each(|g| check_geojson(&g.value, strict)),
+    }
+}
+
+/// The same shapes for WKT (OGC 06-103r4 §6.1.7, §6.1.11), once converted: a LineString of two
+/// or more points, and rings of four or more (the conversion closes an open ring, so three
+/// distinct points at least).
+fn check_wkt(geometry: &geo::Geometry<f64>) -> Result<(), String> {
+    fn line(l: &geo::LineString<f64>) -> Result<(), String> {
+        match l.0.len() {
+            1 => Err("a LINESTRING must hold two or more points, not 1".into()),
+            _ => Ok(()),
+        }
+    }
+    fn polygon(p: &geo::Polygon<f64>) -> Result<(), String> {
+        let empty = p.exterior().0.is_empty() && p.interiors().is_empty();
+        for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
+            if !empty && ring.0.len() < 4 {
+                return Err(format!(
+                    "a POLYGON's ring must hold four or more points, the last equal to the first, not {}",
+                    ring.0.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+    match geometry {
+        geo::Geometry::LineString(l) => line(l),
+        geo::Geometry::MultiLineString(m) => m.0.iter().try_for_each(line),
+        geo::Geometry::Polygon(p) => polygon(p),
+        geo::Geometry::MultiPolygon(m) => m.0.iter().try_for_each(polygon),
+        geo::Geometry::GeometryCollection(c) => c.0.iter().try_for_each(check_wkt),
+        _ => Ok(()),
+    }
+}
+
 impl Geometry {
-    /// Reads a GeoJSON geometry, or the geometry of a GeoJSON Feature.
+    /// Reads a GeoJSON geometry, or the geometry of a GeoJSON Feature, as it is stored: an open
+    /// ring or a LineString of one position, which earlier versions took, still reads (a ring
+    /// is closed). New entities are checked with [`Geometry::from_geojson_checked`].
     pub fn from_geojson(value: &serde_json::Value) -> Result<Geometry, GeometryError> {
+        Geometry::read_geojson(value, false)
+    }
+
+    /// Reads a GeoJSON geometry as [`Geometry::from_geojson`] does, refusing what RFC 7946 §3.1
+    /// forbids: a LineString of fewer than two positions, a linear ring of fewer than four or
+    /// not closed.
+    pub fn from_geojson_checked(value: &serde_json::Value) -> Result<Geometry, GeometryError> {
+        Geometry::read_geojson(value, true)
+    }
+
+    fn read_geojson(value: &serde_json::Value, strict: bool) -> Result<Geometry, GeometryError> {
         let value = match value.get("type").and_then(|t| t.as_str()) {
             Some("Feature") => value.get("geometry").unwrap_or(&serde_json::Value::Null),
             _ => value,
         };
         let geometry = serde_json::from_value::<geojson::Geometry>(value.clone())
             .map_err(|e| GeometryError::GeoJson(e.to_string()))?;
+        check_geojson(&geometry.value, strict).map_err(GeometryError::GeoJson)?;
         let geometry: geo::Geometry<f64> =
             geometry.try_into().map_err(|e: geojson::Error| GeometryError::GeoJson(e.to_string()))?;
         Ok(Geometry(geometry))
@@ -41,6 +132,7 @@ impl Geometry {
         let parsed = wkt::Wkt::<f64>::from_str(text).map_err(|e| GeometryError::Wkt(e.to_string()))?;
         let geometry: geo::Geometry<f64> =
             parsed.try_into().map_err(|e: wkt::conversion::Error| GeometryError::Wkt(e.to_string()))?;
+        check_wkt(&geometry).map_err(GeometryError::Wkt)?;
         Ok(Geometry(geometry))
     }
 

@@ -77,6 +77,62 @@ fn bad_geojson_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn geojson_shapes_follow_rfc_7946() {
+    use serde_json::json;
+    let refused = [
+        // A short position inside a ring made the geojson crate's conversion panic.
+        (json!({"type": "Polygon", "coordinates": [[[0, 0], [100], [1, 1], [0, 0]]]}), "two or more numbers"),
+        (json!({"type": "MultiPoint", "coordinates": [[1, 2], [3]]}), "two or more numbers"),
+        (json!({"type": "LineString", "coordinates": [[0, 0], [1]]}), "two or more numbers"),
+        (json!({"type": "LineString", "coordinates": [[0, 0]]}), "two or more positions"),
+        (json!({"type": "MultiLineString", "coordinates": [[[0, 0], [1, 1]], [[2, 2]]]}), "two or more positions"),
+        (json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]}), "four or more positions"),
+        (json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}), "end with the position"),
+        (
+            json!({"type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [1, 1], [0, 0]]], [[[5, 5], [6]]]]}),
+            "two or more numbers",
+        ),
+        (
+            json!({"type": "GeometryCollection", "geometries": [{"type": "LineString", "coordinates": [[1, 1]]}]}),
+            "two or more positions",
+        ),
+    ];
+    for (bad, reason) in refused {
+        let error = Geometry::from_geojson_checked(&bad).expect_err(&bad.to_string()).to_string();
+        assert!(error.contains(reason), "{bad}: {error}");
+        // What is stored reads as before, except what could never have been stored.
+        assert_eq!(Geometry::from_geojson(&bad).is_err(), reason == "two or more numbers", "{bad}");
+    }
+    for good in [
+        json!({"type": "Point", "coordinates": [1, 2, 3]}),
+        json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}),
+        json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}),
+        json!({"type": "Polygon", "coordinates": []}),
+        json!({"type": "MultiPoint", "coordinates": []}),
+        json!({"type": "GeometryCollection", "geometries": []}),
+    ] {
+        assert!(Geometry::from_geojson_checked(&good).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn wkt_shapes_are_checked() {
+    for (bad, reason) in [
+        ("LINESTRING(0 0)", "two or more points"),
+        ("MULTILINESTRING((0 0, 1 1), (2 2))", "two or more points"),
+        ("POLYGON((0 0, 1 1))", "four or more points"),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0), (0.1 0.1, 0.2 0.2))", "four or more points"),
+        ("GEOMETRYCOLLECTION(LINESTRING(3 3))", "two or more points"),
+    ] {
+        let error = Geometry::from_wkt(bad).expect_err(bad).to_string();
+        assert!(error.contains(reason), "{bad}: {error}");
+    }
+    for good in ["POLYGON((0 0, 1 0, 1 1, 0 0))", "POLYGON EMPTY", "LINESTRING EMPTY", "LINESTRING(0 0, 1 1)"] {
+        assert!(Geometry::from_wkt(good).is_ok(), "{good}");
+    }
+}
+
+#[test]
 fn fast_rfc3339_matches_display() {
     for micros in
         [0, 1, 250_000, 1_714_564_800_123_456, -1, -86_400_000_001, 253_402_127_999_999_999, Instant::MIN.micros()]

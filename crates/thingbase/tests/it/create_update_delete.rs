@@ -390,6 +390,46 @@ fn bad_changes_get_400_404_405_and_409() {
 }
 
 #[test]
+fn malformed_geometries_get_400_naming_what_is_wrong() {
+    // RFC 7946 §3.1: found by fuzzing, a short position inside a polygon answered 500.
+    let server = TestServer::start("cud-geometry");
+    let refused = [
+        (json!({"type": "Polygon", "coordinates": [[[0, 0], [100], [1, 1], [0, 0]]]}), "two or more numbers"),
+        (json!({"type": "LineString", "coordinates": [[7, 50]]}), "two or more positions"),
+        (json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}), "end with the position"),
+        (json!({"type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [0, 0]]]]}), "four or more positions"),
+    ];
+    for (geometry, reason) in refused {
+        let response = server.post("/Locations", with(location("Bad", 1.0), json!({"location": geometry})));
+        assert_eq!(response.status, 400, "{geometry}: {}", response.text);
+        assert_eq!(response.json["error"], "invalid_geometry", "{}", response.text);
+        let message = response.json["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("Location/location: ") && message.contains(reason), "{message}");
+        let feature =
+            json!({"name": "f", "description": "d", "encodingType": "application/geo+json", "feature": geometry});
+        assert_eq!(server.post("/FeaturesOfInterest", feature).status, 400, "{geometry}");
+    }
+    assert_eq!(count(&server, "/Locations"), 0, "nothing was stored");
+    let closed = json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]});
+    let created = server.post("/Locations", with(location("Good", 1.0), json!({"location": closed})));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["@iot.id"].as_i64().unwrap();
+    let patched = server.patch(
+        &format!("/Locations({id})"),
+        json!({"location": {"type": "Polygon", "coordinates": [[[0, 0], [1], [1, 1], [0, 0]]]}}),
+    );
+    assert_eq!(patched.status, 400, "{}", patched.text);
+    assert_eq!(server.get(&format!("/Locations({id})")).json["location"], closed, "the PATCH changed nothing");
+    // The same shapes in a $filter's literal are a syntax error at the literal's column.
+    for literal in ["POLYGON((0 0, 1 1))", "LINESTRING(0 0)"] {
+        let filter = crate::filtering::encode(&format!("st_within(location, geography'{literal}')"));
+        let response = server.get(&format!("/Locations?$filter={filter}"));
+        assert_eq!(response.status, 400, "{literal}: {}", response.text);
+        assert_eq!(response.json["position"], 21, "{}", response.text);
+    }
+}
+
+#[test]
 fn datastream_times_follow_observation_deletes_and_updates() {
     let server = TestServer::start("cud-derived-times");
     let (_, _, datastream) = thing_with_datastream(&server);
