@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     let entity = model::EntityType::ALL[usize::from(selector) % model::EntityType::ALL.len()];
     let Ok(path) = odata::parse_path(&format!("/{}", entity.set_name())) else { return };
     let fixture = fixture();
-    let outcome = fixture.runtime.block_on(fixture.app.write(&app::Caller::server(), app::WriteOp::Create { path, body }));
+    let outcome =
+        fixture.runtime.block_on(fixture.app.write(&app::Caller::server(), app::WriteOp::Create { path, body }));
     if let Err(app::AppError::Internal(message)) = outcome {
         panic!("a client's entity caused an internal error: {message}");
     }

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use broker::{
-    AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal, RefuseReason, TopicFilter,
-    TopicName,
+    AuthenticateFuture, ConnectInfo, Hooks, InboundPublish, PublishDecision, PublishError, PublishRefusal,
+    RefuseReason, TopicFilter, TopicName,
 };
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -168,6 +168,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "csr",
     "coap_message",
     "aggregate_options",
+    "http_request",
 ];
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
@@ -206,8 +207,15 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
         std::fs::create_dir_all(&artifacts)?;
         let binary = fuzz_dir.join("target").join(target).join("release").join(name);
         eprintln!("$ fuzz {name} for {seconds} s");
-        let status = Command::new(&binary)
-            .arg(&corpus)
+        // Seeds kept in the repository (valid requests the fuzzer would take long to find)
+        // start the corpus; what the run finds goes to the first directory only.
+        let seeds = fuzz_dir.join("seeds").join(name);
+        let mut command = Command::new(&binary);
+        command.arg(&corpus);
+        if seeds.is_dir() {
+            command.arg(&seeds);
+        }
+        let status = command
             .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .arg(format!("-max_total_time={seconds}"))
             .arg("-max_len=4096")
