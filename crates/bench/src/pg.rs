@@ -218,9 +218,21 @@ async fn statements(commits: Option<u64>) -> anyhow::Result<()> {
             let per = commits.max(1) as f64;
             let rows = client.query(
                 "SELECT calls, total_plan_time, total_exec_time, rows, query FROM pg_stat_statements \
-                 WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT 20",
+                 WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT 30",
                 &[],
             )?;
+            let total = client.query_one(
+                "SELECT sum(calls)::float8, sum(total_plan_time), sum(total_exec_time), count(*) FROM pg_stat_statements \
+                 WHERE query NOT LIKE '%pg_stat_statements%'",
+                &[],
+            )?;
+            let (calls, plan, exec, kinds): (f64, f64, f64, i64) = (total.get(0), total.get(1), total.get(2), total.get(3));
+            println!(
+                "  all statements, a commit: {:.2} calls, {:.1} us planning, {:.1} us executing ({kinds} statement texts)",
+                calls / per,
+                plan * 1000.0 / per,
+                exec * 1000.0 / per
+            );
             println!("  statements, a commit: calls, plan us, exec us, rows, query");
             for row in rows {
                 let (calls, plan, exec, count, query): (i64, f64, f64, i64, String) =
