@@ -1193,8 +1193,15 @@ pub fn create_data_arrays(
                     match column {
                         Ok(property) => record.values.push((property, to_value(ty, property, value)?)),
                         Err(()) => {
-                            let feature = reference(&serde_json::json!({ "@iot.id": value }))?
-                                .ok_or_else(|| AppError::bad("invalid_id", "FeatureOfInterest/id must be an id"))?;
+                            let feature = reference(&serde_json::json!({ "@iot.id": value }))
+                                .ok()
+                                .flatten()
+                                .ok_or_else(|| {
+                                    AppError::bad(
+                                        "invalid_id",
+                                        format!("FeatureOfInterest/id must be an integer id, not {value}"),
+                                    )
+                                })?;
                             require_exists(w, EntityType::FeatureOfInterest, feature)?;
                             let foi = ty
                                 .navigation("FeatureOfInterest")

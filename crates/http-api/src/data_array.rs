@@ -59,20 +59,28 @@ pub async fn create(state: &ApiState, base: &str, request: Request<'_>) -> Resul
     let outcomes = state.app.create_observations(request.caller, items).await?;
     let encoder = Encoder { base };
     let mut out = String::from("[");
-    for (i, outcome) in outcomes.iter().enumerate() {
+    for (i, outcome) in outcomes.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         match outcome {
-            Ok(id) => encode::string(&mut out, &encoder.self_link(EntityType::Observation, *id)),
+            Ok(id) => encode::string(&mut out, &encoder.self_link(EntityType::Observation, id)),
             Err(e) => {
                 tracing::debug!(row = i, error = %e, "data array row rejected");
-                out.push_str("\"error\"");
+                encode::string(&mut out, &row_error(e));
             }
         }
     }
     out.push(']');
     Ok(Reply::json(201, out.into_bytes()))
+}
+
+/// What a rejected row answers: `"error"`, as OGC 18-088 §14 has it, followed (as FROST-Server
+/// does) by what is wrong with the row when that is the client's to put right; a failure of the
+/// server itself stays `"error"` alone, and is logged.
+fn row_error(e: app::AppError) -> String {
+    let error = ApiError::from(e);
+    if error.status < 500 { format!("error {}", error.message) } else { "error".to_owned() }
 }
 
 /// Adds what the Data Array encoding needs to a query on Observations: the (Multi)Datastream of

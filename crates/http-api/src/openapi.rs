@@ -90,7 +90,7 @@ pub fn document(base: &str) -> Json {
     );
     paths.insert(
         "/CreateObservations".into(),
-        json!({"post": {"summary": "Create Observations in the Data Array format", "responses": {"201": {"description": "one self link or \"error\" per row"}}}}),
+        json!({"post": {"summary": "Create Observations in the Data Array format", "responses": {"201": {"description": "one self link per row, or \"error\" followed by the reason the row was rejected"}}}}),
     );
     schemas.insert(
         "Error".into(),

@@ -59,7 +59,9 @@ fn create_observations_inserts_rows_and_reports_each() {
                 "dataArray": [
                     ["2024-01-01T00:00:00Z", 1, feature],
                     ["2024-01-02T00:00:00Z", 2, feature],
-                    ["not a time", 3, feature]
+                    ["not a time", 3, feature],
+                    ["2024-01-03T00:00:00Z", 4, null],
+                    ["2024-01-04T00:00:00Z", 5, 999_999]
                 ]
             },
             {
@@ -69,9 +71,14 @@ fn create_observations_inserts_rows_and_reports_each() {
             }
         ]),
     );
-    assert_eq!(links.len(), 4);
-    assert_eq!(links[2], "error");
-    for link in [&links[0], &links[1], &links[3]] {
+    assert_eq!(links.len(), 6);
+    // A rejected row answers "error" and, as FROST-Server does, what is wrong with it.
+    let reasons: Vec<&str> = links[2..5].iter().map(|l| l.as_str().expect("a string")).collect();
+    for (reason, names) in reasons.iter().zip(["phenomenonTime", "FeatureOfInterest/id", "999999"]) {
+        assert!(reason.starts_with("error "), "{reason}");
+        assert!(reason.contains(names), "{reason} should name {names}");
+    }
+    for link in [&links[0], &links[1], &links[5]] {
         let url = link.as_str().expect("a self link");
         assert!(url.starts_with(&server.url("/Observations(")), "{url}");
         assert_eq!(crate::support::request("GET", url, None, None).status, 200);
