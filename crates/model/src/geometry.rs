@@ -29,14 +29,14 @@ fn check_geojson(value: &geojson::GeometryValue, strict: bool) -> Result<(), Str
     use geojson::GeometryValue as V;
     fn position(p: &geojson::Position) -> Result<(), String> {
         match p.len() {
-            0 | 1 => Err(format!("a position must hold two or more numbers, not {}", p.len())),
+            0 | 1 => Err(format!("a position must hold two or more numbers (this one holds {})", p.len())),
             _ => Ok(()),
         }
     }
     let line = |positions: &[geojson::Position]| -> Result<(), String> {
         positions.iter().try_for_each(position)?;
         match positions.len() {
-            1 if strict => Err("a LineString must hold two or more positions, not 1".into()),
+            1 if strict => Err("a LineString must hold two or more positions (this one holds 1)".into()),
             _ => Ok(()),
         }
     };
@@ -47,7 +47,7 @@ fn check_geojson(value: &geojson::GeometryValue, strict: bool) -> Result<(), Str
                 continue;
             }
             if ring.len() < 4 {
-                return Err(format!("a linear ring must hold four or more positions, not {}", ring.len()));
+                return Err(format!("a linear ring must hold four or more positions (this one holds {})", ring.len()));
             }
             if ring.first().map(geojson::Position::as_slice) != ring.last().map(geojson::Position::as_slice) {
                 return Err("a linear ring must end with the position it starts with".into());
@@ -72,7 +72,7 @@ fn check_geojson(value: &geojson::GeometryValue, strict: bool) -> Result<(), Str
 fn check_wkt(geometry: &geo::Geometry<f64>) -> Result<(), String> {
     fn line(l: &geo::LineString<f64>) -> Result<(), String> {
         match l.0.len() {
-            1 => Err("a LINESTRING must hold two or more points, not 1".into()),
+            1 => Err("a LINESTRING must hold two or more points (this one holds 1)".into()),
             _ => Ok(()),
         }
     }
@@ -81,7 +81,7 @@ fn check_wkt(geometry: &geo::Geometry<f64>) -> Result<(), String> {
         for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
             if !empty && ring.0.len() < 4 {
                 return Err(format!(
-                    "a POLYGON's ring must hold four or more points, the last equal to the first, not {}",
+                    "a POLYGON's ring must hold four or more points, the last equal to the first (this one holds {})",
                     ring.0.len()
                 ));
             }
