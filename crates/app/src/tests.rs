@@ -344,12 +344,19 @@ fn creates_of_observations_say_which_datastream_they_will_look_up() {
         touches("Observations", json!({"result": [1], "MultiDatastream": {"@iot.id": 10}})),
         [(EntityType::MultiDatastream, Id(10))]
     );
-    // Nothing to look up ahead: no id, another entity, or a deeper path.
+    // The Datastream a longer path ends in, and the one named where the path names none.
+    assert_eq!(touches("Things(1)/Datastreams(2)/Observations", result()), [(EntityType::Datastream, Id(2))]);
+    assert_eq!(
+        touches("FeaturesOfInterest(3)/Observations", json!({"result": 1, "Datastream": {"@iot.id": 4}})),
+        [(EntityType::Datastream, Id(4))]
+    );
+    // Nothing to look up ahead: no id, another entity, or a path that names the Datastream
+    // another way.
     assert!(touches("Observations", json!({"result": 1, "Datastream": {"@iot.id": "9"}})).is_empty());
     assert!(touches("Observations", json!({"result": 1, "Datastream": {"name": "new"}})).is_empty());
     assert!(touches("Things", json!({"name": "t"})).is_empty());
     assert!(touches("Things(1)/Datastreams", json!({"name": "d"})).is_empty());
-    assert!(touches("Things(1)/Datastreams(2)/Observations", result()).is_empty());
+    assert!(touches("Sensors(1)/Datastreams(2)/Observations(3)/FeatureOfInterest/Observations", result()).is_empty());
     let update = WriteOp::Delete { path: odata::parse_path("Datastreams(7)/Observations").unwrap() };
     assert!(crate::write::touches(&update).is_empty());
 }

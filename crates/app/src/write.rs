@@ -217,12 +217,12 @@ fn entity_at(w: &mut dyn Writer, path: &ResourcePath) -> Result<(EntityType, Id)
     entity_of_segment(w, path, last)
 }
 
-/// The segment of `path` whose entity's project new entities of the request join: the parent
-/// of a collection (`Things(1)/Datastreams`), or the entity itself (`Things(1)`, for the
-/// entities a deep update creates); `None` for a top-level collection.
-/// The (Multi)Datastreams a write will look up by id (`store::Store::write_touching`): that
-/// of Observations created at `Datastreams(1)/Observations` (or `MultiDatastreams(1)/...`), or
-/// at `Observations` with `"Datastream": {"@iot.id": 1}` (or `"MultiDatastream"`).
+/// The (Multi)Datastreams a write will look up by id (`store::Store::write_touching`), which
+/// also choose the writer it waits for: that of Observations created at
+/// `Datastreams(1)/Observations` (or `MultiDatastreams(1)/...`, also at the end of a longer path
+/// such as `Things(2)/Datastreams(1)/Observations`), or at `Observations` or
+/// `FeaturesOfInterest(3)/Observations` with `"Datastream": {"@iot.id": 1}` (or
+/// `"MultiDatastream"`).
 pub fn touches(op: &WriteOp) -> store::Touches {
     let WriteOp::Create { path, body } = op else { return Vec::new() };
     let [.., last] = path.segments.as_slice() else { return Vec::new() };
@@ -230,11 +230,10 @@ pub fn touches(op: &WriteOp) -> store::Touches {
         return Vec::new();
     }
     match path.segments.as_slice() {
-        [parent, _] => match (parent.entity, parent.key) {
-            (entity @ (EntityType::Datastream | EntityType::MultiDatastream), Some(id)) => vec![(entity, id)],
-            _ => Vec::new(),
-        },
-        [_] => [EntityType::Datastream, EntityType::MultiDatastream]
+        [.., parent, _] if matches!(parent.entity, EntityType::Datastream | EntityType::MultiDatastream) => {
+            parent.key.map(|id| vec![(parent.entity, id)]).unwrap_or_default()
+        }
+        [_] | [_, _] => [EntityType::Datastream, EntityType::MultiDatastream]
             .into_iter()
             .filter_map(|entity| {
                 let id = body.get(entity.name())?.get("@iot.id")?.as_i64()?;
@@ -262,6 +261,9 @@ pub fn data_array_touches(items: &[DataArrayItem]) -> store::Touches {
     touches
 }
 
+/// The segment of `path` whose entity's project new entities of the request join: the parent
+/// of a collection (`Things(1)/Datastreams`), or the entity itself (`Things(1)`, for the
+/// entities a deep update creates); `None` for a top-level collection.
 pub fn placing_segment(path: &ResourcePath) -> Option<usize> {
     let last = path.segments.len().checked_sub(1)?;
     if addresses_collection(path) { last.checked_sub(1) } else { Some(last) }

@@ -201,6 +201,28 @@ fn post_to_a_navigation_collection_links_the_parent() {
         server.post(&format!("/Datastreams({datastream})/Thing"), json!({"name": "x", "description": "y"})).status,
         405
     );
+
+    // Observations at the end of a longer path, and at a FeatureOfInterest's naming their
+    // Datastream in the body: both end in that Datastream, or nowhere.
+    let nested = server.create(&format!("/Things({thing})/Datastreams({second})/Observations"), json!({"result": 6}));
+    assert_eq!(server.get(&format!("/Observations({nested})/Datastream")).json["@iot.id"], second);
+    let other = server.create("/Things", json!({"name": "Other", "description": "no Datastreams"}));
+    let wrong = server.post(&format!("/Things({other})/Datastreams({second})/Observations"), json!({"result": 7}));
+    assert_eq!(wrong.status, 404, "{}", wrong.text);
+    let feature = server.get(&format!("/Observations({observation})/FeatureOfInterest")).json["@iot.id"].clone();
+    let at_feature = server.create(
+        &format!("/FeaturesOfInterest({feature})/Observations"),
+        json!({"result": 8, "Datastream": {"@iot.id": second}}),
+    );
+    assert_eq!(server.get(&format!("/Observations({at_feature})/FeatureOfInterest")).json["@iot.id"], feature);
+    assert_eq!(server.get(&format!("/Observations({at_feature})/Datastream")).json["@iot.id"], second);
+    let unknown = server.post(
+        &format!("/FeaturesOfInterest({feature})/Observations"),
+        json!({"result": 9, "Datastream": {"@iot.id": 999}}),
+    );
+    assert!(matches!(unknown.status, 400 | 404), "{}", unknown.text);
+    let results = server.get(&format!("/Datastreams({second})/Observations?$orderby=id&$select=result"));
+    assert_eq!(results.json["value"], json!([{"result": 6}, {"result": 8}]));
 }
 
 #[test]
