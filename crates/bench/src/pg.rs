@@ -217,13 +217,17 @@ async fn statements(commits: Option<u64>) -> anyhow::Result<()> {
         if let Some(commits) = commits {
             let per = commits.max(1) as f64;
             let rows = client.query(
-                "SELECT calls, total_plan_time, total_exec_time, rows, query FROM pg_stat_statements \
-                 WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT 30",
+                // Statements of one kind differ in how many rows or ids they carry: summed by
+                // the start of their text.
+                "SELECT sum(calls)::int8, sum(total_plan_time), sum(total_exec_time), sum(rows)::int8, \
+                 left(regexp_replace(regexp_replace(query, '[\\s()]+', ' ', 'g'), '\\$[0-9]+', '$', 'g'), 90) AS kind FROM pg_stat_statements \
+                 WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%DATABASE%' \
+                 GROUP BY kind ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 16",
                 &[],
             )?;
             let total = client.query_one(
                 "SELECT sum(calls)::float8, sum(total_plan_time), sum(total_exec_time), count(*) FROM pg_stat_statements \
-                 WHERE query NOT LIKE '%pg_stat_statements%'",
+                 WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%DATABASE%'",
                 &[],
             )?;
             let (calls, plan, exec, kinds): (f64, f64, f64, i64) = (total.get(0), total.get(1), total.get(2), total.get(3));
@@ -233,12 +237,10 @@ async fn statements(commits: Option<u64>) -> anyhow::Result<()> {
                 plan * 1000.0 / per,
                 exec * 1000.0 / per
             );
-            println!("  statements, a commit: calls, plan us, exec us, rows, query");
+            println!("  statements by kind, a commit: calls, plan us, exec us, rows, query");
             for row in rows {
                 let (calls, plan, exec, count, query): (i64, f64, f64, i64, String) =
                     (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-                let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
-                let query: String = query.chars().take(150).collect();
                 println!(
                     "  {:6.2} {:7.1} {:7.1} {:7.1}  {query}",
                     calls as f64 / per,
