@@ -576,6 +576,53 @@ fn observations_in_a_table_that_is_not_natively_partitioned_behave_the_same() {
     }
 }
 
+/// The Citus script of docs/postgres.md without its statements of the extension itself (the
+/// extension, the reference tables, the distribution): what it leaves is `observations` keyed
+/// by `(id, datastream_id, phenomenon_time_start)`, with a `datastream_id` in every row.
+fn citus_keys_script() -> String {
+    let doc = include_str!("../../../docs/postgres.md");
+    let after = doc.split("A Citus distributed table").nth(1).expect("the Citus section");
+    let block = after.split("```sql").nth(1).and_then(|b| b.split("```").next()).expect("its SQL");
+    let kept: Vec<&str> = block
+        .split(';')
+        .filter(|statement| {
+            !["citus", "create_reference_table", "create_distributed_table"].iter().any(|n| statement.contains(n))
+        })
+        .filter(|statement| !statement.trim().is_empty())
+        .collect();
+    assert!(kept.iter().any(|s| s.contains("ADD PRIMARY KEY")), "the script changes the key: {block}");
+    kept.join(";")
+}
+
+#[test]
+fn observations_keyed_as_the_citus_script_leaves_them_behave_the_same() {
+    use store_sql::Connection as _;
+    type Case = fn(&dyn Store);
+    let cases: [(&str, Case); 4] = [
+        ("many", store::conformance::many_observations_at_once_keep_their_values),
+        ("deleting", store::conformance::deleting_a_sensor_or_a_datastream_deletes_their_observations),
+        ("statistics", store::conformance::statistics_follow_random_inserts_updates_and_deletes),
+        ("expired", store::conformance::expired_observations_leave_their_rollups),
+    ];
+    for (name, case) in cases {
+        let url = database(&format!("citus_keys_{name}"));
+        drop(PostgresStore::open(PostgresOptions::new(url.clone())).expect("open"));
+        let conn = connect_to(&url);
+        conn.batch(&citus_keys_script()).expect("the documented script runs");
+        let key = query_one(
+            &conn,
+            "SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n), \
+             pg_attribute a WHERE i.indrelid = to_regclass('observations') AND i.indisprimary \
+             AND a.attrelid = i.indrelid AND a.attnum = k.attnum",
+            &[],
+            |r| r.text(0),
+        );
+        assert_eq!(key.unwrap().flatten().as_deref(), Some("id,datastream_id,phenomenon_time_start"));
+        let store = PostgresStore::open(PostgresOptions::new(url)).expect("the store opens on the new keys");
+        case(&store);
+    }
+}
+
 #[test]
 fn with_several_writers_the_writes_of_one_datastream_keep_their_order() {
     let mut options = PostgresOptions::new(database("several_writers"));
