@@ -450,6 +450,39 @@ pub enum StoreError {
     #[error("{0}")]
     OverBudget(String),
     /// Anything else the database reported; details are logged, not shown to clients.
-    #[error("database error: {0}")]
+    #[error("database error: {}", with_causes(&**.0))]
     Database(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An error's message followed by those of its causes ("invalid configuration: password
+/// missing"): drivers often keep what went wrong in the cause alone.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = next.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::StoreError;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid configuration")]
+    struct Driver(#[source] std::io::Error);
+
+    #[test]
+    fn a_database_error_says_what_its_causes_say() {
+        let error = StoreError::Database(Box::new(Driver(std::io::Error::other("password missing"))));
+        assert_eq!(error.to_string(), "database error: invalid configuration: password missing");
+        let plain = StoreError::Database("no such table: x".into());
+        assert_eq!(plain.to_string(), "database error: no such table: x");
+    }
 }
