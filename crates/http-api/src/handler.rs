@@ -241,7 +241,8 @@ pub async fn get_response(
         let paging = state.app.paging();
         let top = query.top.unwrap_or(paging.default_top).min(paging.max_top);
         let pairs = odata::split_query(raw_query)?;
-        let next_link = format!("{base}{}?{}", path_text(&path), url::next_query(&pairs, top, query.skip));
+        let next_link =
+            url::next_query(&pairs, top, query.skip).map(|next| format!("{base}{}?{next}", path_text(&path)));
         crate::stream::collection(state, caller, base, path, query, next_link).await.map(Some)
     };
     match streamed.await {
@@ -289,7 +290,7 @@ pub async fn get(
             return Ok(None);
         }
         let pairs = odata::split_query(raw_query)?;
-        Ok(Some(format!("{base}{}?{}", path_text(path), url::next_query(&pairs, top, query.skip))))
+        Ok(url::next_query(&pairs, top, query.skip).map(|next| format!("{base}{}?{next}", path_text(path))))
     };
     match result {
         ReadResult::Collection { entity, rows } => {

@@ -46,7 +46,7 @@ pub async fn collection(
     base: &str,
     path: odata::ResourcePath,
     query: Query,
-    next_link: String,
+    next_link: Option<String>,
 ) -> Result<Response, ApiError> {
     let entity = app::target_entity(&path);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(4);
@@ -104,9 +104,11 @@ pub async fn collection(
         let message = match app.read_chunks(&caller, path, query, CHUNK, sink, Some(started)).await {
             Ok(()) => {
                 let mut tail = String::from("]");
-                if more.load(Ordering::Relaxed) {
+                if more.load(Ordering::Relaxed)
+                    && let Some(next_link) = &next_link
+                {
                     tail.push_str(",\"@iot.nextLink\":");
-                    encode::string(&mut tail, &next_link);
+                    encode::string(&mut tail, next_link);
                 }
                 tail.push('}');
                 Message::Data(Bytes::from(tail))

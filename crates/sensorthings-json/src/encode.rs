@@ -179,10 +179,12 @@ impl Encoder<'_> {
                         sep(out);
                         let _ = write!(out, "\"{}@iot.count\":{count}", nav.name);
                     }
-                    if rows.more {
+                    if rows.more
+                        && let Some(link) =
+                            self.expanded_next_link(entity, row.id, nav.name, &item.query, rows.rows.len())
+                    {
                         sep(out);
                         let _ = write!(out, "\"{}@iot.nextLink\":", nav.name);
-                        let link = self.expanded_next_link(entity, row.id, nav.name, &item.query, rows.rows.len());
                         string(out, &link);
                     }
                     sep(out);
@@ -203,11 +205,18 @@ impl Encoder<'_> {
     /// The next link of an expanded collection: the navigation from its parent, with the
     /// expand's own options written back (`odata::query_options`) and `$skip` moved on by the
     /// page, e.g. `.../Things(1)/Datastreams?$filter=...&$orderby=name&$top=2&$skip=2`.
-    fn expanded_next_link(&self, entity: EntityType, id: model::Id, nav: &str, query: &Query, page: usize) -> String {
+    fn expanded_next_link(
+        &self,
+        entity: EntityType,
+        id: model::Id,
+        nav: &str,
+        query: &Query,
+        page: usize,
+    ) -> Option<String> {
         let options: Vec<(String, String)> =
             odata::query_options(query).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-        let next = url::next_query(&options, page as u64, query.skip);
-        format!("{}/{}({id})/{nav}?{next}", self.base, entity.set_name())
+        let next = url::next_query(&options, page as u64, query.skip)?;
+        Some(format!("{}/{}({id})/{nav}?{next}", self.base, entity.set_name()))
     }
 
     /// A collection object with `value`, `@iot.count` and `@iot.nextLink`.

@@ -28,8 +28,12 @@ pub fn encode_component(text: &str) -> String {
 }
 
 /// The query string of the next page: the request's options with `$skip` moved on by one
-/// page and `$top` kept.
-pub fn next_query(pairs: &[(String, String)], top: u64, skip: u64) -> String {
+/// page and `$top` kept. `None` for pages of `$top=0`: their next page would be the same
+/// request, and a client following next links would never stop.
+pub fn next_query(pairs: &[(String, String)], top: u64, skip: u64) -> Option<String> {
+    if top == 0 {
+        return None;
+    }
     let mut parts = Vec::with_capacity(pairs.len() + 2);
     for (name, value) in pairs {
         if name == "$skip" || name == "$top" {
@@ -39,5 +43,5 @@ pub fn next_query(pairs: &[(String, String)], top: u64, skip: u64) -> String {
     }
     parts.push(format!("$top={top}"));
     parts.push(format!("$skip={}", skip + top));
-    parts.join("&")
+    Some(parts.join("&"))
 }

@@ -135,6 +135,16 @@ fn top_skip_and_count_page_a_collection() {
     let response = f.server.get("/Observations?$top=0&$count=true");
     assert_eq!(response.json["@iot.count"], 42);
     assert_eq!(values(&response).len(), 0);
+    // A page of none has no next page: its link would be the same request, for ever.
+    assert!(response.json.get("@iot.nextLink").is_none(), "{}", response.text);
+    let expanded =
+        f.server.get(&format!("/Datastreams({})?$expand=Observations($top=0;$count=true)", f.datastreams[2][0]));
+    assert_eq!(expanded.json["Observations@iot.count"], 9, "{}", expanded.text);
+    assert_eq!(expanded.json["Observations"], serde_json::json!([]));
+    assert!(expanded.json.get("Observations@iot.nextLink").is_none(), "{}", expanded.text);
+    let refs = f.server.get("/Observations/$ref?$top=0");
+    assert_eq!(refs.status, 200, "{}", refs.text);
+    assert!(refs.json.get("@iot.nextLink").is_none(), "{}", refs.text);
     let response = f.server.get(&format!("/Things({})/Datastreams?$count=true&$top=1", f.things[2]));
     assert_eq!(response.json["@iot.count"], 3);
     assert_eq!(values(&response).len(), 1);
