@@ -381,6 +381,10 @@ fn bad_changes_get_400_404_405_and_409() {
     assert_eq!(server.patch(&path, json!({"Datastreams": []})).status, 400, "to-many reverse links are not patched");
     assert_eq!(server.patch(&path, json!([1])).status, 400, "a merge patch is an object");
     assert_eq!(server.get(&path).json["name"], "Station", "nothing changed");
+    let cut = crate::support::request("POST", &server.url("/Things"), Some(r#"{"name":"x""#.into()), None);
+    assert_eq!((cut.status, cut.json["error"].as_str()), (400, Some("invalid_json")), "{}", cut.text);
+    let message = cut.json["message"].as_str().unwrap_or_default();
+    assert!(message.ends_with("at line 1 column 11"), "says where, once: {message}");
     assert_eq!(server.patch("/Things(999)", json!({"name": "x"})).status, 404);
     assert_eq!(server.put("/Things(999)", json!({"name": "x", "description": "y"})).status, 404);
     assert_eq!(server.delete("/Things(999)").status, 404);
