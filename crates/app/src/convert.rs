@@ -24,7 +24,7 @@ pub fn to_value(entity: model::EntityType, property: &Property, json: &Json) -> 
         return Ok(Value::Null);
     }
     Ok(match property.kind {
-        PropertyKind::Text => Value::Text(json.as_str().ok_or_else(|| wrong("a string"))?.to_owned()),
+        PropertyKind::Text => Value::Text(text(entity, property, json.as_str().ok_or_else(|| wrong("a string"))?)?),
         PropertyKind::Object => {
             if !json.is_object() {
                 return Err(wrong("a JSON object"));
@@ -51,7 +51,7 @@ pub fn to_value(entity: model::EntityType, property: &Property, json: &Json) -> 
         }
         PropertyKind::Result => match json {
             Json::Bool(b) => Value::Boolean(*b),
-            Json::String(s) => Value::Text(s.clone()),
+            Json::String(s) => Value::Text(text(entity, property, s)?),
             Json::Number(n) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Value::Integer(i),
                 (None, Some(f)) if n.is_f64() => Value::Real(f),
@@ -61,6 +61,18 @@ pub fn to_value(entity: model::EntityType, property: &Property, json: &Json) -> 
             other => Value::Json(other.to_string()),
         },
     })
+}
+
+/// A text to store: any string but one holding U+0000, which PostgreSQL's text cannot hold
+/// (refused on every database, so that both take the same writes).
+fn text(entity: model::EntityType, property: &Property, s: &str) -> Result<String, AppError> {
+    if s.contains('\0') {
+        return Err(AppError::bad(
+            "invalid_property",
+            format!("{}/{} must not contain the character U+0000", entity.name(), property.name),
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn time_error(entity: model::EntityType, property: &Property, e: model::TimeError) -> AppError {

@@ -530,6 +530,12 @@ impl<'d> Compiler<'d> {
                         keys.push(format!("{cell}{direction} NULLS LAST"));
                     }
                 }
+                Shape::Scalar(_, Kind::Geometry) => {
+                    // Geometries have no order of their own: their GeoJSON text's, on every
+                    // database (PostgreSQL keeps them as `json`, which has none).
+                    let sql = self.as_kind(&value, None);
+                    keys.push(format!("CAST({sql} AS TEXT){direction}"));
+                }
                 _ => {
                     let sql = self.as_kind(&value, None);
                     keys.push(format!("{sql}{direction}"));
@@ -705,7 +711,7 @@ impl<'d> Compiler<'d> {
         let shape = match (&path.member, shortcut) {
             (Member::Id, Some(column)) => Shape::Scalar(format!("{target_alias}.{column}"), Kind::Number),
             (Member::Id, None) => Shape::Scalar(format!("{target_alias}.id"), Kind::Number),
-            (Member::Property(p), _) => property_shape(&target_alias, p),
+            (Member::Property(p), _) => property_shape(self.dialect, &target_alias, p),
             (Member::Json { property, path }, _) => {
                 let column = match property.kind {
                     PropertyKind::Result => format!("{target_alias}.{}_json", property.column),
@@ -882,7 +888,8 @@ impl<'d> Compiler<'d> {
             BinaryOp::Add => format!("({a} + {b})"),
             BinaryOp::Sub => format!("({a} - {b})"),
             BinaryOp::Mul => format!("({a} * {b})"),
-            BinaryOp::Div => format!("(({a}) * 1.0 / {b})"),
+            // A zero divisor gives NULL on every database (SQLite's own answer), not an error.
+            BinaryOp::Div => format!("(({a}) * 1.0 / NULLIF({b}, 0))"),
             _ => self.dialect.modulo(&a, &b),
         };
         Value::scalar(sql, result)
@@ -1009,7 +1016,7 @@ impl<'d> Compiler<'d> {
 }
 
 /// The SQL shape of a stored property under `alias`.
-fn property_shape(alias: &str, property: &Property) -> Shape {
+fn property_shape(dialect: &dyn Dialect, alias: &str, property: &Property) -> Shape {
     let column = property.column;
     match property.kind {
         PropertyKind::Text => Shape::Scalar(format!("{alias}.{column}"), Kind::Text),
@@ -1022,7 +1029,9 @@ fn property_shape(alias: &str, property: &Property) -> Shape {
         ),
         PropertyKind::Result => Shape::Json(Json::Result { alias: alias.to_owned(), column: column.to_owned() }),
         PropertyKind::Object | PropertyKind::Json => {
-            Shape::Json(Json::Path { column: format!("{alias}.{column}"), path: "'$'".into() })
+            // The whole object: the dialect's path of no keys, as a literal.
+            let root = dialect.json_path(&[]).replace('\'', "''");
+            Shape::Json(Json::Path { column: format!("{alias}.{column}"), path: format!("'{root}'") })
         }
     }
 }

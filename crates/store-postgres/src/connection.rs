@@ -39,6 +39,12 @@ pub fn db_error(error: tokio_postgres::Error) -> StoreError {
         if code == "57014" {
             return store_sql::over_budget();
         }
+        // Class 22: data exceptions, a value the database cannot hold or compute (a filter's
+        // arithmetic past bigint or double precision, a substring position past integer):
+        // the request's values, which SQLite would have taken as floating point.
+        if code.starts_with("22") {
+            return StoreError::Rejected(format!("a value is out of the database's range: {}", db.message()));
+        }
         // The driver's own message says only "db error"; the server's says what and where.
         return StoreError::Database(format!("{db}").into());
     }

@@ -385,6 +385,17 @@ fn bad_changes_get_400_404_405_and_409() {
     assert_eq!((cut.status, cut.json["error"].as_str()), (400, Some("invalid_json")), "{}", cut.text);
     let message = cut.json["message"].as_str().unwrap_or_default();
     assert!(message.ends_with("at line 1 column 11"), "says where, once: {message}");
+    // U+0000 in a text: PostgreSQL cannot store it, so no database takes it; in JSON values
+    // it is kept escaped.
+    let nul = server.post(&format!("/Datastreams({datastream})/Observations"), json!({"result": "a\u{0}b"}));
+    assert_eq!((nul.status, nul.json["error"].as_str()), (400, Some("invalid_property")), "{}", nul.text);
+    assert!(nul.json["message"].as_str().unwrap_or_default().contains("Observation/result"), "{}", nul.text);
+    assert_eq!(server.post("/Things", json!({"name": "a\u{0}", "description": "d"})).status, 400);
+    let kept = server.create(
+        &format!("/Datastreams({datastream})/Observations"),
+        json!({"result": {"text": "a\u{0}b"}, "parameters": {"p": "\u{0}"}}),
+    );
+    assert_eq!(server.get(&format!("/Observations({kept})")).json["result"], json!({"text": "a\u{0}b"}));
     assert_eq!(server.patch("/Things(999)", json!({"name": "x"})).status, 404);
     assert_eq!(server.put("/Things(999)", json!({"name": "x", "description": "y"})).status, 404);
     assert_eq!(server.delete("/Things(999)").status, 404);
