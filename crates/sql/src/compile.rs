@@ -513,8 +513,22 @@ impl<'d> Compiler<'d> {
     fn order_by(&mut self, query: &Query, scope: &Scope) -> String {
         let mut keys = Vec::new();
         for order in &query.order_by {
-            let direction = if order.descending { " DESC" } else { "" };
             let value = self.value(&order.expr, scope);
+            // Keys that can be NULL say where NULLs go, the same on every database; those that
+            // cannot (an entity's own id, a required property, an Observation's phenomenonTime,
+            // which the server sets when the client does not) say nothing, so that an index of
+            // the column still gives the order.
+            let nulls = match (&order.expr, &value.wrap) {
+                (Expr::Member(MemberPath { member: Member::Id, .. }), None) => "",
+                (Expr::Member(MemberPath { member: Member::Property(p), .. }), None)
+                    if p.required || p.kind == PropertyKind::InstantOrInterval =>
+                {
+                    ""
+                }
+                _ => self.dialect.nulls_smallest(order.descending),
+            };
+            let dir = if order.descending { " DESC" } else { "" };
+            let direction = format!("{dir}{nulls}");
             match &value.shape {
                 Shape::Interval(..) => {
                     let (start, end) = self.interval(&value);
@@ -527,7 +541,7 @@ impl<'d> Compiler<'d> {
                     for suffix in ["number", "string", "boolean", "json"] {
                         let cell = self.wrap(&value, format!("{alias}.{column}_{suffix}"));
                         let cell = if suffix == "json" { format!("CAST({cell} AS TEXT)") } else { cell };
-                        keys.push(format!("{cell}{direction} NULLS LAST"));
+                        keys.push(format!("{cell}{dir} NULLS LAST"));
                     }
                 }
                 Shape::Scalar(_, Kind::Geometry) => {

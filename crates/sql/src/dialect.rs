@@ -110,6 +110,12 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// What an `ORDER BY` key that may be NULL needs so that NULLs sort as the smallest value
+    /// (first ascending, last descending), as OData orders them: SQLite's own order, nothing.
+    fn nulls_smallest(&self, _descending: bool) -> &'static str {
+        ""
+    }
+
     /// The clause that locks the rows a statement reads as an update of them would (but for
     /// their keys), where writers run side by side: a statement that updates many rows reads
     /// them in key order with it first, so that two writers never wait for each other in
@@ -278,6 +284,11 @@ impl Dialect for PostgresDialect {
 
     fn key_share_lock(&self) -> Option<&'static str> {
         Some(" FOR KEY SHARE")
+    }
+
+    fn nulls_smallest(&self, descending: bool) -> &'static str {
+        // PostgreSQL sorts NULLs as the largest value by default.
+        if descending { " NULLS LAST" } else { " NULLS FIRST" }
     }
 
     fn update_lock(&self) -> Option<&'static str> {

@@ -122,6 +122,29 @@ fn orderby_sorts_by_several_keys_in_each_direction() {
     .map(|o| o["result"].as_i64().unwrap())
     .collect();
     assert_eq!(results, [8, 7, 6, 5, 4, 3, 2, 1, 0]);
+
+    // NULLs sort as the smallest value, first ascending and last descending, on every
+    // database: a resultTime left out, and a Thing's Locations' names through a navigation
+    // the Thing has no Location of.
+    let ds = f.datastreams[0][0];
+    let timed = f.server.create(
+        &format!("/Datastreams({ds})/Observations"),
+        json!({"phenomenonTime": "2024-02-01T00:00:00Z", "resultTime": "2024-02-01T00:00:05Z", "result": 100}),
+    );
+    let order = |direction: &str| -> Vec<i64> {
+        values(
+            &f.server
+                .get(&format!("/Datastreams({ds})/Observations?$orderby=resultTime{direction},id&$select=id&$top=2")),
+        )
+        .iter()
+        .map(|o| o["@iot.id"].as_i64().unwrap())
+        .collect()
+    };
+    assert_ne!(order("")[0], timed, "ascending: the Observations without one first");
+    assert_eq!(order("%20desc")[0], timed, "descending: they come last");
+    f.server.create("/Things", json!({"name": "Zulu", "description": "nowhere"}));
+    assert_eq!(names("$orderby=Locations/name,name&$top=1"), ["Zulu"], "no Location sorts first");
+    assert_eq!(names("$orderby=Locations/name%20desc,name&$top=1"), ["Charlie"]);
 }
 
 #[test]
