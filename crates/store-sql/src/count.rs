@@ -60,10 +60,17 @@ impl Access<'_> {
                 self.conn.batch("RELEASE SAVEPOINT tb_count")?;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            // The count itself failed (a value past the database's range, say): what is said is
+            // its error, and the transaction goes on from before it.
+            Err(e) => {
+                let _ = self.conn.batch("ROLLBACK TO SAVEPOINT tb_count");
+                Err(e)
+            }
         };
-        self.conn.set_deadline(Some(deadline))?;
-        match outcome? {
+        let restored = self.conn.set_deadline(Some(deadline));
+        let outcome = outcome?;
+        restored?;
+        match outcome {
             Some(n) => Ok((n, false)),
             None => Ok((self.estimate(entity, constraint, filter, &statement, now)?, true)),
         }
