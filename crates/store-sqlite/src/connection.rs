@@ -74,8 +74,12 @@ impl ToSql for Bound<'_> {
     }
 }
 
-fn bound(params: &[Param]) -> impl Iterator<Item = Bound<'_>> {
-    params.iter().map(Bound)
+/// The parameters a prepared statement takes, bound in order. A statement may use fewer than it
+/// was given: the compiler numbers every part of a literal, and one read in part (an interval's
+/// start, in `month(2024-01-01T00:00:00Z/2024-01-02T00:00:00Z)`) leaves its last unused, which
+/// SQLite refuses to be given (PostgreSQL is told each parameter's type and takes it).
+fn bound(taken: usize, params: &[Param]) -> impl Iterator<Item = Bound<'_>> {
+    params[..params.len().min(taken)].iter().map(Bound)
 }
 
 struct Row<'r, 's>(&'r rusqlite::Row<'s>);
@@ -114,7 +118,8 @@ impl store_sql::Connection for SqliteConnection<'_> {
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(bound(params))).map_err(db_error)?;
+        let params = rusqlite::params_from_iter(bound(stmt.parameter_count(), params));
+        let mut rows = stmt.query(params).map_err(db_error)?;
         while let Some(row) = rows.next().map_err(db_error)? {
             if !each(&Row(row))? {
                 break;
@@ -125,7 +130,8 @@ impl store_sql::Connection for SqliteConnection<'_> {
 
     fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
         let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
-        Ok(stmt.execute(rusqlite::params_from_iter(bound(params))).map_err(db_error)? as u64)
+        let params = rusqlite::params_from_iter(bound(stmt.parameter_count(), params));
+        Ok(stmt.execute(params).map_err(db_error)? as u64)
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
