@@ -10,6 +10,7 @@
 //!
 //! Must not depend on any other backend.
 
+mod collation;
 mod connection;
 mod migrate;
 mod partitions;
@@ -165,6 +166,7 @@ impl PostgresStore {
     pub fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let writer = connect(&options)?;
         migrate::run(&writer)?;
+        collation::check(&writer)?;
         let partitioned = partitions::native(&writer)?;
         if partitioned {
             partitions::maintain(&writer);

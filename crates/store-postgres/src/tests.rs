@@ -654,3 +654,19 @@ fn retention_leaves_a_series_another_node_is_expiring_to_it() {
     };
     store::conformance::expiring_a_series_another_node_expires_leaves_it(&store, &claim);
 }
+
+#[test]
+fn the_collation_is_checked_for_the_order_of_sqlite() {
+    use store_sql::Connection as _;
+    let url = database("collation_c");
+    assert!(crate::collation::check(&connect_to(&url)).unwrap(), "the test cluster's C collation orders by bytes");
+    // A database ordering by language (ICU's en-US): still served, with a warning.
+    let admin = connect_to(&url);
+    admin.batch("DROP DATABASE IF EXISTS collation_icu").unwrap();
+    admin
+        .batch("CREATE DATABASE collation_icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'")
+        .unwrap();
+    let icu = url.rsplit_once('/').map(|(server, _)| format!("{server}/collation_icu")).unwrap();
+    assert!(!crate::collation::check(&connect_to(&icu)).unwrap());
+    admin.batch("DROP DATABASE collation_icu").unwrap();
+}
